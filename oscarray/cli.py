@@ -1,0 +1,171 @@
+"""The `oscarray` command: argument parsing and printing only; the jobs are in `flows`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .golden.cordic import MODES, CordicConfigError
+from .hdl.cordic import ARCHITECTURES
+
+BOARD_NAMES = ("icebreaker", "ulx3s-85f", "orangecrab-25f")
+
+
+def _add_cordic_format(p: argparse.ArgumentParser):
+    p.add_argument("--mode", choices=list(MODES), default="rotate")
+    p.add_argument("--width", type=int, default=18, help="data width in bits (default 18)")
+    p.add_argument("--phase-bits", type=int, default=16, help="binary angle bits (default 16)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="micro-rotations (default: the fewest that meet the 2 LSB budget)")
+    p.add_argument("--guard-bits", type=int, default=None,
+                   help="extra fraction bits inside (default: the fewest that meet the budget)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oscarray", description="Bit-exact emulator of oscillator attention hardware.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("sim", help="run RTL in cocotb against the golden model")
+    sim_designs = sim.add_subparsers(dest="design", required=True)
+    cordic = sim_designs.add_parser("cordic", help="the CORDIC unit")
+    _add_cordic_format(cordic)
+    cordic.add_argument("--arch", choices=ARCHITECTURES, default="pipelined")
+    cordic.add_argument("--vectors", type=int, default=10000, help="random vectors (+ edges)")
+    cordic.add_argument("--seed", type=int, default=1)
+    cordic.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                        help="simulator (default: $SIM, else verilator)")
+    cordic.add_argument("--waves", action="store_true", help="write an FST/VCD wave file")
+    cordic.add_argument("--valid-prob", type=float, default=0.8,
+                        help="probability an input is offered each clock (random gaps)")
+    cordic.add_argument("--ready-prob", type=float, default=0.8,
+                        help="probability the output is accepted each clock (backpressure)")
+    cordic.add_argument("--out", help="save the vectors and RTL outputs as npz")
+    cordic.add_argument("--json", action="store_true", help="print one JSON object")
+
+    build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
+    build.add_argument("--design", choices=("cordic",), default="cordic")
+    build.add_argument("--board", choices=BOARD_NAMES, required=True)
+    build.add_argument("--arch", choices=ARCHITECTURES, default="pipelined")
+    build.add_argument("--mode", choices=list(MODES), default="rotate")
+    build.add_argument("--target-mhz", type=float, default=None,
+                       help="clock constraint (default 75 MHz on iCE40, 250 MHz on ECP5)")
+    build.add_argument("--build-dir", default="build/boards")
+    build.add_argument("--json", action="store_true", help="print one JSON object")
+
+    bench = commands.add_parser("bench", help="measure area, speed and accuracy")
+    bench_designs = bench.add_subparsers(dest="design", required=True)
+    bench_cordic = bench_designs.add_parser("cordic", help="the CORDIC, both architectures")
+    bench_cordic.add_argument("--mode", choices=list(MODES), default="rotate")
+    bench_cordic.add_argument("--vectors", type=int, default=2000)
+    bench_cordic.add_argument("--boards", nargs="+", choices=BOARD_NAMES,
+                              default=["icebreaker", "ulx3s-85f"])
+    bench_cordic.add_argument("--output", default="out/bench_cordic.json",
+                              help="where the JSON goes (default out/bench_cordic.json)")
+    bench_cordic.add_argument("--json", action="store_true", help="print one JSON object")
+
+    demo = commands.add_parser("demo", help="the built-in example, end to end")
+    demo.add_argument("--vectors", type=int, default=20000)
+    demo.add_argument("--out-dir", default="out/demo")
+    demo.add_argument("--skip-build", action="store_true", help="no bitstream")
+    return parser
+
+
+def _print_table(rows: list[dict], columns: list[tuple[str, str]]):
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+        return "-" if value is None else str(value)
+    cells = [[title for _, title in columns]] + [[fmt(r.get(k)) for k, _ in columns]
+                                                  for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+CORDIC_BENCH_COLUMNS = [
+    ("arch", "arch"), ("device", "device"), ("lut", "LC/LUT4"), ("core_lut", "core LUT"),
+    ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"), ("fmax_mhz", "Fmax MHz"),
+    ("latency_cycles", "latency"), ("results_per_s", "results/s"),
+    ("max_err_lsb", "max err LSB"), ("rms_err_lsb", "RMS err LSB"),
+]
+
+
+def _run(args) -> int:
+    from . import flows
+
+    progress = flows.stderr_progress
+    if args.command == "sim":
+        config = flows.cordic_config(args.mode, args.width, args.phase_bits, args.iterations,
+                                     args.guard_bits)
+        result = flows.sim_cordic(config, args.arch, args.vectors, args.seed, sim=args.sim,
+                                  waves=args.waves, out=args.out, valid_prob=args.valid_prob,
+                                  ready_prob=args.ready_prob, progress=progress)
+        if args.json:
+            print(json.dumps(result, default=flows._json_default))
+        else:
+            print(f"{result['mode']} CORDIC, {result['arch']}, {result['sim']}: "
+                  f"{result['vectors']} vectors, {result['mismatches']} mismatches versus "
+                  f"golden fixed; versus the ideal max {result['max_err_lsb']:.3f} LSB, "
+                  f"RMS {result['rms_err_lsb']:.3f} LSB (budget {result['budget_lsb']:.3f})")
+            if result.get("waves"):
+                print(f"waves: {result['waves']}")
+            if result.get("out"):
+                print(f"vectors: {result['out']}")
+        return 1 if result["mismatches"] else 0
+
+    if args.command == "build":
+        result = flows.build_design(args.design, args.board, arch=args.arch, mode=args.mode,
+                                    target_mhz=args.target_mhz, build_root=args.build_dir,
+                                    progress=progress)
+        if args.json:
+            print(json.dumps(result, default=flows._json_default))
+        else:
+            print(f"{result['design']} ({result['arch']}) on {result['board']} "
+                  f"({result['device']}): {result['lut']} LUT, {result['ff']} FF, "
+                  f"{result['dsp']} DSP, {result['bram']} BRAM; Fmax {result['fmax_mhz']:.1f} "
+                  f"MHz (target {result['target_mhz']:.0f}, "
+                  f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
+        return 0
+
+    if args.command == "bench":
+        result = flows.bench_cordic(vectors=args.vectors, mode=args.mode, boards=args.boards,
+                                    progress=progress)
+        path = flows.write_json(result, args.output)
+        if args.json:
+            print(json.dumps(result, default=flows._json_default))
+        else:
+            print(f"CORDIC {result['mode']}, {result['config']['data_width']}-bit data, "
+                  f"{result['config']['phase_bits']}-bit phase, "
+                  f"{result['config']['iterations']} iterations; {result['date']}, "
+                  f"{result['machine']}")
+            _print_table(result["rows"], CORDIC_BENCH_COLUMNS)
+            print(f"written: {path}")
+        return 0
+
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_demo(vectors=args.vectors, out_dir=args.out_dir, build=not args.skip_build,
+                        progress=progress)
+    raise AssertionError(args.command)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .boards.build import BoardError
+    from .sim.runner import SimulatorNotFound, SimulationFailed
+    try:
+        return _run(args)
+    except (CordicConfigError, ValueError, FileNotFoundError, SimulatorNotFound) as error:
+        print(f"oscarray: error: {error}", file=sys.stderr)
+        return 2
+    except (BoardError, SimulationFailed) as error:
+        print(f"oscarray: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The jobs behind the command line: each takes plain arguments and returns a JSON-able dict.
+
+Nothing here computes: the arithmetic is in golden/, the hardware in hdl/, simulation in sim/,
+builds in boards/. These functions put them together, report progress and write files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform as host_platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .golden.cordic import CordicConfig, error_budget
+from .hdl.cordic import ARCHITECTURES, Cordic
+
+__all__ = ["cordic_config", "sim_cordic", "build_design", "bench_cordic", "DESIGNS",
+           "TARGET_MHZ", "machine_description"]
+
+DESIGNS = ("cordic",)
+
+# Clock targets the designs are built for: the issue's speed goals.
+TARGET_MHZ = {"ice40": 75.0, "ecp5": 250.0}
+
+BENCH_BOARDS = ("icebreaker", "ulx3s-85f")
+
+
+def _say(progress, message: str):
+    if progress:
+        progress(message)
+
+
+def cordic_config(mode="rotate", width=18, phase_bits=16, iterations=None,
+                  guard_bits=None) -> CordicConfig:
+    return CordicConfig(mode=mode, data_width=width, phase_bits=phase_bits,
+                        iterations=iterations, guard_bits=guard_bits)
+
+
+def sim_cordic(config: CordicConfig, arch: str, vectors: int, seed: int, *, sim=None,
+               waves=False, out=None, build_root=None, valid_prob=0.8, ready_prob=0.8,
+               progress=None) -> dict:
+    """RTL in cocotb against the golden model on `vectors` random vectors plus edge cases."""
+    from .sim.cordic import run_cordic_rtl, save_vectors
+    from .sim.cordic_vectors import cordic_vectors
+
+    if vectors < 0:
+        raise ValueError(f"--vectors must be >= 0, not {vectors}")
+    for name, value in (("valid-prob", valid_prob), ("ready-prob", ready_prob)):
+        if not 0 < value <= 1:
+            raise ValueError(f"--{name} must be in (0, 1], not {value}")
+    if out is not None and not Path(out).parent.exists():
+        raise FileNotFoundError(f"the folder of --out {out} does not exist")
+    inputs = cordic_vectors(config, vectors, seed)
+    _say(progress, f"simulating the {arch} {config.mode} CORDIC on {inputs[0].size} vectors "
+                   f"({vectors} random + {inputs[0].size - vectors} edge cases)")
+    run = run_cordic_rtl(config, arch, *inputs, sim=sim, waves=waves, build_root=build_root,
+                         valid_prob=valid_prob, ready_prob=ready_prob, seed=seed)
+    summary = run.summary()
+    if out is not None:
+        save_vectors(run, Path(out))
+        summary["out"] = str(out)
+    return summary
+
+
+def _design_factory(design: str, *, arch="pipelined", mode="rotate"):
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of "
+                         f"{', '.join(ARCHITECTURES)}")
+    config = cordic_config(mode)
+    return lambda: Cordic.create(config, arch)
+
+
+def build_design(design: str, board: str, *, arch="pipelined", mode="rotate",
+                 target_mhz=None, build_root="build/boards", progress=None) -> dict:
+    """Build a bitstream for `board` and report nextpnr's utilization and Fmax."""
+    from .boards.build import build, get_board
+
+    spec = get_board(board)           # unknown boards fail here, before any work
+    factory = _design_factory(design, arch=arch, mode=mode)
+    target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
+    result = build(factory, board, build_dir=Path(build_root) / f"{design}_{mode}_{arch}",
+                   target_mhz=target, name=f"{design}_{arch}", progress=progress)
+    result.update(design=design, arch=arch, mode=mode)
+    return result
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {host_platform.python_version()}"
+
+
+def bench_cordic(*, vectors=2000, seed=1, mode="rotate", boards=BENCH_BOARDS,
+                 archs=ARCHITECTURES, build_root="build/bench", progress=None) -> dict:
+    """Both architectures on each board: area, Fmax, latency, throughput and accuracy.
+
+    Area and Fmax come from real builds; latency and results per clock from a cycle-accurate
+    RTL run (cocotb, no gaps, no backpressure); errors from the same run versus the ideal.
+    """
+    config = cordic_config(mode)
+    rows = []
+    for arch in archs:
+        _say(progress, f"{arch}: RTL simulation")
+        timing = _measure_cycles(config, arch, vectors, seed, build_root)
+        for board in boards:
+            _say(progress, f"{arch} on {board}: building")
+            built = build_design("cordic", board, arch=arch, mode=mode,
+                                 build_root=Path(build_root) / "boards", progress=progress)
+            rows.append({
+                "arch": arch, "board": board, "device": built["device"],
+                "lut": built["lut"], "core_lut": built.get("core_lut"), "ff": built["ff"],
+                "core_ff": built.get("core_ff"), "dsp": built["dsp"], "bram": built["bram"],
+                "fmax_mhz": built["fmax_mhz"], "target_mhz": built["target_mhz"],
+                "timing_met": built["timing_met"], "latency_cycles": timing["latency_cycles"],
+                "results_per_clock": timing["results_per_clock"],
+                "results_per_s": built["fmax_mhz"] * 1e6 * timing["results_per_clock"],
+                "max_err_lsb": timing["max_err_lsb"], "rms_err_lsb": timing["rms_err_lsb"],
+                "mismatches": timing["mismatches"],
+            })
+    return {"design": "cordic", "mode": mode, "config": _config_dict(config),
+            "budget_lsb": error_budget(config)["total_lsb"], "vectors": vectors,
+            "date": datetime.date.today().isoformat(), "machine": machine_description(),
+            "rows": rows}
+
+
+def _config_dict(config: CordicConfig) -> dict:
+    return {"data_width": config.data_width, "data_frac_bits": config.data_frac_bits,
+            "phase_bits": config.phase_bits, "iterations": config.iterations,
+            "guard_bits": config.guard_bits, "angle_guard_bits": config.angle_guard_bits,
+            "schedule_steps": len(config.schedule)}
+
+
+def _measure_cycles(config, arch, vectors, seed, build_root) -> dict:
+    """Latency of one vector and steady-state results per clock, from RTL simulation."""
+    from .sim.cordic import run_cordic_rtl
+    from .sim.cordic_vectors import cordic_vectors
+
+    root = Path(build_root) / "sim"
+    one = run_cordic_rtl(config, arch, *(v[:1] for v in cordic_vectors(config, 1, seed)),
+                         build_root=root)
+    many = run_cordic_rtl(config, arch, *cordic_vectors(config, vectors, seed), build_root=root)
+    # cycles counts from the first input accepted to the last output received.
+    return {"latency_cycles": one.cycles, "results_per_clock": many.x_in.size / many.cycles,
+            "max_err_lsb": many.stats["max_err_lsb"], "rms_err_lsb": many.stats["rms_err_lsb"],
+            "mismatches": one.mismatches + many.mismatches}
+
+
+def write_json(result: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def stderr_progress(message: str):
+    print(f"[oscarray] {message}", file=sys.stderr, flush=True)
