@@ -37,6 +37,7 @@ the LUT and FF pack together).  `build.build` measures it with `IdentityCore` an
 from amaranth import Cat, ClockDomain, ClockSignal, Const, Module, ResetSignal, Signal
 from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable
+from amaranth.hdl import Value
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import Flow
 
@@ -63,7 +64,8 @@ def port_bits(component):
     """
     inputs, outputs = [], []
     for path, member, value in component.signature.flatten(component):
-        entry = (".".join(str(p) for p in path), value)
+        # Struct payloads come back as data.View; the harness works on their raw bits.
+        entry = (".".join(str(p) for p in path), Value.cast(value))
         # flatten() already resolves flips: `member.flow` is the flow seen by the component.
         (inputs if member.flow == Flow.In else outputs).append(entry)
     return inputs, outputs
