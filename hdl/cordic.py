@@ -16,7 +16,7 @@ rounding of the shifted operand and the choice of add or subtract cost one XOR p
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned, Cat
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -49,8 +49,17 @@ def _add_carry(a, b, carry_in, width: int):
     The carry enters through an extra low bit ({a, 1} + {b, c}), which Yosys maps to the same
     chain instead of a second adder.
     """
-    wide = Cat(Const(1, 1), a[:width]) + Cat(carry_in, b[:width])
+    wide = Cat(Const(1, 1), _to_width(a, width)) + Cat(carry_in, _to_width(b, width))
     return wide[1:width + 1].as_signed()
+
+
+def _to_width(value, width: int):
+    """The low `width` bits of `value`, sign-extended first when it is narrower and signed."""
+    value = Value.cast(value)
+    if len(value) >= width:
+        return value[:width]
+    fill = value[-1] if value.shape().signed else Const(0, 1)
+    return Cat(value, fill.replicate(width - len(value)))
 
 
 def _add_shifted(acc, operand, shift, negate, width: int):
@@ -62,6 +71,11 @@ def _add_shifted(acc, operand, shift, negate, width: int):
     shifted = operand >> shift
     round_bit = ((operand << 1) >> shift)[0]
     return _add_carry(acc, Mux(negate, ~shifted, shifted), negate ^ round_bit, width)
+
+
+def _negate_if(value, flip, width: int):
+    """-value when `flip`, else value, as one carry chain: (value XOR flip) + flip."""
+    return _add_carry(Const(0, width), Mux(flip, ~value, value), flip, width)
 
 
 def _round_shift(value, shift: int):
@@ -107,7 +121,8 @@ def pre_stages(config: CordicConfig) -> list:
             flip = (quadrant == 1) | (quadrant == 2)
             x, y = widen(s).values()
             z = (s["z"] ^ Mux(flip, 1 << (p - 1), 0))[:p].as_signed()
-            return {"x": Mux(flip, -x, x), "y": Mux(flip, -y, y), "z": z << h}
+            w = config.x_width
+            return {"x": _negate_if(x, flip, w), "y": _negate_if(y, flip, w), "z": z << h}
         return [half_turn]
 
     if config.mode in ("vector", "divide"):
@@ -117,7 +132,8 @@ def pre_stages(config: CordicConfig) -> list:
             z = s["z"] << h
             if config.mode == "vector":
                 z = Mux(flip, z + (1 << (config.z_width - 1)), z)
-            out = {"x": Mux(flip, -x, x), "y": Mux(flip, -y, y), "z": z}
+            w = config.x_width
+            out = {"x": _negate_if(x, flip, w), "y": _negate_if(y, flip, w), "z": z}
             if config.mode == "vector":
                 out["zero"] = (s["x"] == 0) & (s["y"] == 0)
             return out
@@ -142,26 +158,43 @@ def pre_stages(config: CordicConfig) -> list:
     return [range_index, range_reduce]
 
 
-def micro_op(config: CordicConfig, s: dict, shift, angle, is_scale, scale_negative) -> dict:
+def direction(config: CordicConfig, s: dict):
+    """ccw: the micro-rotation turns counter-clockwise (d = +1): z >= 0, or y < 0 when vectoring.
+
+    Works on state expressions wider than the state registers: the sign is taken at the
+    register's width.
+    """
+    if config.vectoring:
+        return s["y"][config.x_width - 1]
+    return ~s["z"][config.z_width - 1]
+
+
+def micro_op(config: CordicConfig, s: dict, shift, angle, is_scale, scale_negative, *,
+             ccw_x=None, ccw_y=None, ccw_z=None) -> dict:
     """One micro-op on state `s`; the op's fields may be ints (pipelined) or Values (iterative).
 
     is_scale / scale_negative: a Python bool or a 1-bit Value.
+    ccw_x, ccw_y, ccw_z: the direction as seen by each adder (default: `direction(s)`); the
+    pipeline passes separate registered copies so no single net drives ~80 loads.
     """
     x, y, z = s["x"], s["y"], s["z"]
     w, zw = config.x_width, config.z_width
-    # d = +1 (counter-clockwise) when z >= 0, or when y < 0 while vectoring.
-    ccw = y[-1] if config.vectoring else ~z[-1]
+    ccw = direction(config, s)
+    ccw_x = ccw if ccw_x is None else ccw_x
+    ccw_y = ccw if ccw_y is None else ccw_y
+    ccw_z = ccw if ccw_z is None else ccw_z
     out = dict(s)
     if config.coordinates == LINEAR:
         x_next = x
     else:
         # circular: x - d R(y); hyperbolic: x + d R(y)
-        rotate_negate = ccw if config.coordinates == CIRCULAR else ~ccw
+        rotate_negate = ccw_x if config.coordinates == CIRCULAR else ~ccw_x
         x_next = _add_shifted(x, Mux(is_scale, x, y), shift,
                               Mux(is_scale, scale_negative, rotate_negate), w)
-    y_next = _add_shifted(y, Mux(is_scale, y, x), shift, Mux(is_scale, scale_negative, ~ccw), w)
+    y_next = _add_shifted(y, Mux(is_scale, y, x), shift,
+                          Mux(is_scale, scale_negative, ~ccw_y), w)
     angle = Const(angle, signed(zw)) if isinstance(angle, int) else angle.as_signed()
-    z_step = _add_carry(z, Mux(ccw, ~angle, angle), ccw, zw)
+    z_step = _add_carry(z, Mux(ccw_z, ~angle, angle), ccw_z, zw)
     out.update(x=x_next, y=y_next, z=Mux(is_scale, z, z_step))
     return out
 
@@ -263,7 +296,10 @@ class Cordic(wiring.Component):
                              f"{', '.join(ARCHITECTURES)}")
         if not isinstance(config, CordicConfig):
             raise TypeError(f"config must be a CordicConfig, not {config!r}")
-        return (CordicPipelined if arch == "pipelined" else CordicIterative)(config)
+        if arch == "pipelined":
+            return CordicPipelined(config)
+        from .cordic_iterative import CordicIterative   # it imports this module's pieces
+        return CordicIterative(config)
 
     def _input_state(self) -> dict:
         return {"x": self.i.payload.x, "y": self.i.payload.y, "z": self.i.payload.z}
@@ -290,24 +326,43 @@ class CordicPipelined(Cordic):
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
 
+        def ccw_from(sign):
+            return sign if config.vectoring else ~sign
+
+        def rotation(op):
+            # The y adder reads the direction from the state register itself, the x and z
+            # adders from one copy each.
+            return lambda s: micro_op(config, s, op.shift, op.angle, False, False,
+                                      ccw_x=ccw_from(s["sign_x"]), ccw_z=ccw_from(s["sign_z"]))
+
+        def scale(op):
+            return lambda s: micro_op(config, s, op.shift, 0, True, op.sign < 0)
+
         core = list(pre_stages(config))
-        core += [lambda s, op=op: micro_op(config, s, op.shift, op.angle, op.kind == "scale",
-                                            op.sign < 0)
-                 for op in config.schedule]
+        core += [rotation(op) if op.kind == "rotation" else scale(op) for op in config.schedule]
+        feeds_rotation = [False] * len(pre_stages(config)) + \
+            [op.kind == "rotation" for op in config.schedule]
         # Up to the last micro-op the state keeps its declared shapes (so z wraps); the
         # output steps keep whatever width their arithmetic needs.
-        stages = [(stage, shapes) for stage in core] + [(stage, {}) for stage in
-                                                         post_stages(config)]
+        stages = [(stage, shapes, feeds_rotation[i + 1] if i + 1 < len(core) else False)
+                  for i, stage in enumerate(core)]
+        stages += [(stage, {}, False) for stage in post_stages(config)]
 
         state, valid = self._input_state(), self.i.valid
-        for index, (stage, declared) in enumerate(stages):
+        for index, (stage, declared, next_rotates) in enumerate(stages):
             next_state = stage(state)
             registers = {}
             for name, value in next_state.items():
-                shape = declared.get(name, value.shape())
-                registers[name] = Signal(shape, name=f"s{index}_{name}")
+                if name.startswith("sign_"):
+                    continue
+                registers[name] = Signal(declared.get(name, value.shape()),
+                                         name=f"s{index}_{name}", reset_less=True)
                 with m.If(advance):
                     m.d.sync += registers[name].eq(value)
+            if next_rotates:
+                deciding = ("y", config.x_width) if config.vectoring else ("z", config.z_width)
+                sign = next_state[deciding[0]][deciding[1] - 1]
+                registers.update(self._sign_copies(m, advance, index, sign))
             stage_valid = Signal(name=f"s{index}_valid")
             with m.If(advance):
                 m.d.sync += stage_valid.eq(valid)
@@ -317,65 +372,26 @@ class CordicPipelined(Cordic):
         self._drive_output(m, state)
         return m
 
+    @staticmethod
+    def _sign_copies(m, advance, index, sign) -> dict:
+        """Two more registers holding the sign bit that decides the next direction.
 
-class CordicIterative(Cordic):
-    """One micro-op unit reused for every step; schedule in a ROM; small and slow.
+        The direction drives every operand bit of three adders (~80 loads); that fanout was
+        the critical path (5 ns of routing on iCE40). The copies take the same D input as the
+        state register's sign bit, so they add no logic before them; synthesis merges identical
+        registers, so they differ in their reset value only (which no result depends on:
+        `valid` is reset, the data is not).
+        """
+        copies = {"sign_x": Signal(name=f"s{index}_sign_x", init=0),
+                  "sign_z": Signal(name=f"s{index}_sign_z", init=1)}
+        with m.If(advance):
+            m.d.sync += [copies["sign_x"].eq(sign), copies["sign_z"].eq(sign)]
+        return copies
 
-    Throughput: one result per `len(config.schedule) + 1` clocks (plus output handshake).
-    """
 
-    arch = "iterative"
-
-    @property
-    def cycles_per_result(self) -> int:
-        return len(self.config.schedule) + 1
-
-    def _rom(self):
-        """ROM word: shift | angle | is_scale | scale_negative (low to high)."""
-        config = self.config
-        self._shift_bits = max(op.shift for op in config.schedule).bit_length() or 1
-        layout = data.StructLayout({
-            "shift": unsigned(self._shift_bits),
-            "angle": signed(config.z_width),
-            "is_scale": unsigned(1),
-            "scale_negative": unsigned(1),
-        })
-        words = [{"shift": op.shift, "angle": op.angle, "is_scale": op.kind == "scale",
-                  "scale_negative": op.sign < 0} for op in config.schedule]
-        return Memory(shape=layout, depth=len(words), init=words)
-
-    def elaborate(self, platform):
-        m = Module()
-        config = self.config
-        shapes = state_shapes(config)
-        last = len(config.schedule) - 1
-
-        m.submodules.rom = rom = self._rom()
-        op = rom.read_port(domain="sync")
-
-        state = {name: Signal(shape, name=name) for name, shape in shapes.items()}
-        index = Signal(range(last + 1))
-        busy = Signal()
-        done = Signal()
-
-        m.d.comb += [self.i.ready.eq(~busy & ~done), self.o.valid.eq(done)]
-        accept = self.i.valid & self.i.ready
-        # The ROM answers one clock later: ask for the op the next clock will execute.
-        m.d.comb += op.addr.eq(Mux(busy, index + 1, 0))
-
-        with m.If(accept):
-            loaded = _compose(pre_stages(config), self._input_state())
-            m.d.sync += [state[name].eq(value) for name, value in loaded.items()]
-            m.d.sync += [index.eq(0), busy.eq(1)]
-        with m.If(busy):
-            stepped = micro_op(config, state, op.data.shift, op.data.angle,
-                               op.data.is_scale, op.data.scale_negative)
-            m.d.sync += [state[name].eq(stepped[name]) for name in ("x", "y", "z")]
-            m.d.sync += index.eq(index + 1)
-            with m.If(index == last):
-                m.d.sync += [busy.eq(0), done.eq(1)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += done.eq(0)
-
-        self._drive_output(m, _compose(post_stages(config), state))
-        return m
+def __getattr__(name):
+    # CordicIterative lives in cordic_iterative.py, which imports this module: re-export lazily.
+    if name == "CordicIterative":
+        from .cordic_iterative import CordicIterative
+        return CordicIterative
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
