@@ -169,20 +169,14 @@ def direction(config: CordicConfig, s: dict):
     return ~s["z"][config.z_width - 1]
 
 
-def micro_op(config: CordicConfig, s: dict, shift, angle, is_scale, scale_negative, *,
-             ccw_x=None, ccw_y=None, ccw_z=None) -> dict:
+def micro_op(config: CordicConfig, s: dict, shift, angle, is_scale, scale_negative) -> dict:
     """One micro-op on state `s`; the op's fields may be ints (pipelined) or Values (iterative).
 
     is_scale / scale_negative: a Python bool or a 1-bit Value.
-    ccw_x, ccw_y, ccw_z: the direction as seen by each adder (default: `direction(s)`); the
-    pipeline passes separate registered copies so no single net drives ~80 loads.
     """
     x, y, z = s["x"], s["y"], s["z"]
     w, zw = config.x_width, config.z_width
-    ccw = direction(config, s)
-    ccw_x = ccw if ccw_x is None else ccw_x
-    ccw_y = ccw if ccw_y is None else ccw_y
-    ccw_z = ccw if ccw_z is None else ccw_z
+    ccw_x = ccw_y = ccw_z = direction(config, s)
     out = dict(s)
     if config.coordinates == LINEAR:
         x_next = x
@@ -326,43 +320,28 @@ class CordicPipelined(Cordic):
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
 
-        def ccw_from(sign):
-            return sign if config.vectoring else ~sign
-
         def rotation(op):
-            # The y adder reads the direction from the state register itself, the x and z
-            # adders from one copy each.
-            return lambda s: micro_op(config, s, op.shift, op.angle, False, False,
-                                      ccw_x=ccw_from(s["sign_x"]), ccw_z=ccw_from(s["sign_z"]))
+            return lambda s: micro_op(config, s, op.shift, op.angle, False, False)
 
         def scale(op):
             return lambda s: micro_op(config, s, op.shift, 0, True, op.sign < 0)
 
         core = list(pre_stages(config))
         core += [rotation(op) if op.kind == "rotation" else scale(op) for op in config.schedule]
-        feeds_rotation = [False] * len(pre_stages(config)) + \
-            [op.kind == "rotation" for op in config.schedule]
         # Up to the last micro-op the state keeps its declared shapes (so z wraps); the
         # output steps keep whatever width their arithmetic needs.
-        stages = [(stage, shapes, feeds_rotation[i + 1] if i + 1 < len(core) else False)
-                  for i, stage in enumerate(core)]
-        stages += [(stage, {}, False) for stage in post_stages(config)]
+        stages = [(stage, shapes) for stage in core] + [(stage, {}) for stage in
+                                                         post_stages(config)]
 
         state, valid = self._input_state(), self.i.valid
-        for index, (stage, declared, next_rotates) in enumerate(stages):
+        for index, (stage, declared) in enumerate(stages):
             next_state = stage(state)
             registers = {}
             for name, value in next_state.items():
-                if name.startswith("sign_"):
-                    continue
                 registers[name] = Signal(declared.get(name, value.shape()),
                                          name=f"s{index}_{name}", reset_less=True)
                 with m.If(advance):
                     m.d.sync += registers[name].eq(value)
-            if next_rotates:
-                deciding = ("y", config.x_width) if config.vectoring else ("z", config.z_width)
-                sign = next_state[deciding[0]][deciding[1] - 1]
-                registers.update(self._sign_copies(m, advance, index, sign))
             stage_valid = Signal(name=f"s{index}_valid")
             with m.If(advance):
                 m.d.sync += stage_valid.eq(valid)
@@ -372,21 +351,6 @@ class CordicPipelined(Cordic):
         self._drive_output(m, state)
         return m
 
-    @staticmethod
-    def _sign_copies(m, advance, index, sign) -> dict:
-        """Two more registers holding the sign bit that decides the next direction.
-
-        The direction drives every operand bit of three adders (~80 loads); that fanout was
-        the critical path (5 ns of routing on iCE40). The copies take the same D input as the
-        state register's sign bit, so they add no logic before them; synthesis merges identical
-        registers, so they differ in their reset value only (which no result depends on:
-        `valid` is reset, the data is not).
-        """
-        copies = {"sign_x": Signal(name=f"s{index}_sign_x", init=0),
-                  "sign_z": Signal(name=f"s{index}_sign_z", init=1)}
-        with m.If(advance):
-            m.d.sync += [copies["sign_x"].eq(sign), copies["sign_z"].eq(sign)]
-        return copies
 
 
 def __getattr__(name):
