@@ -302,7 +302,7 @@ class CordicConfig:
 
     @property
     def pre_stages(self) -> int:
-        return 2 if self.coordinates == HYPERBOLIC else 1
+        return 2 if self.mode in ("rotate", "hyperbolic") else 1
 
     @property
     def post_stages(self) -> int:

@@ -116,14 +116,18 @@ def pre_stages(config: CordicConfig) -> list:
     if config.mode == "rotate":
         p = config.phase_bits
 
+        def quadrant(s):
+            # Decoded a stage early: the flip bit then drives the negations from a register.
+            top = s["z"][p - 2:]
+            return {"x_in": s["x"], "y_in": s["y"], "z": s["z"], "flip": (top == 1) | (top == 2)}
+
         def half_turn(s):
-            quadrant = s["z"][p - 2:]
-            flip = (quadrant == 1) | (quadrant == 2)
-            x, y = widen(s).values()
+            flip = s["flip"]
+            x, y = widen({"x": s["x_in"], "y": s["y_in"]}).values()
             z = (s["z"] ^ Mux(flip, 1 << (p - 1), 0))[:p].as_signed()
             w = config.x_width
             return {"x": _negate_if(x, flip, w), "y": _negate_if(y, flip, w), "z": z << h}
-        return [half_turn]
+        return [quadrant, half_turn]
 
     if config.mode in ("vector", "divide"):
         def right_half_plane(s):
