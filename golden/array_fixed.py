@@ -1,0 +1,351 @@
+"""The Kuramoto phase array in fixed point: the bit-exact specification of the array engine.
+
+One Euler step of  dtheta_i/dt = omega_i + sum_j K_ij sin(theta_j - theta_i)  in integers:
+
+    phase     acc_i: unsigned A-bit accumulator, one turn = 2**A (wraps for free). The CORDIC
+              sees theta_i = R(acc_i, A - P) mod 2**P, a P-bit binary angle.
+    omega     w_i = round(omega_i dt / 2pi * 2**A), added every step (the DDS trick: the
+              accumulator is wider than the phase, so slow frequencies are not rounded away).
+    coupling  k_ij = round(K_ij * 2**e), 16-bit signed; e is the largest exponent for which
+              every |k_ij| <= 2**15 - 1 (chosen from the case's data and reported).
+    sum       S_i in integer units of 2**-(e + F) (F = the CORDIC's data fraction bits):
+      pairwise  S_i = sum_j k_ij * sin_ij,   sin_ij = CORDIC sin of (theta_j - theta_i) mod 2**P
+      matvec    C_i = sum_j k_ij cos_j, Z_i = sum_j k_ij sin_j (N CORDIC evaluations, 2N^2 MACs),
+                then S_i = Im(e^{-i theta_i} (C_i + i Z_i)): one CORDIC rotation of
+                (R(C_i, t), R(Z_i, t)) by -theta_i, times 2**t
+      drive     the same rotation applied to the given h_i = (h_x, h_y), quantized like C, Z
+    step      acc_i += w_i + R(R(S_i, t) * D, s)  for free i; pinned oscillators never change.
+              t (sum shift) makes every possible R(S_i, t) fit the CORDIC's 18-bit input;
+              D (18-bit) and s (shift) represent dt / 2pi * 2**(A - e - F + t) as D * 2**-s.
+    converge  stop when max_i |w_i + inc_i| over free oscillators is below tol (in accumulator
+              units) for CONVERGE_STEPS consecutive steps.
+    antipode  a relative rotation (sin_ij in pairwise form, the final rotation by -theta_i
+              otherwise) that lands exactly on the negative x axis (y = 0, x < 0) reports
+              y = +1 LSB (pairwise: +1 for j > i, -1 for j < i, so the pair separates). Exactly antipodal is an unstable equilibrium of the equations, and
+              in exact integer arithmetic nothing would ever leave it; the nudge starts the
+              escape in the positive direction, as any perturbation would. A zero drive
+              (x = y = 0) is not nudged: the oscillator then runs at omega, as the equations say.
+              The convergence detector does not know stable from unstable equilibria: a
+              nudged oscillator moves slowly at first and can look converged (see tests).
+    order     (sum_j cos_j, sum_j sin_j) per step; r = |sum| / (N 2**F) computed from them.
+
+The three forms give different integers (their rounding differs); each is specified here and
+matched bit for bit by the RTL. Every case is validated against the configuration before any
+work: a dt that aliases (|omega dt| >= pi) or whose scale D cannot be represented is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
+
+__all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case",
+           "step_fixed", "run_fixed", "step_error_bound", "trajectory_error_bound",
+           "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
+
+FORMS = ("pairwise", "matvec", "drive")
+CONVERGE_STEPS = 4
+COUPLING_BITS = 16
+SCALE_BITS = 18            # D, and the CORDIC's inputs
+
+
+class ArrayFormatError(ValueError):
+    """A case that the fixed-point format cannot represent (raised before any work)."""
+
+
+@dataclass(frozen=True)
+class ArrayFixedConfig:
+    """The array engine's formats.
+
+    capacity     the most oscillators the engine holds
+    phase_bits   P: the binary angle the CORDIC sees
+    acc_bits     A: the phase accumulator (A > P keeps slow increments)
+    """
+
+    capacity: int = 64
+    phase_bits: int = 16
+    acc_bits: int = 32
+
+    def __post_init__(self):
+        if not 2 <= self.capacity <= 4096:
+            raise ArrayFormatError(f"capacity must be 2..4096, not {self.capacity}")
+        if not 8 <= self.phase_bits <= 24:
+            raise ArrayFormatError(f"phase_bits must be 8..24, not {self.phase_bits}")
+        if not self.phase_bits < self.acc_bits <= 48:
+            raise ArrayFormatError(f"acc_bits must be in ({self.phase_bits}, 48], "
+                                   f"not {self.acc_bits}")
+
+    @property
+    def cordic(self) -> CordicConfig:
+        return CordicConfig("rotate", data_width=SCALE_BITS, phase_bits=self.phase_bits)
+
+    @property
+    def frac_bits(self) -> int:
+        return self.cordic.data_frac_bits
+
+
+@dataclass(frozen=True)
+class QuantizedCase:
+    """A case in the engine's integers, with the scales that say what they mean."""
+
+    config: ArrayFixedConfig
+    form: str
+    acc0: np.ndarray          # (N,) uint64 accumulators
+    w: np.ndarray             # (N,) int64 per-step omega increments
+    k: np.ndarray             # (N, N) int64 couplings, value k * 2**-e
+    pinned: np.ndarray        # (N,) bool
+    drive: np.ndarray | None  # (N, 2) int64 in the rotation's input units, or None
+    e: int                    # coupling exponent
+    t: int                    # sum shift
+    d: int                    # step scale mantissa
+    s: int                    # step scale shift
+    steps: int
+    tol: int | None           # accumulator units, or None
+    dt: float                 # the case's dt (for reports and error bounds)
+
+    @property
+    def n(self) -> int:
+        return self.acc0.size
+
+    def scales(self) -> dict:
+        return {"coupling_exponent": self.e, "sum_shift": self.t, "step_scale": self.d,
+                "step_shift": self.s, "acc_bits": self.config.acc_bits,
+                "phase_bits": self.config.phase_bits}
+
+
+def _largest_exponent(values: np.ndarray, bits: int) -> int:
+    """The largest e with every |round(v * 2**e)| <= 2**(bits-1) - 1."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    if peak == 0:
+        return 0
+    e = math.floor(math.log2((2 ** (bits - 1) - 1) / peak))
+    while np.max(np.abs(np.round(values * 2.0 ** e))) > 2 ** (bits - 1) - 1:
+        e -= 1
+    return e
+
+
+def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps, tol=None,
+                  drive=None, form="matvec") -> QuantizedCase:
+    """Validate a float case against the format and convert it to the engine's integers."""
+    if form not in FORMS:
+        raise ArrayFormatError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
+    theta0, omega = np.asarray(theta0, float), np.asarray(omega, float)
+    K, pinned = np.asarray(K, float), np.asarray(pinned, bool)
+    n = theta0.size
+    if n > config.capacity:
+        raise ArrayFormatError(f"N = {n} oscillators exceeds the engine's capacity of "
+                               f"{config.capacity}")
+    if form == "drive" and drive is None:
+        raise ArrayFormatError("form 'drive' needs a drive (N, 2) in the case")
+    a, f = config.acc_bits, config.frac_bits
+    turn = 2.0 ** a
+    if not dt > 0:
+        raise ArrayFormatError(f"dt must be positive, not {dt}")
+    if np.max(np.abs(omega), initial=0) * dt >= math.pi:
+        raise ArrayFormatError(f"dt = {dt} makes |omega dt| >= pi: the phase would alias "
+                               f"(the largest |omega| is {np.max(np.abs(omega)):.4g})")
+    acc0 = np.round(np.mod(theta0 / (2 * math.pi), 1.0) * turn).astype(np.uint64) % np.uint64(2 ** a)
+    w = np.round(omega * dt / (2 * math.pi) * turn).astype(np.int64)
+
+    if form == "drive":
+        drive = np.asarray(drive, float)
+        # The drive enters the rotation directly: its magnitude must fit the 18-bit input.
+        unit_exp = _largest_exponent(np.hypot(drive[:, 0], drive[:, 1]), SCALE_BITS)
+        drive_int = np.round(drive * 2.0 ** unit_exp).astype(np.int64)
+        e, t, k = unit_exp - f, 0, np.zeros((n, n), np.int64)
+    else:
+        e = _largest_exponent(K, COUPLING_BITS)
+        k = np.round(K * 2.0 ** e).astype(np.int64)
+        drive_int = None
+        # |C_i|, |Z_i|, |S_i| <= sum_j |k_ij| * 2**F: shift until that is below 2**16, so the
+        # rotation's input vector (at most sqrt(2) times that) fits 18 bits.
+        bound = int(np.max(np.sum(np.abs(k), axis=1), initial=0)) << f
+        t = max(0, bound.bit_length() - (SCALE_BITS - 2))
+        unit_exp = e + f - t
+    # One step adds dt/2pi * S turns; S in units of 2**-unit_exp (after the sum shift).
+    scale = dt / (2 * math.pi) * 2.0 ** (a - unit_exp)
+    if scale <= 0 or not math.isfinite(scale):
+        raise ArrayFormatError(f"dt = {dt} gives no representable step scale")
+    s = SCALE_BITS - 1 - math.floor(math.log2(scale)) - 1
+    d = round(scale * 2.0 ** s)
+    if d >= 2 ** (SCALE_BITS - 1):
+        s -= 1
+        d = round(scale * 2.0 ** s)
+    if s < 0:
+        raise ArrayFormatError(f"dt = {dt} is too large for the {a}-bit accumulator "
+                               f"(one step would exceed the step scale's range)")
+    if s > 62:
+        raise ArrayFormatError(f"dt = {dt} is too small: one step of the largest coupling "
+                               f"rounds to nothing in the {a}-bit accumulator")
+    tol_int = None if tol is None else int(round(tol / (2 * math.pi) * turn))
+    return QuantizedCase(config, form, acc0, w, k, pinned.copy(), drive_int, e, t, d, s,
+                         int(steps), tol_int, float(dt))
+
+
+def _phases(q: QuantizedCase, acc: np.ndarray) -> np.ndarray:
+    shift = q.config.acc_bits - q.config.phase_bits
+    return (round_shift(acc.astype(np.int64), shift)) % (1 << q.config.phase_bits)
+
+
+def _cos_sin(q: QuantizedCase, theta: np.ndarray):
+    cordic = q.config.cordic
+    one = np.full(theta.shape, 1 << q.config.frac_bits, np.int64)
+    c, s, _ = cordic_fixed(cordic, one, np.zeros_like(one), theta)
+    return c, s
+
+
+def nudge_antipode(x, y):
+    """y, with +1 where the rotated vector lies exactly on the negative x axis."""
+    return np.where((y == 0) & (x < 0), 1, y)
+
+
+def _rotate_by_minus(q: QuantizedCase, x, y, theta):
+    """The y output of rotating (x, y) by -theta: Im(e^{-i theta} (x + i y)), nudged off an
+    exact antipode."""
+    cordic = q.config.cordic
+    minus = (-theta) % (1 << q.config.phase_bits)
+    x_out, y_out, _ = cordic_fixed(cordic, x, y, minus)
+    return nudge_antipode(x_out, y_out)
+
+
+def coupling_sums(q: QuantizedCase, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """S_i after the sum shift (the rotation output or the rounded pairwise sum), and the
+    order-parameter sums (sum cos, sum sin)."""
+    theta = _phases(q, acc)
+    c, s = _cos_sin(q, theta)
+    order = (c.sum(), s.sum())
+    if q.form == "pairwise":
+        diff = (theta[None, :] - theta[:, None]) % (1 << q.config.phase_bits)
+        cos_ij, sin_ij = _cos_sin(q, diff)
+        # sin(pi) is one angle for both i->j and j->i: a nudge of one sign would move both
+        # oscillators together and keep them antipodal. The pair's order decides the sign.
+        pair_sign = np.where(np.arange(q.n)[None, :] > np.arange(q.n)[:, None], 1, -1)
+        antipode = (sin_ij == 0) & (cos_ij < 0)
+        total = np.sum(q.k * np.where(antipode, pair_sign, sin_ij), axis=1)
+        return round_shift(total, q.t), order[0], order[1]
+    if q.form == "matvec":
+        x = round_shift(q.k @ c, q.t)
+        y = round_shift(q.k @ s, q.t)
+    else:
+        x, y = q.drive[:, 0], q.drive[:, 1]
+    return _rotate_by_minus(q, x, y, theta), order[0], order[1]
+
+
+def step_fixed(q: QuantizedCase, acc: np.ndarray):
+    """One Euler step: returns (new accumulators, per-oscillator increments, order sums)."""
+    summed, cos_sum, sin_sum = coupling_sums(q, acc)
+    inc = q.w + round_shift(summed * q.d, q.s)
+    inc = np.where(q.pinned, 0, inc)
+    mask = np.uint64(2 ** q.config.acc_bits - 1) if q.config.acc_bits < 64 else None
+    new = (acc + inc.astype(np.uint64)) & mask
+    return new, inc, (int(cos_sum), int(sin_sum))
+
+
+def _wrapped(inc: np.ndarray, bits: int) -> np.ndarray:
+    half = 1 << (bits - 1)
+    return (inc + half) % (1 << bits) - half
+
+
+@dataclass
+class FixedRun:
+    acc: np.ndarray
+    steps_taken: int
+    order_sums: np.ndarray        # (steps_taken + 1, 2) int64
+    trajectory: np.ndarray | None  # (steps_taken + 1, N) uint64 accumulators
+
+    def theta(self, q: QuantizedCase) -> np.ndarray:
+        return self.acc.astype(np.float64) / 2.0 ** q.config.acc_bits * 2 * math.pi
+
+    def r(self, q: QuantizedCase) -> np.ndarray:
+        one = 2.0 ** q.config.frac_bits
+        return np.hypot(self.order_sums[:, 0], self.order_sums[:, 1]) / (q.n * one)
+
+
+def run_fixed(q: QuantizedCase, trace: bool = False) -> FixedRun:
+    """Euler steps until `steps` or convergence; the order sums are taken before each step
+    and after the last (steps_taken + 1 entries)."""
+    acc = q.acc0.copy()
+    trajectory = [acc.copy()] if trace else None
+    sums, calm, taken = [], 0, 0
+    for _ in range(q.steps):
+        acc_next, inc, order = step_fixed(q, acc)
+        sums.append(order)
+        acc = acc_next
+        taken += 1
+        if trace:
+            trajectory.append(acc.copy())
+        if q.tol is not None:
+            free = ~q.pinned
+            largest = np.max(np.abs(_wrapped(inc[free], q.config.acc_bits)), initial=0)
+            calm = calm + 1 if largest < q.tol else 0
+            if calm >= CONVERGE_STEPS:
+                break
+    theta = _phases(q, acc)
+    c, s = _cos_sin(q, theta)
+    sums.append((int(c.sum()), int(s.sum())))
+    return FixedRun(acc, taken, np.array(sums, np.int64),
+                    np.array(trajectory) if trace else None)
+
+
+def step_error_bound(q: QuantizedCase, K=None) -> float:
+    """The largest difference, in radians, between one fixed-point Euler step and one float
+    Euler step of the unquantized case, both taken from the same accumulator phases.
+
+    Each term is a bound (units: radians, or radians per unit time before the factor dt):
+      omega       w_i's rounding: 1/2 accumulator LSB
+      phase       the CORDIC sees theta rounded to P bits: 1/2 LSB per rounded phase, entering
+                  sin or the rotation with slope <= 1, weighted by sum_j |K_ij| (or |h_i|)
+      cordic      each CORDIC result is within its budget (`error_budget`, integer LSBs)
+      couplings   |k 2**-e - K| <= 2**-e / 2 per entry, N entries, |sin| <= 1
+      shifts      the sum shift's rounding, 2**(t - e - F) / 2 per rounded sum
+      scale       D's rounding: relative 2**-(SCALE_BITS - 2) of the increment
+      final       the last shift: 1/2 accumulator LSB
+    """
+    cfg = q.config
+    f, p, a = cfg.frac_bits, cfg.phase_bits, cfg.acc_bits
+    acc_lsb = 2 * math.pi / 2 ** a
+    phase_lsb = 2 * math.pi / 2 ** p
+    budget = error_budget(cfg.cordic)["total_lsb"]
+    unit = 2.0 ** (q.t - q.e - f)            # value of one integer unit after the sum shift
+    if q.form == "drive":
+        magnitude = float(np.max(np.hypot(q.drive[:, 0], q.drive[:, 1]), initial=0)) * unit
+        rate = magnitude * 0.5 * phase_lsb + budget * unit + math.sqrt(2) * 0.5 * unit
+        largest = magnitude
+    else:
+        K = np.asarray(K, float)
+        row = float(np.max(np.sum(np.abs(K), axis=1), initial=0))
+        coupling_rounding = q.n * 0.5 * 2.0 ** -q.e
+        cordic_lsb = budget * 2.0 ** -f
+        if q.form == "pairwise":
+            rate = row * (phase_lsb + cordic_lsb) + coupling_rounding + 0.5 * unit
+        else:
+            per_sum = row * (cordic_lsb + 0.5 * phase_lsb) + coupling_rounding + 0.5 * unit
+            rate = (math.sqrt(2) * per_sum + math.sqrt(2) * row * 0.5 * phase_lsb
+                    + budget * unit)
+        largest = row
+    scale = largest * 2.0 ** -(SCALE_BITS - 2)
+    return 0.5 * acc_lsb + q.dt * (rate + scale) + 0.5 * acc_lsb
+
+
+def lipschitz(q: QuantizedCase, K=None) -> float:
+    """L with |f(a) - f(b)|_inf <= L |a - b|_inf for the right-hand side f."""
+    if q.form == "drive":
+        return float(np.max(np.hypot(q.drive[:, 0], q.drive[:, 1]), initial=0)) \
+            * 2.0 ** (q.t - q.e - q.config.frac_bits)
+    return 2 * float(np.max(np.sum(np.abs(np.asarray(K, float)), axis=1), initial=0))
+
+
+def trajectory_error_bound(q: QuantizedCase, K=None, steps: int | None = None) -> float:
+    """Bound on |theta_fixed - theta_float| (radians, wrapped) after `steps` Euler steps from
+    the same start: local errors e grow at most by (1 + dt L) per step (Gronwall), so
+    E_n <= e ((1 + dt L)**n - 1) / (dt L). A worst case: synchronizing dynamics contract."""
+    n = q.steps if steps is None else steps
+    e = step_error_bound(q, K)
+    growth = q.dt * lipschitz(q, K)
+    if growth == 0:
+        return e * n
+    return e * ((1 + growth) ** n - 1) / growth
