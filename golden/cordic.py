@@ -496,7 +496,7 @@ def error_budget(config: CordicConfig) -> dict:
     Vectoring angles are in phase LSBs for inputs of magnitude >= 2**-8: a rounding error e
     on a vector of length |v| turns it by at most e/|v| radians.
     """
-    n, g, h = config.iterations, config.guard_bits, config.angle_guard_bits
+    n, g = config.iterations, config.guard_bits
     f, p = config.data_frac_bits, config.phase_bits
     lsb = 2.0 ** f                       # output LSBs per unit
     step_error = math.sqrt(2) / 2 * 2.0 ** -g

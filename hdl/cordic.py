@@ -6,9 +6,9 @@ architectures are built from the same stage functions below, so they agree bit f
 
 - `pipelined`: one register stage per pre-processing step, per micro-op and per output step;
   one result per clock; the whole pipeline stalls while the output is not accepted.
-- `iterative`: pre-processing feeds one micro-op unit (variable shift, schedule in a ROM) that is
-  reused for every micro-op, output rounding is combinational; one result per
-  `len(schedule) + 1` clocks, small.
+- `iterative` (`cordic_iterative.py`): one adder and one barrel shifter do every step, the
+  pre-rotation negation and the output rounding included, sequenced by microcode in block RAM;
+  `cycles_per_result` clocks per result (63 for the default rotate), small (344 LC on UP5K).
 
 Each micro-op adder is a single carry chain: x - R(y, k) = x + ~(y >> k) + (1 - y[k-1]), so the
 rounding of the shifted operand and the choice of add or subtract cost one XOR per bit.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.cordic import CIRCULAR, HYPERBOLIC, HYPERBOLIC_Q_RANGE, LINEAR, CordicConfig

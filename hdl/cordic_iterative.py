@@ -372,7 +372,7 @@ class CordicIterative(Cordic):
         """x, y, z as loaded on the input handshake, and the flip and zero bits."""
         config, p = self.config, self.i.payload
         g, h = config.guard_bits, config.angle_guard_bits
-        xw, zw = config.x_width, config.z_width
+        zw = config.z_width
         flip = Const(0, 1)
         if config.mode == "rotate":
             pb = config.phase_bits

@@ -22,6 +22,15 @@ def _add_cordic_format(p: argparse.ArgumentParser):
                    help="extra fraction bits inside (default: the fewest that meet the budget)")
 
 
+def _add_array_case(p: argparse.ArgumentParser, engine_required: bool):
+    from .flows import ARRAY_ENGINES
+    p.add_argument("--in", dest="case", required=True, metavar="CASE.npz",
+                   help="theta0, omega, K, pinned, dt, steps; optional tol, drive")
+    p.add_argument("--engine", choices=list(ARRAY_ENGINES), required=engine_required,
+                   default=None if engine_required else "golden-float")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oscarray", description="Bit-exact emulator of oscillator attention hardware.")
@@ -43,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="probability the output is accepted each clock (backpressure)")
     cordic.add_argument("--out", help="save the vectors and RTL outputs as npz")
     cordic.add_argument("--json", action="store_true", help="print one JSON object")
+    sim_array = sim_designs.add_parser("array", help="the oscillator array: a case, plotted")
+    _add_array_case(sim_array, engine_required=False)
+    sim_array.add_argument("--plots", required=True, help="folder for the PNGs (created)")
+    sim_array.add_argument("--out", help="also write result.npz here")
+
+    array = commands.add_parser("array", help="run a coupled-oscillator array case")
+    _add_array_case(array, engine_required=True)
+    array.add_argument("--out", required=True, help="result.npz to write")
+    array.add_argument("--trace", action="store_true", help="save the phase trajectory")
+    array.add_argument("--plot", help="also write phase and r(t) plots to this PNG")
 
     build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
     build.add_argument("--design", choices=("cordic",), default="cordic")
@@ -98,6 +117,8 @@ def _run(args) -> int:
     from . import flows
 
     progress = flows.stderr_progress
+    if args.command == "array" or (args.command == "sim" and args.design == "array"):
+        return _run_array(args, progress)
     if args.command == "sim":
         config = flows.cordic_config(args.mode, args.width, args.phase_bits, args.iterations,
                                      args.guard_bits)
@@ -151,6 +172,34 @@ def _run(args) -> int:
         return run_demo(vectors=args.vectors, out_dir=args.out_dir, build=not args.skip_build,
                         progress=progress)
     raise AssertionError(args.command)
+
+
+def _run_array(args, progress) -> int:
+    from . import flows
+
+    try:
+        if args.command == "sim":
+            result = flows.sim_array(args.case, args.engine, args.plots, out=args.out,
+                                     progress=progress)
+        else:
+            result = flows.array_run(args.case, args.engine, args.out, args.trace, progress,
+                                     plot=args.plot)
+    except NotImplementedError as error:
+        print(f"oscarray: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, default=flows._json_default))
+        return 0
+    stop = (f"converged (tol {result['tol']:g})" if result["converged"]
+            else "no tol" if result["tol"] is None else f"not converged (tol {result['tol']:g})")
+    print(f"{result['engine']}: {result['n']} oscillators ({result['free']} free), "
+          f"{result['steps_taken']} of {result['steps']} steps, {stop}; "
+          f"r = {result['r_final']:.4f}, psi = {result['psi_final']:.4f} rad"
+          + ("" if result["cycles"] is None else f"; {result['cycles']} cycles"))
+    for key in ("out", "plot"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
+    return 0
 
 
 def main(argv=None) -> int:

@@ -6,11 +6,13 @@ builds in boards/. These functions put them together, report progress and write 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import platform as host_platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,141 @@ def _json_default(value):
 
 def stderr_progress(message: str):
     print(f"[oscarray] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The coupled-oscillator array: case.npz -> engine -> result.npz (+ plots)
+
+def _array_golden_float(case, trace: bool):
+    from .golden.array import simulate_float
+    return simulate_float(case, "euler", trace)
+
+
+def _array_engine_missing(name: str):
+    def engine(case, trace: bool):
+        raise NotImplementedError(f"the {name} array engine is not available yet; "
+                                  f"use --engine golden-float")
+    return engine
+
+
+# An engine is a function (ArrayCase, trace) -> ArrayResult.
+ARRAY_ENGINES = {
+    "golden-float": _array_golden_float,
+    "golden-fixed": _array_engine_missing("golden-fixed"),
+    "rtl": _array_engine_missing("rtl"),
+}
+
+# What an engine's number format adds to the generic validation (capacity, a representable
+# dt): engine name -> function(ArrayCase) raising CaseError. Run before any work; engines
+# without an entry accept every valid case.
+ARRAY_CASE_CHECKS: dict = {}
+
+# Oscillators drawn in the phase panel of a plot (evenly spaced when there are more).
+PLOT_MAX_OSCILLATORS = 64
+
+
+def _check_output_path(flag: str, path) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, not a file")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"the folder of {flag} {path} does not exist")
+    return path
+
+
+def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
+              plot=None) -> dict:
+    """Run a case on one engine; write result.npz to `out` and a PNG to `plot` if given.
+
+    Everything is checked (engine, output folders, the whole case, the engine's format)
+    before any work, and files are written whole or not at all.
+    """
+    from .golden.array import load_case, save_result
+
+    if engine not in ARRAY_ENGINES:
+        raise ValueError(f"unknown array engine {engine!r}; choose one of "
+                         f"{', '.join(ARRAY_ENGINES)}")
+    out = _check_output_path("--out", out)
+    plot = _check_output_path("--plot", plot)
+    case = load_case(case_path)
+    if engine in ARRAY_CASE_CHECKS:
+        ARRAY_CASE_CHECKS[engine](case)
+
+    _say(progress, f"{engine}: {case.n} oscillators ({int(case.free.sum())} free), "
+                   f"up to {case.steps} steps of dt = {case.dt:g}")
+    start = time.perf_counter()
+    result = ARRAY_ENGINES[engine](case, trace or plot is not None)
+    elapsed = time.perf_counter() - start
+    if out is not None:
+        save_result(result if trace else dataclasses.replace(result, trajectory=None), out)
+    if plot is not None:
+        plot_array(result, plot, dt=case.dt, title=f"{Path(case_path).name}, {engine}")
+    return {"engine": engine, "case": str(case_path), "n": case.n,
+            "free": int(case.free.sum()), "dt": case.dt, "steps": case.steps, "tol": case.tol,
+            "steps_taken": result.steps_taken, "converged": result.converged,
+            "r_final": float(result.r[-1]), "psi_final": float(result.psi[-1]),
+            "cycles": result.cycles, "elapsed_s": elapsed,
+            "out": None if out is None else str(out),
+            "plot": None if plot is None else str(plot)}
+
+
+def _wrapped_lines(phases: np.ndarray) -> np.ndarray:
+    """Phases wrapped to (-pi, pi], NaN where a line would jump across the wrap."""
+    from .golden.array import wrap_phase
+    wrapped = wrap_phase(phases)
+    jumps = np.abs(np.diff(wrapped, axis=0)) > np.pi
+    wrapped[1:][jumps] = np.nan
+    return wrapped
+
+
+def plot_array(result, path, dt=None, title=None) -> Path:
+    """One PNG: wrapped phase trajectories (if traced; still ones dashed grey) above r(t)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(result.r.size)
+    t, t_label = (steps * dt, "time") if dt else (steps, "step")
+    panels = 2 if result.trajectory is not None else 1
+    figure, axes = plt.subplots(panels, 1, sharex=True, figsize=(8, 3 + 2.5 * panels),
+                                squeeze=False)
+    axes = axes[:, 0]
+    if result.trajectory is not None:
+        n = result.trajectory.shape[1]
+        shown = np.unique(np.linspace(0, n - 1, min(n, PLOT_MAX_OSCILLATORS)).astype(int))
+        moved = np.any(result.trajectory[:, shown] != result.trajectory[0, shown], axis=0)
+        lines = _wrapped_lines(result.trajectory[:, shown])
+        for column, is_moving in enumerate(moved):
+            axes[0].plot(t, lines[:, column], lw=0.8,
+                         **({} if is_moving else {"ls": "--", "color": "0.5"}))
+        axes[0].set_ylim(-np.pi, np.pi)
+        axes[0].set_ylabel("phase (rad)")
+        axes[0].set_title(f"{len(shown)} of {n} oscillators" if len(shown) < n
+                          else f"{n} oscillators")
+    axes[-1].plot(t, result.r, color="k")
+    axes[-1].set_ylim(0, 1.02)
+    axes[-1].set_ylabel("order parameter r")
+    axes[-1].set_xlabel(t_label)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def sim_array(case_path, engine="golden-float", plots_dir="out/array", *, out=None,
+              progress=None) -> dict:
+    """Run a case and plot it into `plots_dir` (created) as <case>_<engine>.png."""
+    plots_dir = Path(plots_dir)
+    if plots_dir.exists() and not plots_dir.is_dir():
+        raise ValueError(f"--plots {plots_dir} is a file, not a folder")
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    return array_run(case_path, engine, out, False, progress,
+                     plot=plots_dir / f"{Path(case_path).stem}_{engine}.png")
+
+
+__all__ += ["ARRAY_ENGINES", "ARRAY_CASE_CHECKS", "array_run", "sim_array", "plot_array"]

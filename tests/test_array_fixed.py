@@ -1,6 +1,5 @@
 """The fixed-point array model: its derived bounds against float Euler, and its decisions."""
 
-import math
 
 import numpy as np
 import pytest
