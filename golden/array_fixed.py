@@ -256,6 +256,7 @@ class FixedRun:
     steps_taken: int
     order_sums: np.ndarray        # (steps_taken + 1, 2) int64
     trajectory: np.ndarray | None  # (steps_taken + 1, N) uint64 accumulators
+    converged: bool = False       # the detector stopped the run
 
     def theta(self, q: QuantizedCase) -> np.ndarray:
         return self.acc.astype(np.float64) / 2.0 ** q.config.acc_bits * 2 * math.pi
@@ -288,7 +289,7 @@ def run_fixed(q: QuantizedCase, trace: bool = False) -> FixedRun:
     c, s = _cos_sin(q, theta)
     sums.append((int(c.sum()), int(s.sum())))
     return FixedRun(acc, taken, np.array(sums, np.int64),
-                    np.array(trajectory) if trace else None)
+                    np.array(trajectory) if trace else None, calm >= CONVERGE_STEPS)
 
 
 def step_error_bound(q: QuantizedCase, K=None) -> float:

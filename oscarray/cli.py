@@ -23,11 +23,15 @@ def _add_cordic_format(p: argparse.ArgumentParser):
 
 
 def _add_array_case(p: argparse.ArgumentParser, engine_required: bool):
-    from .flows import ARRAY_ENGINES
+    from .flows import ARRAY_CAPACITY, ARRAY_ENGINES, ARRAY_FORMS
     p.add_argument("--in", dest="case", required=True, metavar="CASE.npz",
                    help="theta0, omega, K, pinned, dt, steps; optional tol, drive")
     p.add_argument("--engine", choices=list(ARRAY_ENGINES), required=engine_required,
                    default=None if engine_required else "golden-float")
+    p.add_argument("--form", choices=list(ARRAY_FORMS), default="matvec",
+                   help="coupling evaluation (default matvec; a case with a drive uses it)")
+    p.add_argument("--capacity", type=int, default=ARRAY_CAPACITY,
+                   help=f"oscillators the fixed-point engine holds (default {ARRAY_CAPACITY})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -180,10 +184,11 @@ def _run_array(args, progress) -> int:
     try:
         if args.command == "sim":
             result = flows.sim_array(args.case, args.engine, args.plots, out=args.out,
-                                     progress=progress)
+                                     progress=progress, form=args.form,
+                                     capacity=args.capacity)
         else:
             result = flows.array_run(args.case, args.engine, args.out, args.trace, progress,
-                                     plot=args.plot)
+                                     plot=args.plot, form=args.form, capacity=args.capacity)
     except NotImplementedError as error:
         print(f"oscarray: error: {error}", file=sys.stderr)
         return 2

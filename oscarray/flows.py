@@ -183,29 +183,56 @@ def stderr_progress(message: str):
 # ---------------------------------------------------------------------------------------------
 # The coupled-oscillator array: case.npz -> engine -> result.npz (+ plots)
 
-def _array_golden_float(case, trace: bool):
+# Coupling forms: the RTL's `pairwise` (every term evaluated) and `matvec` (two mat-vec
+# products and one rotation per oscillator); a case with a drive always uses the drive form.
+ARRAY_FORMS = ("pairwise", "matvec")
+ARRAY_CAPACITY = 64
+
+
+def _array_golden_float(case, trace: bool, form="matvec", capacity=None):
     from .golden.array import simulate_float
-    return simulate_float(case, "euler", trace)
+    return simulate_float(case, "euler", trace, form="naive" if form == "pairwise" else "matvec")
+
+
+def _quantized(case, form="matvec", capacity=ARRAY_CAPACITY):
+    """The case in the engine's integers; raises ArrayFormatError for what it cannot hold."""
+    from .golden.array_fixed import ArrayFixedConfig, quantize_case
+    return quantize_case(ArrayFixedConfig(capacity=capacity), case.theta0, case.omega, case.K,
+                         case.pinned, case.dt, case.steps, tol=case.tol, drive=case.drive,
+                         form="drive" if case.drive is not None else form)
+
+
+def _array_golden_fixed(case, trace: bool, form="matvec", capacity=ARRAY_CAPACITY):
+    from .golden.array import ArrayResult
+    from .golden.array_fixed import run_fixed
+    q = _quantized(case, form, capacity)
+    run = run_fixed(q, trace)
+    turn = 2.0 ** q.config.acc_bits
+    trajectory = None if run.trajectory is None else run.trajectory / turn * 2 * np.pi
+    return ArrayResult(theta=run.theta(q), r=run.r(q),
+                       psi=np.arctan2(run.order_sums[:, 1], run.order_sums[:, 0]),
+                       steps_taken=run.steps_taken, trajectory=trajectory,
+                       converged=run.converged)
 
 
 def _array_engine_missing(name: str):
-    def engine(case, trace: bool):
+    def engine(case, trace: bool, **options):
         raise NotImplementedError(f"the {name} array engine is not available yet; "
-                                  f"use --engine golden-float")
+                                  f"use --engine golden-float or golden-fixed")
     return engine
 
 
-# An engine is a function (ArrayCase, trace) -> ArrayResult.
+# An engine is a function (ArrayCase, trace, form=..., capacity=...) -> ArrayResult.
 ARRAY_ENGINES = {
     "golden-float": _array_golden_float,
-    "golden-fixed": _array_engine_missing("golden-fixed"),
+    "golden-fixed": _array_golden_fixed,
     "rtl": _array_engine_missing("rtl"),
 }
 
 # What an engine's number format adds to the generic validation (capacity, a representable
-# dt): engine name -> function(ArrayCase) raising CaseError. Run before any work; engines
-# without an entry accept every valid case.
-ARRAY_CASE_CHECKS: dict = {}
+# dt): engine name -> function(ArrayCase, form=..., capacity=...) raising a ValueError. Run
+# before any work; engines without an entry accept every valid case.
+ARRAY_CASE_CHECKS: dict = {"golden-fixed": _quantized}
 
 # Oscillators drawn in the phase panel of a plot (evenly spaced when there are more).
 PLOT_MAX_OSCILLATORS = 64
@@ -223,7 +250,7 @@ def _check_output_path(flag: str, path) -> Path | None:
 
 
 def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
-              plot=None) -> dict:
+              plot=None, form="matvec", capacity=ARRAY_CAPACITY) -> dict:
     """Run a case on one engine; write result.npz to `out` and a PNG to `plot` if given.
 
     Everything is checked (engine, output folders, the whole case, the engine's format)
@@ -237,13 +264,16 @@ def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
     out = _check_output_path("--out", out)
     plot = _check_output_path("--plot", plot)
     case = load_case(case_path)
+    if form not in ARRAY_FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {', '.join(ARRAY_FORMS)}")
     if engine in ARRAY_CASE_CHECKS:
-        ARRAY_CASE_CHECKS[engine](case)
+        ARRAY_CASE_CHECKS[engine](case, form=form, capacity=capacity)
 
     _say(progress, f"{engine}: {case.n} oscillators ({int(case.free.sum())} free), "
                    f"up to {case.steps} steps of dt = {case.dt:g}")
     start = time.perf_counter()
-    result = ARRAY_ENGINES[engine](case, trace or plot is not None)
+    result = ARRAY_ENGINES[engine](case, trace or plot is not None, form=form,
+                                   capacity=capacity)
     elapsed = time.perf_counter() - start
     if out is not None:
         save_result(result if trace else dataclasses.replace(result, trajectory=None), out)
@@ -253,7 +283,7 @@ def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
             "free": int(case.free.sum()), "dt": case.dt, "steps": case.steps, "tol": case.tol,
             "steps_taken": result.steps_taken, "converged": result.converged,
             "r_final": float(result.r[-1]), "psi_final": float(result.psi[-1]),
-            "cycles": result.cycles, "elapsed_s": elapsed,
+            "cycles": result.cycles, "elapsed_s": elapsed, "form": form,
             "out": None if out is None else str(out),
             "plot": None if plot is None else str(plot)}
 
@@ -305,14 +335,15 @@ def plot_array(result, path, dt=None, title=None) -> Path:
 
 
 def sim_array(case_path, engine="golden-float", plots_dir="out/array", *, out=None,
-              progress=None) -> dict:
+              progress=None, form="matvec", capacity=ARRAY_CAPACITY) -> dict:
     """Run a case and plot it into `plots_dir` (created) as <case>_<engine>.png."""
     plots_dir = Path(plots_dir)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise ValueError(f"--plots {plots_dir} is a file, not a folder")
     plots_dir.mkdir(parents=True, exist_ok=True)
-    return array_run(case_path, engine, out, False, progress,
+    return array_run(case_path, engine, out, False, progress, form=form, capacity=capacity,
                      plot=plots_dir / f"{Path(case_path).stem}_{engine}.png")
 
 
-__all__ += ["ARRAY_ENGINES", "ARRAY_CASE_CHECKS", "array_run", "sim_array", "plot_array"]
+__all__ += ["ARRAY_ENGINES", "ARRAY_CASE_CHECKS", "ARRAY_FORMS", "array_run", "sim_array",
+            "plot_array"]

@@ -132,3 +132,41 @@ def test_unrepresentable_cases_are_refused(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ArrayFormatError, match=message):
         quantize_case(CONFIG, **args)
+
+
+def test_cli_golden_fixed_agrees_with_float_within_bound(tmp_path, capsys):
+    from oscarray.cli import main
+    from oscarray.flows import _quantized
+    from oscarray.golden.array import load_case
+
+    rng = np.random.default_rng(5)
+    n = 16
+    case = tmp_path / "case.npz"
+    np.savez(case, theta0=rng.uniform(0, 2 * np.pi, n), omega=rng.normal(0, 0.3, n),
+             K=np.full((n, n), 0.5 / n), pinned=np.arange(n) < 2, dt=np.float64(0.02),
+             steps=np.int64(100))
+    results = {}
+    for engine in ("golden-float", "golden-fixed"):
+        out = tmp_path / f"{engine}.npz"
+        assert main(["array", "--in", str(case), "--engine", engine, "--form", "pairwise",
+                     "--out", str(out)]) == 0
+        results[engine] = np.load(out)
+    loaded = load_case(case)
+    q = _quantized(loaded, "pairwise")
+    bound = trajectory_error_bound(q, loaded.K) + 0.5 * 2 * np.pi / TURN
+    difference = wrapped(results["golden-fixed"]["theta"] - results["golden-float"]["theta"])
+    assert difference.max() <= bound
+    assert results["golden-fixed"]["r"].shape == (101,)
+
+
+def test_cli_golden_fixed_refuses_over_capacity_and_writes_nothing(tmp_path, capsys):
+    from oscarray.cli import main
+    n = 70
+    case = tmp_path / "case.npz"
+    np.savez(case, theta0=np.zeros(n), omega=np.zeros(n), K=np.zeros((n, n)),
+             pinned=np.zeros(n, bool), dt=np.float64(0.1), steps=np.int64(5))
+    out = tmp_path / "result.npz"
+    assert main(["array", "--in", str(case), "--engine", "golden-fixed", "--out", str(out)]) == 2
+    assert "capacity of 64" in capsys.readouterr().err and not out.exists()
+    assert main(["array", "--in", str(case), "--engine", "golden-fixed", "--capacity", "128",
+                 "--out", str(out)]) == 0 and out.exists()
