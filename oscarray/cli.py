@@ -117,6 +117,55 @@ CORDIC_BENCH_COLUMNS = [
 ]
 
 
+def _report(result: dict, as_json: bool, print_text):
+    """One JSON object on stdout, or the command's text summary."""
+    if as_json:
+        from .flows import _json_default
+        print(json.dumps(result, default=_json_default))
+    else:
+        print_text(result)
+
+
+def _print_sim_cordic(result: dict):
+    print(f"{result['mode']} CORDIC, {result['arch']}, {result['sim']}: "
+          f"{result['vectors']} vectors, {result['mismatches']} mismatches versus "
+          f"golden fixed; versus the ideal max {result['max_err_lsb']:.3f} LSB, "
+          f"RMS {result['rms_err_lsb']:.3f} LSB (budget {result['budget_lsb']:.3f})")
+    if result.get("waves"):
+        print(f"waves: {result['waves']}")
+    if result.get("out"):
+        print(f"vectors: {result['out']}")
+
+
+def _print_build(result: dict):
+    print(f"{result['design']} ({result['arch']}) on {result['board']} "
+          f"({result['device']}): {result['lut']} LUT, {result['ff']} FF, "
+          f"{result['dsp']} DSP, {result['bram']} BRAM; Fmax {result['fmax_mhz']:.1f} "
+          f"MHz (target {result['target_mhz']:.0f}, "
+          f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
+
+
+def _print_bench_cordic(result: dict):
+    print(f"CORDIC {result['mode']}, {result['config']['data_width']}-bit data, "
+          f"{result['config']['phase_bits']}-bit phase, "
+          f"{result['config']['iterations']} iterations; {result['date']}, "
+          f"{result['machine']}")
+    _print_table(result["rows"], CORDIC_BENCH_COLUMNS)
+    print(f"written: {result['written']}")
+
+
+def _print_array(result: dict):
+    stop = (f"converged (tol {result['tol']:g})" if result["converged"]
+            else "no tol" if result["tol"] is None else f"not converged (tol {result['tol']:g})")
+    print(f"{result['engine']}: {result['n']} oscillators ({result['free']} free), "
+          f"{result['steps_taken']} of {result['steps']} steps, {stop}; "
+          f"r = {result['r_final']:.4f}, psi = {result['psi_final']:.4f} rad"
+          + ("" if result["cycles"] is None else f"; {result['cycles']} cycles"))
+    for key in ("out", "plot"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
+
+
 def _run(args) -> int:
     from . import flows
 
@@ -129,46 +178,21 @@ def _run(args) -> int:
         result = flows.sim_cordic(config, args.arch, args.vectors, args.seed, sim=args.sim,
                                   waves=args.waves, out=args.out, valid_prob=args.valid_prob,
                                   ready_prob=args.ready_prob, progress=progress)
-        if args.json:
-            print(json.dumps(result, default=flows._json_default))
-        else:
-            print(f"{result['mode']} CORDIC, {result['arch']}, {result['sim']}: "
-                  f"{result['vectors']} vectors, {result['mismatches']} mismatches versus "
-                  f"golden fixed; versus the ideal max {result['max_err_lsb']:.3f} LSB, "
-                  f"RMS {result['rms_err_lsb']:.3f} LSB (budget {result['budget_lsb']:.3f})")
-            if result.get("waves"):
-                print(f"waves: {result['waves']}")
-            if result.get("out"):
-                print(f"vectors: {result['out']}")
+        _report(result, args.json, _print_sim_cordic)
         return 1 if result["mismatches"] else 0
 
     if args.command == "build":
         result = flows.build_design(args.design, args.board, arch=args.arch, mode=args.mode,
                                     target_mhz=args.target_mhz, build_root=args.build_dir,
                                     progress=progress)
-        if args.json:
-            print(json.dumps(result, default=flows._json_default))
-        else:
-            print(f"{result['design']} ({result['arch']}) on {result['board']} "
-                  f"({result['device']}): {result['lut']} LUT, {result['ff']} FF, "
-                  f"{result['dsp']} DSP, {result['bram']} BRAM; Fmax {result['fmax_mhz']:.1f} "
-                  f"MHz (target {result['target_mhz']:.0f}, "
-                  f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
+        _report(result, args.json, _print_build)
         return 0
 
     if args.command == "bench":
         result = flows.bench_cordic(vectors=args.vectors, mode=args.mode, boards=args.boards,
                                     progress=progress)
-        path = flows.write_json(result, args.output)
-        if args.json:
-            print(json.dumps(result, default=flows._json_default))
-        else:
-            print(f"CORDIC {result['mode']}, {result['config']['data_width']}-bit data, "
-                  f"{result['config']['phase_bits']}-bit phase, "
-                  f"{result['config']['iterations']} iterations; {result['date']}, "
-                  f"{result['machine']}")
-            _print_table(result["rows"], CORDIC_BENCH_COLUMNS)
-            print(f"written: {path}")
+        result["written"] = str(flows.write_json(result, args.output))
+        _report(result, args.json, _print_bench_cordic)
         return 0
 
     if args.command == "demo":
@@ -192,18 +216,7 @@ def _run_array(args, progress) -> int:
     except NotImplementedError as error:
         print(f"oscarray: error: {error}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result, default=flows._json_default))
-        return 0
-    stop = (f"converged (tol {result['tol']:g})" if result["converged"]
-            else "no tol" if result["tol"] is None else f"not converged (tol {result['tol']:g})")
-    print(f"{result['engine']}: {result['n']} oscillators ({result['free']} free), "
-          f"{result['steps_taken']} of {result['steps']} steps, {stop}; "
-          f"r = {result['r_final']:.4f}, psi = {result['psi_final']:.4f} rad"
-          + ("" if result["cycles"] is None else f"; {result['cycles']} cycles"))
-    for key in ("out", "plot"):
-        if result.get(key):
-            print(f"{key}: {result[key]}")
+    _report(result, args.json, _print_array)
     return 0
 
 
