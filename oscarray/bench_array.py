@@ -1,0 +1,60 @@
+"""`oscarray bench array`: the array engine on UP5K and ECP5-85F against NumPy on this machine.
+
+Per device: the largest N whose dense 16-bit coupling matrix fits the device's memory, a real
+build of the engine (utilization, Fmax), cycles per Euler step measured in cycle-accurate RTL
+simulation, coupling terms per second at Fmax, and NumPy float64 doing the same steps, naive and
+in its fastest form, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+from . import flows
+
+# Memory for the coupling matrix, in 16-bit words: UP5K's four 256 kbit SPRAMs; ECP5-85F's
+# 208 DP16KD blocks as 1024 x 18 (16 bits used), less 8 blocks for the engine's other memories.
+COUPLING_WORDS = {"icebreaker": 4 * 16384, "ulx3s-85f": (208 - 8) * 1024}
+# MAC lanes per device: two multipliers each; UP5K has 8 SB_MAC16, ECP5-85F 156 MULT18X18D.
+DEFAULT_LANES = {"icebreaker": 4, "ulx3s-85f": 16}
+DEVICES = {"up5k": "icebreaker", "ecp5-85f": "ulx3s-85f"}
+
+
+def largest_dense_n(board: str) -> int:
+    """The largest N with N**2 16-bit couplings in the device's memory."""
+    return math.isqrt(COUPLING_WORDS[board])
+
+
+def ideal_cycles(n: int, lanes: int, form: str) -> float:
+    """The issue's ideal: N**2 / P coupling evaluations (pairwise), 2 N**2 MACs over 2 P
+    multipliers (matvec); pipeline latency comes on top."""
+    return n * n / lanes
+
+
+def numpy_reference(n: int, progress=None) -> dict:
+    flows._say(progress, f"NumPy float64 Euler steps at N = {n}")
+    naive = flows.numpy_euler_rate(n, "naive")
+    fastest = flows.numpy_euler_rate(n, "matvec")
+    return {"numpy_naive_terms_per_s": naive["terms_per_s"],
+            "numpy_matvec_terms_per_s": fastest["terms_per_s"],
+            "numpy_naive_step_us": naive["step_us"],
+            "numpy_matvec_step_us": fastest["step_us"]}
+
+
+def bench_row(board: str, n: int, lanes: int, form: str, built: dict, cycles_per_step: int,
+              numpy: dict) -> dict:
+    """One table row from a build, a measured step and the NumPy figures."""
+    step_s = cycles_per_step / (built["fmax_mhz"] * 1e6)
+    terms = n * n / step_s
+    ideal = ideal_cycles(n, lanes, form)
+    return {"board": board, "device": built["device"], "form": form, "n": n, "lanes": lanes,
+            "lut": built["lut"], "ff": built["ff"], "dsp": built["dsp"], "bram": built["bram"],
+            "fmax_mhz": built["fmax_mhz"], "cycles_per_step": cycles_per_step,
+            "ideal_cycles": ideal, "overhead": cycles_per_step / ideal - 1,
+            "step_us": step_s * 1e6, "terms_per_s": terms,
+            "vs_numpy_fastest": terms / numpy["numpy_matvec_terms_per_s"], **numpy}
+
+
+def header() -> dict:
+    return {"date": datetime.date.today().isoformat(), "machine": flows.machine_description()}

@@ -1,0 +1,366 @@
+"""The array engine RTL in cocotb on Verilator against the fixed-point specification.
+
+Bit-exact means: the final accumulators, every order sum, steps_taken, converged and (traced)
+every accumulator of every step equal `run_fixed`'s. One Verilator build per lane count
+(capacity 64, 1 and 4 lanes, cases written through the `load` port) runs every random and edge
+case in one simulation; small builds (capacity 8) check contents given at elaboration (Memory
+init, 1 and 3 lanes). Builds take ~15-40 s each.
+"""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from oscarray import flows
+from oscarray.cli import main
+from oscarray.golden.array import save_case, validate_case
+from oscarray.golden.array_fixed import ArrayFixedConfig, quantize_case, run_fixed
+from oscarray.hdl.array import (MAX_CAPACITY, MAX_LANES, ArrayEngine, ArrayEngineError,
+                                check_case, check_lanes, cycles_per_run, cycles_per_step,
+                                issue_clocks, load_writes)
+from oscarray.sim.array import run_array_rtl, run_array_rtl_batch
+
+CONFIG = ArrayFixedConfig(capacity=64)
+TURN = 2 ** CONFIG.acc_bits
+
+
+def random_case(seed, n, form, steps, pinned=1, dt=0.1, omega_spread=0.05, config=CONFIG,
+                signed_coupling=False):
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0, 2 * np.pi, n)
+    omega = rng.normal(0, omega_spread, n)
+    low = -1.0 if signed_coupling else 0.2
+    K = rng.uniform(low, 1.5, (n, n)) * 3 / n
+    fixed = np.zeros(n, bool)
+    fixed[rng.choice(n, pinned, replace=False)] = True
+    drive = rng.normal(0, 1, (n, 2))
+    return quantize_case(config, theta, omega, K, fixed, dt, steps, drive=drive, form=form)
+
+
+def with_mid_run_tol(q):
+    """q with a tol (accumulator units) that the run meets about half way, so the detector,
+    not max_steps, ends it: the largest free |inc| of the four steps after the middle, + 1."""
+    trajectory = run_fixed(q, trace=True).trajectory.astype(np.int64)
+    inc = (np.diff(trajectory, axis=0) + TURN // 2) % TURN - TURN // 2
+    largest = np.abs(inc[:, ~q.pinned]).max(axis=1, initial=0)
+    middle = q.steps // 2
+    return dataclasses.replace(q, tol=int(largest[middle:middle + 4].max()) + 1)
+
+
+def two_antipodal(form, steps=40):
+    """Exact antipodes: the final rotation lands on the negative x axis (the nudge); in
+    pairwise form sin_ij of the pair lands there (the pair sign)."""
+    if form in ("matvec", "pairwise"):
+        return quantize_case(CONFIG, np.array([0.0, np.pi]), np.zeros(2),
+                             np.array([[0, 1.0], [1.0, 0]]), np.zeros(2, bool), 0.05, steps,
+                             form=form)
+    # Oscillator 0 sits opposite its drive; oscillator 1 has a zero drive (runs at omega).
+    return quantize_case(CONFIG, np.array([np.pi, 0.3]), np.array([0.0, 0.7]), np.zeros((2, 2)),
+                         np.zeros(2, bool), 0.05, steps, drive=np.array([[1.0, 0], [0, 0]]),
+                         form="drive")
+
+
+def build_cases():
+    cases = {}
+    for n, steps in ((2, 60), (5, 60), (16, 40), (33, 16)):
+        for form in ("matvec", "drive"):
+            seed = 100 * n + len(form)
+            q = random_case(seed, n, form, steps, pinned=1 if n == 2 else 3,
+                            signed_coupling=n == 16)
+            cases[f"n{n}-{form}"] = q
+            cases[f"n{n}-{form}-tol"] = with_mid_run_tol(
+                random_case(seed + 1, n, form, steps, pinned=1 if n == 2 else 2))
+    for n, steps in ((5, 40), (16, 20)):
+        seed = 100 * n + 8
+        cases[f"n{n}-pairwise"] = random_case(seed, n, "pairwise", steps, pinned=2,
+                                              signed_coupling=n == 16)
+        cases[f"n{n}-pairwise-tol"] = with_mid_run_tol(random_case(seed + 1, n, "pairwise",
+                                                                   steps, pinned=1))
+    cases["antipode-matvec"] = two_antipodal("matvec")
+    cases["antipode-pairwise"] = two_antipodal("pairwise")
+    cases["antipode-and-zero-drive"] = two_antipodal("drive")
+    cases["never-calm"] = dataclasses.replace(random_case(7, 5, "matvec", 30), tol=0)
+    cases["all-pinned"] = dataclasses.replace(random_case(8, 5, "drive", 30, pinned=5), tol=1)
+    cases["zero-steps"] = random_case(9, 5, "matvec", 0)
+    cases["fast-omega"] = random_case(10, 5, "drive", 30, omega_spread=8.0, dt=0.1)
+    return cases
+
+
+CASES = build_cases()
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("sim")
+
+
+@pytest.fixture(scope="module")
+def batch(build_root):
+    """Every case in one simulation, traced, with random backpressure on `order`."""
+    names = list(CASES)
+    results = run_array_rtl_batch([CASES[k] for k in names], trace=True, build_root=build_root,
+                                  order_ready_prob=0.6, seed=3)
+    return {name: (CASES[name], result, run_fixed(CASES[name], trace=True))
+            for name, result in zip(names, results)}
+
+
+def assert_bit_exact(rtl, golden):
+    assert rtl["steps_taken"] == golden.steps_taken
+    assert rtl["converged"] == golden.converged
+    np.testing.assert_array_equal(rtl["order_sums"], golden.order_sums)
+    np.testing.assert_array_equal(rtl["acc"], golden.acc)
+    if rtl["trajectory"] is not None:
+        np.testing.assert_array_equal(rtl["trajectory"], golden.trajectory)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rtl_bit_exact_on_verilator(batch, name):
+    _, rtl, golden = batch[name]
+    assert_bit_exact(rtl, golden)
+
+
+def test_cases_reach_what_they_are_for(batch):
+    # The tol cases end by the detector, before max_steps; the others run to the end.
+    for name, (q, _, golden) in batch.items():
+        stopped_early = name.endswith("-tol") or name == "all-pinned"
+        assert golden.converged == stopped_early, name
+        assert (golden.steps_taken < q.steps) == stopped_early, name
+    q = CASES["all-pinned"]
+    np.testing.assert_array_equal(batch["all-pinned"][2].acc, q.acc0)
+    q = CASES["antipode-and-zero-drive"]
+    free_run = (int(q.acc0[1]) + q.steps * int(q.w[1])) % TURN
+    assert batch["antipode-and-zero-drive"][2].acc[1] == free_run
+    assert batch["zero-steps"][2].order_sums.shape == (1, 2)
+
+
+def test_cycles_under_backpressure_at_least_the_exact_count(batch):
+    for name, (q, rtl, _) in batch.items():
+        exact = cycles_per_run(CONFIG, q.n, q.form, rtl["steps_taken"])
+        assert exact <= rtl["cycles"] <= exact + 40 * (rtl["steps_taken"] + 1), name
+
+
+def test_cycles_exact(build_root):
+    """Clocks per step are the ideal n + L + (n**2 or n) + L plus a fixed overhead."""
+    cases = [random_case(30 + n, n, form, steps) for n in (3, 64) for form in ("matvec", "drive")
+             for steps in (0, 2)]
+    for q, rtl in zip(cases, run_array_rtl_batch(cases, build_root=build_root)):
+        assert rtl["cycles"] == cycles_per_run(CONFIG, q.n, q.form, q.steps)
+        assert_bit_exact(rtl, run_fixed(q))
+    assert cycles_per_step(CONFIG, 64, "matvec") - cycles_per_step(CONFIG, 64, "matvec",
+                                                                 ideal=True) == 13
+
+
+# ---------------------------------------------------------------------------------------------
+# Coupling lanes: pairwise and matvec on 1 and 4 lanes (one build each, capacity 64)
+
+LANES = (1, 4)
+LATENCY = CONFIG.cordic.latency_pipelined
+
+
+def antipode_inside(steps=12):
+    """Oscillators 1 and 4 of 6 start exactly antipodal (theta differs by 2**15 phase LSB):
+    pairwise sin_41 = sin_14 lands on the negative x axis; the pair sign separates them."""
+    theta = np.array([1.0, 0.3, 2.0, 4.0, 0.3 + np.pi, 5.5])
+    K = np.full((6, 6), 0.4)
+    return quantize_case(CONFIG, theta, np.zeros(6), K, np.arange(6) == 5, 0.05, steps,
+                         form="pairwise")
+
+
+def build_lane_cases():
+    cases = {}
+    for n, steps in ((2, 12), (3, 12), (5, 12), (16, 8), (33, 5), (64, 3)):
+        for form in ("pairwise", "matvec"):
+            seed = 1000 + 10 * n + len(form)
+            cases[f"n{n}-{form}"] = random_case(seed, n, form, steps, pinned=1 if n < 5 else 3,
+                                                signed_coupling=n in (5, 33))
+    for n, steps in ((6, 30), (33, 16)):
+        for form in ("pairwise", "matvec"):
+            cases[f"n{n}-{form}-tol"] = with_mid_run_tol(
+                random_case(2000 + n + len(form), n, form, steps, pinned=2))
+    cases["antipode-pair"] = two_antipodal("pairwise", steps=20)
+    cases["antipode-inside"] = antipode_inside()
+    cases["zero-steps-pairwise"] = random_case(11, 7, "pairwise", 0)
+    return cases
+
+
+LANE_CASES = build_lane_cases()
+
+
+@pytest.fixture(scope="module", params=LANES, ids=lambda lanes: f"lanes{lanes}")
+def lane_batch(request, build_root):
+    """Every lane case on one engine of `lanes` lanes, traced, the order stream always ready
+    (so the cycle counts are exact)."""
+    lanes = request.param
+    names = list(LANE_CASES)
+    results = run_array_rtl_batch([LANE_CASES[k] for k in names], trace=True,
+                                  build_root=build_root, lanes=lanes)
+    return lanes, {name: (LANE_CASES[name], result, run_fixed(LANE_CASES[name], trace=True))
+                   for name, result in zip(names, results)}
+
+
+@pytest.mark.parametrize("name", list(LANE_CASES))
+def test_lanes_bit_exact_on_verilator(lane_batch, name):
+    _, batch = lane_batch
+    _, rtl, golden = batch[name]
+    assert_bit_exact(rtl, golden)
+
+
+def test_lane_cases_reach_what_they_are_for(lane_batch):
+    _, batch = lane_batch
+    for name, (q, _, golden) in batch.items():
+        stopped_early = name.endswith("-tol")
+        assert golden.converged == stopped_early, name
+        assert (golden.steps_taken < q.steps) == stopped_early, name
+    # The antipode cases start on it: the pair's sin_ij is exactly 0 with cos_ij < 0.
+    for name, (i, j) in (("antipode-pair", (0, 1)), ("antipode-inside", (1, 4))):
+        q = batch[name][0]
+        theta = (q.acc0.astype(np.int64) + (1 << 15)) >> 16
+        assert (theta[j] - theta[i]) % 2 ** CONFIG.phase_bits == 2 ** (CONFIG.phase_bits - 1)
+    # ... and the nudge separates the pair: it moves apart.
+    trajectory = batch["antipode-pair"][2].trajectory.astype(np.int64)
+    gap = (trajectory[:, 1] - trajectory[:, 0]) % TURN
+    assert gap[0] == TURN // 2 and gap[-1] != TURN // 2
+
+
+def test_lane_cycles_exact(lane_batch):
+    """Clocks per step are n + 2L + issue_clocks(n, P) + ceil(log2 P) + 13, measured for
+    every case: ceil(n**2 / P) issue clocks for n >= P (the ideal), more for n < P."""
+    lanes, batch = lane_batch
+    tree = (lanes - 1).bit_length()
+    for name, (q, rtl, _) in batch.items():
+        assert rtl["cycles"] == cycles_per_run(CONFIG, q.n, q.form, rtl["steps_taken"],
+                                               lanes=lanes), name
+        per_step = cycles_per_step(CONFIG, q.n, q.form, lanes=lanes)
+        if q.n >= lanes:
+            assert per_step == q.n + 2 * LATENCY + -(-q.n ** 2 // lanes) + tree + 13, name
+            assert per_step - cycles_per_step(CONFIG, q.n, q.form, ideal=True,
+                                              lanes=lanes) == tree + 13
+        else:
+            assert per_step >= q.n + 2 * LATENCY + -(-q.n ** 2 // lanes) + tree + 13, name
+    # The issue goal: the coupling pass within 5 % of n**2 / P (N = 16, 33, 64).
+    for n in (16, 33, 64):
+        assert issue_clocks(n, lanes) <= 1.05 * n * n / lanes
+
+
+def test_issue_clocks():
+    for lanes in range(1, MAX_LANES + 1):
+        for n in range(1, 70):
+            clocks = issue_clocks(n, lanes)
+            assert clocks >= -(-n * n // lanes)
+            if n >= lanes:
+                assert clocks == -(-n * n // lanes)
+            else:
+                assert clocks <= n + 1      # at most one row end per clock
+
+
+def test_k_banks_in_load_writes():
+    q = random_case(3, 5, "pairwise", 2)
+    for lanes in (1, 3, 4):
+        writes = load_writes(q, lanes=lanes)
+        k = writes[writes[:, 0] == 2]
+        word_bits = max(1, (-(-CONFIG.capacity ** 2 // lanes) - 1).bit_length())
+        bank, word = k[:, 1] >> word_bits, k[:, 1] & ((1 << word_bits) - 1)
+        flat = word * lanes + bank
+        np.testing.assert_array_equal(np.sort(flat), np.arange(25))
+        values = (k[:, 2] + 2 ** 15) % 2 ** 16 - 2 ** 15
+        np.testing.assert_array_equal(values[np.argsort(flat)], q.k.reshape(-1))
+
+
+def test_memory_init_contents(build_root):
+    # The contents given at elaboration, no load: a small engine, a drive case.
+    config = ArrayFixedConfig(capacity=8)
+    q = with_mid_run_tol(random_case(21, 5, "drive", 40, pinned=2, config=config))
+    rtl = run_array_rtl(q, build_root=build_root, load="init")
+    assert_bit_exact(rtl, run_fixed(q))
+    assert rtl["trajectory"] is None and rtl["cycles"] > 0
+
+
+def test_memory_init_contents_three_lanes(build_root):
+    # k banks given at elaboration, a lane count that is not a power of two, N > P.
+    config = ArrayFixedConfig(capacity=8)
+    q = with_mid_run_tol(random_case(22, 7, "pairwise", 40, pinned=2, config=config))
+    rtl = run_array_rtl(q, build_root=build_root, load="init", lanes=3)
+    assert_bit_exact(rtl, run_fixed(q))
+    assert rtl["converged"] and rtl["cycles"] == cycles_per_run(config, 7, "pairwise",
+                                                                rtl["steps_taken"], lanes=3)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None,
+                    reason="Icarus Verilog is not installed (apt-get install iverilog)")
+def test_rtl_bit_exact_on_icarus(build_root):
+    config = ArrayFixedConfig(capacity=8)
+    cases = [random_case(40, 5, "matvec", 6, config=config),
+             with_mid_run_tol(random_case(41, 6, "drive", 20, pinned=2, config=config))]
+    for q, rtl in zip(cases, run_array_rtl_batch(cases, trace=True, sim="icarus",
+                                                 build_root=build_root)):
+        assert rtl["sim"] == "icarus"
+        assert_bit_exact(rtl, run_fixed(q, trace=True))
+
+
+def test_refusals():
+    check_case(random_case(1, 4, "pairwise", 3))
+    for lanes in (0, MAX_LANES + 1):
+        with pytest.raises(ArrayEngineError, match="lanes must be 1..16"):
+            ArrayEngine(CONFIG, lanes=lanes)
+    with pytest.raises(TypeError, match="lanes"):
+        check_lanes(2.0)
+    with pytest.raises(ArrayEngineError, match=f"capacity 300 exceeds {MAX_CAPACITY}"):
+        ArrayEngine(ArrayFixedConfig(capacity=300))
+    with pytest.raises(TypeError, match="ArrayFixedConfig"):
+        ArrayEngine(64)
+    small = random_case(2, 4, "matvec", 3, config=ArrayFixedConfig(capacity=4))
+    with pytest.raises(ArrayEngineError, match="A = 24"):
+        check_case(small, ArrayFixedConfig(capacity=4, acc_bits=24))
+    with pytest.raises(ArrayEngineError, match="steps"):
+        check_case(dataclasses.replace(small, steps=2 ** 32))
+
+
+def float_case(n=6, steps=25, drive=False, tol=None):
+    rng = np.random.default_rng(4)
+    arrays = dict(theta0=rng.uniform(-np.pi, np.pi, n), omega=rng.normal(0, 0.3, n),
+                  K=rng.uniform(0, 1, (n, n)) / n, pinned=np.arange(n) < 1, dt=0.05,
+                  steps=steps, tol=tol, drive=rng.normal(0, 1, (n, 2)) if drive else None)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+@pytest.mark.parametrize("drive, form, lanes", [(False, "matvec", 1), (True, "matvec", 1),
+                                               (False, "pairwise", 4)])
+def test_flows_rtl_engine_equals_golden_fixed(build_root, drive, form, lanes):
+    case = validate_case(float_case(drive=drive))
+    rtl = flows.ARRAY_ENGINES["rtl"](case, True, form=form, build_root=build_root, lanes=lanes)
+    golden = flows.ARRAY_ENGINES["golden-fixed"](case, True, form=form)
+    for field in ("theta", "r", "psi", "trajectory"):
+        np.testing.assert_array_equal(getattr(rtl, field), getattr(golden, field))
+    assert rtl.steps_taken == golden.steps_taken == 25
+    assert rtl.cycles == cycles_per_run(CONFIG, 6, "drive" if drive else form, 25, lanes=lanes)
+
+
+def test_cli_rtl_lanes(tmp_path, capsys, monkeypatch):
+    """--lanes reaches the rtl engine (pairwise accepted); out of range, it is refused before
+    any work; the golden engines ignore it."""
+    import oscarray.sim.array as sim_array
+
+    path = tmp_path / "case.npz"
+    save_case(path, **float_case())
+    out = tmp_path / "result.npz"
+    assert main(["array", "--in", str(path), "--engine", "rtl", "--form", "pairwise",
+                 "--lanes", "17", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "lanes must be 1..16" in error and "Traceback" not in error and not out.exists()
+
+    seen = {}
+
+    def fake_rtl(q, trace=False, sim=None, build_root=None, **options):
+        seen.update(options, form=q.form)
+        run = run_fixed(q, trace)
+        return {"acc": run.acc, "order_sums": run.order_sums, "steps_taken": run.steps_taken,
+                "converged": run.converged, "trajectory": run.trajectory, "cycles": 1}
+
+    monkeypatch.setattr(sim_array, "run_array_rtl", fake_rtl)
+    assert main(["array", "--in", str(path), "--engine", "rtl", "--form", "pairwise",
+                 "--lanes", "4", "--out", str(out)]) == 0
+    assert seen == {"lanes": 4, "form": "pairwise"} and out.exists()
+    assert main(["array", "--in", str(path), "--engine", "golden-fixed", "--lanes", "4",
+                 "--out", str(out)]) == 0
