@@ -5,7 +5,9 @@ The arithmetic is specified bit for bit by `oscarray.golden.cordic`; this module
 architectures are built from the same stage functions below, so they agree bit for bit:
 
 - `pipelined`: one register stage per pre-processing step, per micro-op and per output step;
-  one result per clock; the whole pipeline stalls while the output is not accepted.
+  one result per clock; the whole pipeline stalls while the output is not accepted. With
+  `split_stages=True`, two stages per micro-rotation (operands prepared, then added): faster
+  clock, more latency and flip-flops (see `CordicPipelined`).
 - `iterative` (`cordic_iterative.py`): one adder and one barrel shifter do every step, the
   pre-rotation negation and the output rounding included, sequenced by microcode in block RAM;
   `cycles_per_result` clocks per result (63 for the default rotate), small (344 LC on UP5K).
@@ -16,13 +18,14 @@ rounding of the shifted operand and the choice of add or subtract cost one XOR p
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.cordic import CIRCULAR, HYPERBOLIC, HYPERBOLIC_Q_RANGE, LINEAR, CordicConfig
 
-__all__ = ["Cordic", "CordicPipelined", "CordicIterative", "cordic_payload", "ARCHITECTURES"]
+__all__ = ["Cordic", "CordicPipelined", "CordicIterative", "cordic_payload", "ARCHITECTURES",
+           "check_options"]
 
 ARCHITECTURES = ("pipelined", "iterative")
 
@@ -61,20 +64,22 @@ def _to_width(value, width: int):
     return Cat(value, fill.replicate(width - len(value)))
 
 
-def _add_shifted(acc, operand, shift, negate, width: int):
-    """acc + R(operand, shift), or acc - R(operand, shift) when `negate`: one adder.
+def _shifted_operand(operand, shift, negate):
+    """(addend, carry_in) with addend + carry_in = R(operand, shift), or -R(operand, shift)
+    when `negate`: the inputs of `_add_carry` that `_add_shifted` adds to its accumulator.
 
     R rounds half up: R(v, k) = (v >> k) + v[k-1]. Subtracting uses -(a + b) = ~a + ~b for a
     one-bit b, so the carry-in is `negate XOR v[k-1]`. `shift` is an int or a Value.
     """
     shifted = operand >> shift
     round_bit = ((operand << 1) >> shift)[0]
-    return _add_carry(acc, Mux(negate, ~shifted, shifted), negate ^ round_bit, width)
+    return Mux(negate, ~shifted, shifted), negate ^ round_bit
 
 
-def _negate_if(value, flip, width: int):
-    """-value when `flip`, else value, as one carry chain: (value XOR flip) + flip."""
-    return _add_carry(Const(0, width), Mux(flip, ~value, value), flip, width)
+def _add_shifted(acc, operand, shift, negate, width: int):
+    """acc + R(operand, shift), or acc - R(operand, shift) when `negate`: one adder."""
+    addend, carry_in = _shifted_operand(operand, shift, negate)
+    return _add_carry(acc, addend, carry_in, width)
 
 
 def _round_shift(value, shift: int):
@@ -88,6 +93,18 @@ def _saturate(value, width: int):
     """Clamp to the signed `width`-bit range."""
     hi, lo = (1 << (width - 1)) - 1, -(1 << (width - 1))
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
+
+def _saturate_wide(value, width: int):
+    """Clamp a signed Value (any width >= `width`) to signed(`width`): only its top bits look.
+
+    The same function as `_saturate`, without comparators (no carry chain).
+    """
+    sign = value[-1]
+    top = value[width - 1:]
+    overflow = top.any() & ~top.all()
+    return Mux(overflow, Cat((~sign).replicate(width - 1), sign),
+               value[:width]).as_signed()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,42 +122,86 @@ def state_shapes(config: CordicConfig) -> dict:
     return shapes
 
 
-def pre_stages(config: CordicConfig) -> list:
-    """Input steps: to internal formats and into the convergence range (see golden `_pre`)."""
-    g, h = config.guard_bits, config.angle_guard_bits
+def pre_stages(config: CordicConfig, split: bool = False) -> list:
+    """Input steps: to internal formats and into the convergence range (see golden `_pre`).
+
+    The half-turn negations are carry chains after an inversion, built like a micro-op: a
+    prepared stage (accumulator 0, addends and carry-ins as in `micro_op_prepare`), then
+    `micro_op_add`. With `split` the two are separate register stages (rotate: the inversion
+    moves into the quadrant stage, so the stage count stays; vector and divide: one stage more).
+    """
+    g, h, w = config.guard_bits, config.angle_guard_bits, config.x_width
 
     def widen(s):
         return {"x": s["x"] << g, "y": s["y"] << g}
 
+    def negated(x, y, flip) -> dict:
+        # -v = ~v + 1: the prepared form of 0 + (v or -v), the chain still to come.
+        return {"x": Const(0, w), "x_b": Mux(flip, ~x, x), "x_c": flip,
+                "y": Const(0, w), "y_b": Mux(flip, ~y, y), "y_c": flip}
+
+    def add(s):
+        return micro_op_add(config, s)
+
+    # Split stages: negate before widening, -(v << g) = (-v) << g, so that the chain is
+    # W + 2 bits and the g low bits (all `flip` when inverted) need no flip-flops.
+    def turned_narrow(x_in, y_in, z_in, flip):
+        out = turned(x_in, y_in, z_in, flip)
+        out.update(negated(_to_width(x_in, w - g), _to_width(y_in, w - g), flip))
+        out.update(x=Const(0, w - g), y=Const(0, w - g))
+        return out
+
+    def add_narrow(s):
+        out = {name: value for name, value in s.items() if name[-2:] not in ("_b", "_c")}
+        for name in ("x", "y"):
+            out[name] = _add_carry(s[name], s[f"{name}_b"], s[f"{name}_c"], w - g) << g
+        return out
+
     if config.mode == "rotate":
         p = config.phase_bits
 
+        def quadrant_flip(z):
+            top = z[p - 2:]
+            return (top == 1) | (top == 2)
+
+        def turned(x_in, y_in, z_in, flip):
+            x, y = widen({"x": x_in, "y": y_in}).values()
+            z = (z_in ^ Mux(flip, 1 << (p - 1), 0))[:p].as_signed()
+            return {**negated(x, y, flip), "z": z << h}
+
+        if split:
+            return [lambda s: turned_narrow(s["x"], s["y"], s["z"], quadrant_flip(s["z"])),
+                    add_narrow]
+
         def quadrant(s):
             # Decoded a stage early: the flip bit then drives the negations from a register.
-            top = s["z"][p - 2:]
-            return {"x_in": s["x"], "y_in": s["y"], "z": s["z"], "flip": (top == 1) | (top == 2)}
+            return {"x_in": s["x"], "y_in": s["y"], "z": s["z"], "flip": quadrant_flip(s["z"])}
 
         def half_turn(s):
-            flip = s["flip"]
-            x, y = widen({"x": s["x_in"], "y": s["y_in"]}).values()
-            z = (s["z"] ^ Mux(flip, 1 << (p - 1), 0))[:p].as_signed()
-            w = config.x_width
-            return {"x": _negate_if(x, flip, w), "y": _negate_if(y, flip, w), "z": z << h}
+            return add(turned(s["x_in"], s["y_in"], s["z"], s["flip"]))
         return [quadrant, half_turn]
 
     if config.mode in ("vector", "divide"):
-        def right_half_plane(s):
+        def right_half_plane_prepared(s):
             flip = s["x"] < 0
             x, y = widen(s).values()
             z = s["z"] << h
             if config.mode == "vector":
                 z = Mux(flip, z + (1 << (config.z_width - 1)), z)
-            w = config.x_width
-            out = {"x": _negate_if(x, flip, w), "y": _negate_if(y, flip, w), "z": z}
+            out = {**negated(x, y, flip), "z": z}
             if config.mode == "vector":
                 out["zero"] = (s["x"] == 0) & (s["y"] == 0)
             return out
-        return [right_half_plane]
+
+        if split:
+            def right_half_plane_narrow(s):
+                out = right_half_plane_prepared(s)
+                flip = out["x_c"]
+                out.update(negated(_to_width(s["x"], w - g), _to_width(s["y"], w - g), flip))
+                out.update(x=Const(0, w - g), y=Const(0, w - g))
+                return out
+            return [right_half_plane_narrow, add_narrow]
+        return [lambda s: add(right_half_plane_prepared(s))]
 
     if config.mode == "multiply":
         return [lambda s: {**widen(s), "z": s["z"] << h}]
@@ -172,40 +233,93 @@ def direction(config: CordicConfig, s: dict):
     return ~s["z"][config.z_width - 1]
 
 
+def micro_op_prepare(config: CordicConfig, s: dict, shift, angle, is_scale,
+                     scale_negative) -> dict:
+    """The first half of `micro_op`: everything but the carry chains.
+
+    For each of x, y, z that changes, the result holds the accumulator under its own name and
+    the addend and carry-in of its chain as `<name>_b` and `<name>_c`, so that
+    `micro_op_add` is three plain carry chains: the shift, the rounding bit and the
+    direction-dependent inversion all happen here. Other state (q, zero) passes through.
+    """
+    x, y = s["x"], s["y"]
+    ccw = direction(config, s)
+    out = dict(s)
+    if config.coordinates != LINEAR:
+        # circular: x - d R(y); hyperbolic: x + d R(y)
+        rotate_negate = ccw if config.coordinates == CIRCULAR else ~ccw
+        out["x_b"], out["x_c"] = _shifted_operand(
+            Mux(is_scale, x, y), shift, Mux(is_scale, scale_negative, rotate_negate))
+    out["y_b"], out["y_c"] = _shifted_operand(
+        Mux(is_scale, y, x), shift, Mux(is_scale, scale_negative, ~ccw))
+    angle = Const(angle, signed(config.z_width)) if isinstance(angle, int) \
+        else angle.as_signed()
+    out["z_b"], out["z_c"] = Mux(ccw, ~angle, angle), ccw
+    if is_scale is not False:
+        out["z_keep"] = is_scale     # scale steps leave z alone
+    return out
+
+
+def micro_op_add(config: CordicConfig, p: dict) -> dict:
+    """The second half of `micro_op`: one carry chain per prepared x, y, z (see
+    `micro_op_prepare`; z keeps its value where `z_keep`), the state's other entries
+    unchanged."""
+    widths = {"x": config.x_width, "y": config.x_width, "z": config.z_width}
+    out = {name: value for name, value in p.items()
+           if name[-2:] not in ("_b", "_c") and name != "z_keep"}
+    for name, width in widths.items():
+        if f"{name}_b" in p:
+            out[name] = _add_carry(p[name], p[f"{name}_b"], p[f"{name}_c"], width)
+    if "z_keep" in p:
+        out["z"] = Mux(p["z_keep"], p["z"], out["z"])
+    return out
+
+
 def micro_op(config: CordicConfig, s: dict, shift, angle, is_scale, scale_negative) -> dict:
     """One micro-op on state `s`; the op's fields may be ints (pipelined) or Values (iterative).
 
     is_scale / scale_negative: a Python bool or a 1-bit Value.
     """
-    x, y, z = s["x"], s["y"], s["z"]
-    w, zw = config.x_width, config.z_width
-    ccw_x = ccw_y = ccw_z = direction(config, s)
+    prepared = micro_op_prepare(config, s, shift, angle, is_scale, scale_negative)
+    prepared["z_keep"] = is_scale      # also when False: the same netlist as before the split
+    return micro_op_add(config, prepared)
+
+
+def scale_op(config: CordicConfig, s: dict, shift: int, negative: bool) -> dict:
+    """A gain-compensation micro-op (constant shift and sign) as one plain carry chain each
+    for x and y: x - R(x, k) is a subtraction, whose inversion Yosys puts inside the ECP5
+    carry cells (CCU2C), instead of x + ~(x >> k) + ~x[k-1] with an inverter in front.
+    The same results as `micro_op(config, s, shift, 0, True, negative)`.
+    """
     out = dict(s)
-    if config.coordinates == LINEAR:
-        x_next = x
-    else:
-        # circular: x - d R(y); hyperbolic: x + d R(y)
-        rotate_negate = ccw_x if config.coordinates == CIRCULAR else ~ccw_x
-        x_next = _add_shifted(x, Mux(is_scale, x, y), shift,
-                              Mux(is_scale, scale_negative, rotate_negate), w)
-    y_next = _add_shifted(y, Mux(is_scale, y, x), shift,
-                          Mux(is_scale, scale_negative, ~ccw_y), w)
-    angle = Const(angle, signed(zw)) if isinstance(angle, int) else angle.as_signed()
-    z_step = _add_carry(z, Mux(ccw_z, ~angle, angle), ccw_z, zw)
-    out.update(x=x_next, y=y_next, z=Mux(is_scale, z, z_step))
+    for name in ("x", "y"):
+        value, width = s[name], config.x_width
+        shifted = _to_width(value >> shift, width)
+        round_bit = ((value << 1) >> shift)[0]
+        if negative:
+            # {v, 0} - {v >> k, r} = 2 (v - (v >> k)) - r; dropping bit 0: v - R(v, k).
+            wide = Cat(Const(0, 1), _to_width(value, width)) - Cat(round_bit, shifted)
+            out[name] = wide[1:width + 1].as_signed()
+        else:
+            out[name] = _add_carry(value, shifted, round_bit, width)
     return out
 
 
-def post_stages(config: CordicConfig) -> list:
-    """Output steps: round half up, then saturate (see golden `_post`)."""
+def post_stages(config: CordicConfig, split: bool = False) -> list:
+    """Output steps: round half up, then saturate (see golden `_post`).
+
+    `split` (for `CordicPipelined(split_stages=True)`): saturate by looking at the top bits
+    instead of by comparisons, so the saturation stage has no carry chain.
+    """
     g, h, w = config.guard_bits, config.angle_guard_bits, config.data_width
+    saturate = _saturate_wide if split else _saturate
 
     def saturate_all(s):
-        out = {"x": _saturate(s["x"], w), "y": _saturate(s["y"], w)}
+        out = {"x": saturate(s["x"], w), "y": saturate(s["y"], w)}
         if config.coordinates == CIRCULAR:
             out["z"] = s["z"][:config.phase_bits]
         else:
-            out["z"] = _saturate(s["z"], w)
+            out["z"] = saturate(s["z"], w)
         return out
 
     if config.coordinates != HYPERBOLIC:
@@ -287,14 +401,17 @@ class Cordic(wiring.Component):
         })
 
     @staticmethod
-    def create(config: CordicConfig, arch: str = "pipelined") -> "Cordic":
+    def create(config: CordicConfig, arch: str = "pipelined", *,
+               split_stages: bool = False) -> "Cordic":
+        """The CORDIC of architecture `arch`; `split_stages`: see `CordicPipelined`."""
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown CORDIC architecture {arch!r}; choose one of "
                              f"{', '.join(ARCHITECTURES)}")
         if not isinstance(config, CordicConfig):
             raise TypeError(f"config must be a CordicConfig, not {config!r}")
+        check_options(arch, split_stages=split_stages)
         if arch == "pipelined":
-            return CordicPipelined(config)
+            return CordicPipelined(config, split_stages=split_stages)
         from .cordic_iterative import CordicIterative   # it imports this module's pieces
         return CordicIterative(config)
 
@@ -306,43 +423,107 @@ class Cordic(wiring.Component):
                      self.o.payload.z.eq(state["z"])]
 
 
+def check_options(arch: str, *, split_stages: bool = False):
+    """Raise TypeError / ValueError for options that `Cordic.create(config, arch, ...)`
+    does not take (without building anything)."""
+    if not isinstance(split_stages, bool):
+        raise TypeError(f"split_stages must be a bool, not {split_stages!r}")
+    if split_stages and arch != "pipelined":
+        raise ValueError("split_stages applies to the pipelined architecture only")
+
+
 class CordicPipelined(Cordic):
-    """One register stage per step; one result per clock; latency `config.latency_pipelined`."""
+    """One register stage per step; one result per clock.
+
+    split_stages
+        False (default): one stage per micro-op (shift, conditional inversion and carry chain
+        in one clock); latency `config.latency_pipelined`.
+        True: for clock speed. Two stages per micro-rotation, "prepare" (shift,
+        direction-dependent inversion, carry-in bit; `micro_op_prepare`) and "add" (one carry
+        chain from registered operands; `micro_op_add`), and likewise for the pre-rotation
+        negations; the gain-compensation scales stay one stage each (`scale_op`: constant
+        shift and sign, so nothing to prepare), and the saturation looks at top bits instead
+        of comparing. The results are bit for bit the same (only registers move) and the
+        throughput is still one per clock. The stall enable (thousands of loads) comes from a
+        flip-flop instead of from o.ready, with a two-entry output buffer: o.valid and
+        o.payload come from flip-flops, i.ready from one through an inverter (o.ready still
+        acts at once: no result is lost or repeated). The latency grows by one clock per
+        micro-rotation, one for the vector and divide pre-rotation and one for the output
+        buffer: see `latency`.
+    """
 
     arch = "pipelined"
 
+    def __init__(self, config: CordicConfig, *, split_stages: bool = False):
+        try:
+            check_options(self.arch, split_stages=split_stages)
+        except TypeError:
+            self._MustUse__silence = True    # no "created but never used" warning
+            raise
+        self.split_stages = split_stages
+        super().__init__(config)
+
     @property
     def latency(self) -> int:
-        return self.config.latency_pipelined
+        """Clocks from input accepted to output valid (with the output ready)."""
+        # Split stages: one more for the output buffer (see `elaborate`).
+        return len(self._stages()) + self.split_stages
+
+    def _stages(self) -> list:
+        """(stage function, declared state shapes) per register stage, input to output."""
+        config, split = self.config, self.split_stages
+        shapes = state_shapes(config)
+        stages = [(stage, shapes) for stage in pre_stages(config, split=split)]
+        for op in config.schedule:
+            if op.kind == "rotation":
+                args = (op.shift, op.angle, False, False)
+            else:
+                args = (op.shift, 0, True, op.sign < 0)
+            if split and op.kind == "scale":
+                # Constant shift and sign: nothing to prepare, and the subtraction's
+                # inversion sits inside the ECP5 carry chain. Splitting these too measured
+                # ~850 flip-flops and 9 clocks more, and then the design misses UP5K.
+                stages.append((lambda s, o=op: scale_op(config, s, o.shift, o.sign < 0),
+                               shapes))
+            elif split:
+                stages.append((lambda s, a=args: micro_op_prepare(config, s, *a), shapes))
+                stages.append((lambda s: micro_op_add(config, s), shapes))
+            else:
+                stages.append((lambda s, a=args: micro_op(config, s, *a), shapes))
+        # Up to the last micro-op the state keeps its declared shapes (so z wraps); the
+        # output steps keep whatever width their arithmetic needs.
+        stages += [(stage, {}) for stage in post_stages(config, split=split)]
+        assert split or len(stages) == config.latency_pipelined
+        return stages
 
     def elaborate(self, platform):
         m = Module()
-        config = self.config
-        shapes = state_shapes(config)
-        # The whole pipeline moves when its last stage is empty or being read.
-        advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
-
-        def rotation(op):
-            return lambda s: micro_op(config, s, op.shift, op.angle, False, False)
-
-        def scale(op):
-            return lambda s: micro_op(config, s, op.shift, 0, True, op.sign < 0)
-
-        core = list(pre_stages(config))
-        core += [rotation(op) if op.kind == "rotation" else scale(op) for op in config.schedule]
-        # Up to the last micro-op the state keeps its declared shapes (so z wraps); the
-        # output steps keep whatever width their arithmetic needs.
-        stages = [(stage, shapes) for stage in core] + [(stage, {}) for stage in
-                                                         post_stages(config)]
+        # The whole pipeline moves when `advance`. Default: when its last stage is empty or
+        # being read. Split stages: `advance` is a flip-flop (it is the clock enable of every
+        # register, thousands of loads, so o.ready may not reach it through logic), and a
+        # two-entry output buffer takes what the pipeline delivers while the output stalls.
+        if self.split_stages:
+            advance = Signal(init=1)     # see the output buffer below
+        else:
+            advance = Signal()
+            m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
 
         state, valid = self._input_state(), self.i.valid
-        for index, (stage, declared) in enumerate(stages):
+        for index, (stage, declared) in enumerate(self._stages()):
             next_state = stage(state)
             registers = {}
             for name, value in next_state.items():
-                registers[name] = Signal(declared.get(name, value.shape()),
-                                         name=f"s{index}_{name}", reset_less=True)
+                value = Value.cast(value)
+                shape = Shape.cast(declared.get(name, value.shape()))
+                # z's direction bits (addend and carry-in, each bit ccw or ~ccw) start at
+                # all ones (no reset, the value is never used) so that Yosys does not merge
+                # them with x's carry-in of the shift-0 micro-op (also ccw): one flip-flop
+                # near each chain instead of one between them.
+                init = 0
+                if name in ("z_b", "z_c"):
+                    init = -1 if shape.signed else (1 << shape.width) - 1
+                registers[name] = Signal(shape, name=f"s{index}_{name}", reset_less=True,
+                                         init=init)
                 with m.If(advance):
                     m.d.sync += registers[name].eq(value)
             stage_valid = Signal(name=f"s{index}_valid")
@@ -350,10 +531,39 @@ class CordicPipelined(Cordic):
                 m.d.sync += stage_valid.eq(valid)
             state, valid = registers, stage_valid
 
-        m.d.comb += self.o.valid.eq(valid)
-        self._drive_output(m, state)
-        return m
+        if not self.split_stages:
+            m.d.comb += self.o.valid.eq(valid)
+            self._drive_output(m, state)
+            return m
 
+        # Output buffer: `head` drives o, `tail` holds a second result while head waits.
+        # The pipeline advances unless both are full; tail only fills while head stays full,
+        # so that is "unless tail is full": advance == ~tail_valid, kept in a flip-flop of
+        # its own (the enable's sits where its thousands of loads pull it). Every control
+        # flip-flop is one LUT4 of (o.ready, head_valid, tail_valid, valid) away.
+        fields = cordic_payload(self.config).members
+        head = {name: Signal(shape, name=f"head_{name}", reset_less=True)
+                for name, shape in fields.items()}
+        tail = {name: Signal(shape, name=f"tail_{name}", reset_less=True)
+                for name, shape in fields.items()}
+        head_valid, tail_valid = Signal(), Signal()
+        head_free, tail_valid_next = Signal(), Signal()
+        m.d.comb += [
+            self.i.ready.eq(~tail_valid),
+            head_free.eq(~head_valid | self.o.ready),      # head takes tail, or the pipeline
+            tail_valid_next.eq(~head_free & (tail_valid | valid)),
+        ]
+        m.d.sync += [head_valid.eq(~head_free | tail_valid | valid),
+                     tail_valid.eq(tail_valid_next), advance.eq(~tail_valid_next)]
+        with m.If(head_free):
+            for name in fields:
+                m.d.sync += head[name].eq(Mux(tail_valid, tail[name], state[name]))
+        with m.If(~tail_valid):
+            for name in fields:
+                m.d.sync += tail[name].eq(state[name])
+        m.d.comb += self.o.valid.eq(head_valid)
+        self._drive_output(m, head)
+        return m
 
 
 def __getattr__(name):

@@ -35,7 +35,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 from ..golden.cordic import CIRCULAR, HYPERBOLIC, LINEAR, CordicConfig
-from .cordic import Cordic, _add_carry, _compose, post_stages, pre_stages
+from .cordic import Cordic, _add_carry, _compose, _saturate_wide, post_stages, pre_stages
 
 __all__ = ["CordicIterative", "schedule_program"]
 
@@ -288,15 +288,6 @@ def schedule_program(config: CordicConfig) -> Program:
 # ---------------------------------------------------------------------------------------------
 # Hardware
 # ---------------------------------------------------------------------------------------------
-
-def _saturate_wide(value, width: int):
-    """Clamp a signed Value (any width >= `width`) to signed(`width`): only its top bits look."""
-    sign = value[-1]
-    top = value[width - 1:]
-    overflow = top.any() & ~top.all()
-    return Mux(overflow, Cat((~sign).replicate(width - 1), sign),
-               value[:width]).as_signed()
-
 
 class CordicIterative(Cordic):
     """One shared adder and shifter, microcoded; small and slow.

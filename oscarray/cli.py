@@ -32,6 +32,9 @@ def _add_array_case(p: argparse.ArgumentParser, engine_required: bool):
                    help="coupling evaluation (default matvec; a case with a drive uses it)")
     p.add_argument("--capacity", type=int, default=ARRAY_CAPACITY,
                    help=f"oscillators the fixed-point engine holds (default {ARRAY_CAPACITY})")
+    p.add_argument("--lanes", type=int, default=1,
+                   help="rtl engine: coupling lanes, 1..16 (pairwise CORDICs, matvec MAC "
+                        "pairs; default 1); the golden engines ignore it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -72,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--board", choices=BOARD_NAMES, required=True)
     build.add_argument("--arch", choices=ARCHITECTURES, default="pipelined")
     build.add_argument("--mode", choices=list(MODES), default="rotate")
+    build.add_argument("--split-stages", action="store_true",
+                       help="pipelined: two register stages per micro-rotation (prepare, "
+                            "add) for clock speed; more latency and flip-flops")
     build.add_argument("--target-mhz", type=float, default=None,
                        help="clock constraint (default 75 MHz on iCE40, 250 MHz on ECP5)")
     build.add_argument("--build-dir", default="build/boards")
@@ -138,7 +144,8 @@ def _print_sim_cordic(result: dict):
 
 
 def _print_build(result: dict):
-    print(f"{result['design']} ({result['arch']}) on {result['board']} "
+    arch = result["arch"] + (", split stages" if result.get("split_stages") else "")
+    print(f"{result['design']} ({arch}) on {result['board']} "
           f"({result['device']}): {result['lut']} LUT, {result['ff']} FF, "
           f"{result['dsp']} DSP, {result['bram']} BRAM; Fmax {result['fmax_mhz']:.1f} "
           f"MHz (target {result['target_mhz']:.0f}, "
@@ -183,6 +190,7 @@ def _run(args) -> int:
 
     if args.command == "build":
         result = flows.build_design(args.design, args.board, arch=args.arch, mode=args.mode,
+                                    split_stages=args.split_stages,
                                     target_mhz=args.target_mhz, build_root=args.build_dir,
                                     progress=progress)
         _report(result, args.json, _print_build)
@@ -209,10 +217,11 @@ def _run_array(args, progress) -> int:
         if args.command == "sim":
             result = flows.sim_array(args.case, args.engine, args.plots, out=args.out,
                                      progress=progress, form=args.form,
-                                     capacity=args.capacity)
+                                     capacity=args.capacity, lanes=args.lanes)
         else:
             result = flows.array_run(args.case, args.engine, args.out, args.trace, progress,
-                                     plot=args.plot, form=args.form, capacity=args.capacity)
+                                     plot=args.plot, form=args.form, capacity=args.capacity,
+                                     lanes=args.lanes)
     except NotImplementedError as error:
         print(f"oscarray: error: {error}", file=sys.stderr)
         return 2

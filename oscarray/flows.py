@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .golden.cordic import CordicConfig, error_budget
-from .hdl.cordic import ARCHITECTURES, Cordic
+from .hdl.cordic import ARCHITECTURES, Cordic, check_options
 
 __all__ = ["cordic_config", "sim_cordic", "build_design", "bench_cordic", "DESIGNS",
            "TARGET_MHZ", "machine_description"]
@@ -68,27 +68,34 @@ def sim_cordic(config: CordicConfig, arch: str, vectors: int, seed: int, *, sim=
     return summary
 
 
-def _design_factory(design: str, *, arch="pipelined", mode="rotate"):
+def _design_factory(design: str, *, arch="pipelined", mode="rotate", split_stages=False):
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of "
                          f"{', '.join(ARCHITECTURES)}")
+    check_options(arch, split_stages=split_stages)
     config = cordic_config(mode)
-    return lambda: Cordic.create(config, arch)
+    return lambda: Cordic.create(config, arch, split_stages=split_stages)
 
 
 def build_design(design: str, board: str, *, arch="pipelined", mode="rotate",
-                 target_mhz=None, build_root="build/boards", progress=None) -> dict:
-    """Build a bitstream for `board` and report nextpnr's utilization and Fmax."""
+                 split_stages=False, target_mhz=None, build_root="build/boards",
+                 progress=None) -> dict:
+    """Build a bitstream for `board` and report nextpnr's utilization and Fmax.
+
+    split_stages: the pipelined CORDIC with two register stages per micro-rotation (see
+    `CordicPipelined`); its own build folder (`..._split`).
+    """
     from .boards.build import build, get_board
 
     spec = get_board(board)           # unknown boards fail here, before any work
-    factory = _design_factory(design, arch=arch, mode=mode)
+    factory = _design_factory(design, arch=arch, mode=mode, split_stages=split_stages)
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
-    result = build(factory, board, build_dir=Path(build_root) / f"{design}_{mode}_{arch}",
-                   target_mhz=target, name=f"{design}_{arch}", progress=progress)
-    result.update(design=design, arch=arch, mode=mode)
+    variant = f"{arch}_split" if split_stages else arch
+    result = build(factory, board, build_dir=Path(build_root) / f"{design}_{mode}_{variant}",
+                   target_mhz=target, name=f"{design}_{variant}", progress=progress)
+    result.update(design=design, arch=arch, mode=mode, split_stages=split_stages)
     return result
 
 
@@ -202,17 +209,21 @@ def _quantized(case, form="matvec", capacity=ARRAY_CAPACITY):
                          form="drive" if case.drive is not None else form)
 
 
-def _array_golden_fixed(case, trace: bool, form="matvec", capacity=ARRAY_CAPACITY):
+def _fixed_result(q, run, cycles=None):
+    """An ArrayResult from a FixedRun (the golden model's, or the RTL's in the same integers)."""
     from .golden.array import ArrayResult
-    from .golden.array_fixed import run_fixed
-    q = _quantized(case, form, capacity)
-    run = run_fixed(q, trace)
     turn = 2.0 ** q.config.acc_bits
     trajectory = None if run.trajectory is None else run.trajectory / turn * 2 * np.pi
     return ArrayResult(theta=run.theta(q), r=run.r(q),
                        psi=np.arctan2(run.order_sums[:, 1], run.order_sums[:, 0]),
                        steps_taken=run.steps_taken, trajectory=trajectory,
-                       converged=run.converged)
+                       converged=run.converged, cycles=cycles)
+
+
+def _array_golden_fixed(case, trace: bool, form="matvec", capacity=ARRAY_CAPACITY):
+    from .golden.array_fixed import run_fixed
+    q = _quantized(case, form, capacity)
+    return _fixed_result(q, run_fixed(q, trace))
 
 
 def _array_engine_missing(name: str):
@@ -222,17 +233,40 @@ def _array_engine_missing(name: str):
     return engine
 
 
+def _array_rtl_quantized(case, form="matvec", capacity=ARRAY_CAPACITY, lanes=1):
+    """The case for the engine RTL: what `_quantized` checks, plus what the RTL builds
+    (capacity up to hdl.array.MAX_CAPACITY, 1..hdl.array.MAX_LANES lanes)."""
+    from .hdl.array import check_case, check_lanes
+    check_lanes(lanes)
+    q = _quantized(case, form, capacity)
+    check_case(q)
+    return q
+
+
+def _array_rtl(case, trace: bool, form="matvec", capacity=ARRAY_CAPACITY, build_root=None,
+               sim=None, lanes=1):
+    """The array engine RTL on a simulator (cocotb; Verilator unless SIM says otherwise),
+    built with `lanes` coupling lanes (pairwise CORDICs, matvec MAC pairs)."""
+    from .golden.array_fixed import FixedRun
+    from .sim.array import run_array_rtl
+    q = _array_rtl_quantized(case, form, capacity, lanes)
+    out = run_array_rtl(q, trace, sim=sim, build_root=build_root, lanes=lanes)
+    run = FixedRun(out["acc"], out["steps_taken"], out["order_sums"], out["trajectory"],
+                   out["converged"])
+    return _fixed_result(q, run, cycles=out["cycles"])
+
+
 # An engine is a function (ArrayCase, trace, form=..., capacity=...) -> ArrayResult.
 ARRAY_ENGINES = {
     "golden-float": _array_golden_float,
     "golden-fixed": _array_golden_fixed,
-    "rtl": _array_engine_missing("rtl"),
+    "rtl": _array_rtl,
 }
 
 # What an engine's number format adds to the generic validation (capacity, a representable
 # dt): engine name -> function(ArrayCase, form=..., capacity=...) raising a ValueError. Run
 # before any work; engines without an entry accept every valid case.
-ARRAY_CASE_CHECKS: dict = {"golden-fixed": _quantized}
+ARRAY_CASE_CHECKS: dict = {"golden-fixed": _quantized, "rtl": _array_rtl_quantized}
 
 # Oscillators drawn in the phase panel of a plot (evenly spaced when there are more).
 PLOT_MAX_OSCILLATORS = 64
@@ -250,8 +284,9 @@ def _check_output_path(flag: str, path) -> Path | None:
 
 
 def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
-              plot=None, form="matvec", capacity=ARRAY_CAPACITY) -> dict:
+              plot=None, form="matvec", capacity=ARRAY_CAPACITY, lanes=1) -> dict:
     """Run a case on one engine; write result.npz to `out` and a PNG to `plot` if given.
+    `lanes` goes to the rtl engine (coupling lanes); the golden engines ignore it.
 
     Everything is checked (engine, output folders, the whole case, the engine's format)
     before any work, and files are written whole or not at all.
@@ -266,14 +301,15 @@ def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
     case = load_case(case_path)
     if form not in ARRAY_FORMS:
         raise ValueError(f"unknown form {form!r}; choose one of {', '.join(ARRAY_FORMS)}")
+    options = {"lanes": lanes} if engine == "rtl" else {}
     if engine in ARRAY_CASE_CHECKS:
-        ARRAY_CASE_CHECKS[engine](case, form=form, capacity=capacity)
+        ARRAY_CASE_CHECKS[engine](case, form=form, capacity=capacity, **options)
 
     _say(progress, f"{engine}: {case.n} oscillators ({int(case.free.sum())} free), "
                    f"up to {case.steps} steps of dt = {case.dt:g}")
     start = time.perf_counter()
     result = ARRAY_ENGINES[engine](case, trace or plot is not None, form=form,
-                                   capacity=capacity)
+                                   capacity=capacity, **options)
     elapsed = time.perf_counter() - start
     if out is not None:
         save_result(result if trace else dataclasses.replace(result, trajectory=None), out)
@@ -335,15 +371,37 @@ def plot_array(result, path, dt=None, title=None) -> Path:
 
 
 def sim_array(case_path, engine="golden-float", plots_dir="out/array", *, out=None,
-              progress=None, form="matvec", capacity=ARRAY_CAPACITY) -> dict:
+              progress=None, form="matvec", capacity=ARRAY_CAPACITY, lanes=1) -> dict:
     """Run a case and plot it into `plots_dir` (created) as <case>_<engine>.png."""
     plots_dir = Path(plots_dir)
     if plots_dir.exists() and not plots_dir.is_dir():
         raise ValueError(f"--plots {plots_dir} is a file, not a folder")
     plots_dir.mkdir(parents=True, exist_ok=True)
     return array_run(case_path, engine, out, False, progress, form=form, capacity=capacity,
-                     plot=plots_dir / f"{Path(case_path).stem}_{engine}.png")
+                     lanes=lanes, plot=plots_dir / f"{Path(case_path).stem}_{engine}.png")
 
 
 __all__ += ["ARRAY_ENGINES", "ARRAY_CASE_CHECKS", "ARRAY_FORMS", "array_run", "sim_array",
             "plot_array"]
+
+
+def numpy_euler_rate(n: int, form: str, *, min_seconds: float = 0.5, seed: int = 0) -> dict:
+    """Float64 Euler steps of an N-oscillator dense array on this machine: the software
+    reference of `bench array`. form "naive" evaluates every sin(theta_j - theta_i); "matvec"
+    is NumPy's fastest form (two mat-vec products per step). Measured, not estimated: steps
+    are repeated until `min_seconds` have passed."""
+    from .golden.array import coupling
+
+    rng = np.random.default_rng(seed)
+    theta, omega = rng.uniform(0, 2 * np.pi, n), rng.normal(0, 1, n)
+    K, dt = rng.normal(0, 1 / n, (n, n)), 0.01
+    steps, start = 0, time.perf_counter()
+    while True:
+        theta = theta + dt * (omega + coupling(K, theta, form))
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            break
+    step_s = elapsed / steps
+    return {"form": form, "n": n, "steps": steps, "step_us": step_s * 1e6,
+            "terms_per_s": n * n / step_s}

@@ -74,15 +74,16 @@ def compare_cordic(config: CordicConfig, inputs, outputs, limit: int = 5):
 def run_cordic_rtl(config: CordicConfig, arch: str, x, y, z, *, sim: str | None = None,
                    waves: bool = False, build_root: Path | None = None,
                    valid_prob: float = 1.0, ready_prob: float = 1.0, seed: int = 0,
-                   verbose: bool = False) -> CordicRun:
+                   verbose: bool = False, split_stages: bool = False) -> CordicRun:
     """Stream vectors through the RTL on a simulator and compare with golden and ideal.
 
     Inputs are checked against their formats before anything is built. Random input gaps
     (valid_prob < 1) and output backpressure (ready_prob < 1) exercise the handshake.
+    `split_stages`: the pipelined variant with two stages per micro-op (`CordicPipelined`).
     """
     x, y, z = check_inputs(config, x, y, z)
-    component = Cordic.create(config, arch)
-    name = f"cordic_{config.mode}_{arch}"
+    component = Cordic.create(config, arch, split_stages=split_stages)
+    name = f"cordic_{config.mode}_{arch}" + ("_split" if split_stages else "")
     with tempfile.TemporaryDirectory(prefix="oscarray-cordic-") as tmp:
         in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(in_path, x=x, y=y, z=z)

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from oscarray.golden.cordic import MODES, CordicConfig, cordic_fixed
-from oscarray.hdl.cordic import ARCHITECTURES, Cordic
+from oscarray.hdl.cordic import ARCHITECTURES, Cordic, CordicPipelined
 from oscarray.sim.cordic_vectors import edge_vectors, random_vectors
 
 
@@ -55,26 +55,70 @@ def simulate(dut, x, y, z, valid_prob=1.0, ready_prob=1.0, seed=0):
     return np.array(got, dtype=np.int64).T, accepted_at, produced_at
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+# (architecture, split_stages): every architecture, and the pipelined one with split stages.
+VARIANTS = [(arch, False) for arch in ARCHITECTURES] + [("pipelined", True)]
+
+
+def variant_id(variant):
+    arch, split = variant
+    return f"{arch}-split" if split else arch
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("mode", list(MODES))
-def test_bit_exact_with_backpressure(mode, arch):
+def test_bit_exact_with_backpressure(mode, variant):
+    arch, split = variant
     config = CordicConfig(mode)
     edges = edge_vectors(config)
     pick = np.random.default_rng(1).choice(edges[0].size, 60, replace=False)
     rand = random_vectors(config, 60, np.random.default_rng(2))
     x, y, z = (np.concatenate([e[pick], r]) for e, r in zip(edges, rand))
-    out, _, _ = simulate(Cordic.create(config, arch), x, y, z, valid_prob=0.7, ready_prob=0.6)
+    dut = Cordic.create(config, arch, split_stages=split)
+    out, _, _ = simulate(dut, x, y, z, valid_prob=0.7, ready_prob=0.6)
     for got, want in zip(out, cordic_fixed(config, x, y, z)):
         np.testing.assert_array_equal(got, want)
 
 
-def test_pipelined_gives_one_result_per_clock_after_constant_latency():
-    config = CordicConfig("rotate")
+@pytest.mark.parametrize("split", [False, True], ids=["default", "split"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_pipelined_gives_one_result_per_clock_after_constant_latency(mode, split):
+    config = CordicConfig(mode)
     x, y, z = random_vectors(config, 50, np.random.default_rng(3))
-    dut = Cordic.create(config, "pipelined")
+    dut = Cordic.create(config, "pipelined", split_stages=split)
     _, accepted, produced = simulate(dut, x, y, z)
-    assert {p - a for a, p in zip(accepted, produced)} == {config.latency_pipelined}
+    assert {p - a for a, p in zip(accepted, produced)} == {dut.latency}
     assert {b - a for a, b in zip(produced, produced[1:])} == {1}
+    # The golden config's latency stays the default's; splitting adds a clock per
+    # micro-rotation (the gain-compensation scales stay one stage), one for the vector and
+    # divide pre-rotation and one for the output buffer.
+    rotations = sum(op.kind == "rotation" for op in config.schedule)
+    extra = rotations + (config.mode in ("vector", "divide")) + 1 if split else 0
+    assert dut.latency == config.latency_pipelined + extra
+
+
+@pytest.mark.parametrize("valid_prob,ready_prob", [(1.0, 0.3), (1.0, 0.9), (0.5, 0.5)])
+def test_split_stages_output_buffer_under_backpressure(valid_prob, ready_prob):
+    # The split pipeline stalls one clock after o.ready falls: its output buffer must hold
+    # every result, in order, whatever the pattern of gaps and stalls.
+    config = CordicConfig("rotate")
+    x, y, z = random_vectors(config, 120, np.random.default_rng(5))
+    dut = Cordic.create(config, "pipelined", split_stages=True)
+    out, _, _ = simulate(dut, x, y, z, valid_prob=valid_prob, ready_prob=ready_prob, seed=9)
+    for got, want in zip(out, cordic_fixed(config, x, y, z)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_split_stages_only_pipelined_and_bool():
+    config = CordicConfig()
+    default = Cordic.create(config)
+    default._MustUse__silence = True    # not elaborated here
+    assert default.split_stages is False and default.latency == config.latency_pipelined
+    with pytest.raises(ValueError, match="pipelined architecture only"):
+        Cordic.create(config, "iterative", split_stages=True)
+    with pytest.raises(TypeError, match="split_stages must be a bool"):
+        Cordic.create(config, "pipelined", split_stages=1)
+    with pytest.raises(TypeError, match="split_stages must be a bool"):
+        CordicPipelined(config, split_stages="yes")
 
 
 def test_iterative_cycles_per_result():

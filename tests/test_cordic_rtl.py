@@ -33,6 +33,16 @@ def test_rtl_bit_exact_on_verilator(mode, arch, build_root):
     assert run.stats["max_err_lsb"] <= error_budget(config)["total_lsb"]
 
 
+@pytest.mark.parametrize("mode", ["rotate", "vector"])
+def test_rtl_split_stages_bit_exact_on_verilator(mode, build_root):
+    config = CordicConfig(mode)
+    run = run_cordic_rtl(config, "pipelined", *cordic_vectors(config, 5000, seed=14),
+                         build_root=build_root, valid_prob=0.7, ready_prob=0.7, seed=7,
+                         split_stages=True)
+    assert run.mismatches == 0, run.first_mismatches
+    assert run.stats["max_err_lsb"] <= error_budget(config)["total_lsb"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("mode", ["rotate", "vector"])
