@@ -111,24 +111,29 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {host_platform.python_version()}"
 
 
+# The benchmarked variants: (architecture, split_stages).
+CORDIC_VARIANTS = (("pipelined", False), ("pipelined", True), ("iterative", False))
+
+
 def bench_cordic(*, vectors=2000, seed=1, mode="rotate", boards=BENCH_BOARDS,
-                 archs=ARCHITECTURES, build_root="build/bench", progress=None) -> dict:
-    """Both architectures on each board: area, Fmax, latency, throughput and accuracy.
+                 variants=CORDIC_VARIANTS, build_root="build/bench", progress=None) -> dict:
+    """Every variant on each board: area, Fmax, latency, throughput and accuracy.
 
     Area and Fmax come from real builds; latency and results per clock from a cycle-accurate
     RTL run (cocotb, no gaps, no backpressure); errors from the same run versus the ideal.
     """
     config = cordic_config(mode)
     rows = []
-    for arch in archs:
-        _say(progress, f"{arch}: RTL simulation")
-        timing = _measure_cycles(config, arch, vectors, seed, build_root)
+    for arch, split in variants:
+        name = f"{arch}{' (split)' if split else ''}"
+        _say(progress, f"{name}: RTL simulation")
+        timing = _measure_cycles(config, arch, vectors, seed, build_root, split)
         for board in boards:
-            _say(progress, f"{arch} on {board}: building")
-            built = build_design("cordic", board, arch=arch, mode=mode,
+            _say(progress, f"{name} on {board}: building")
+            built = build_design("cordic", board, arch=arch, mode=mode, split_stages=split,
                                  build_root=Path(build_root) / "boards", progress=progress)
             rows.append({
-                "arch": arch, "board": board, "device": built["device"],
+                "arch": name, "split_stages": split, "board": board, "device": built["device"],
                 "lut": built["lut"], "core_lut": built.get("core_lut"), "ff": built["ff"],
                 "core_ff": built.get("core_ff"), "dsp": built["dsp"], "bram": built["bram"],
                 "fmax_mhz": built["fmax_mhz"], "target_mhz": built["target_mhz"],
@@ -151,15 +156,16 @@ def _config_dict(config: CordicConfig) -> dict:
             "schedule_steps": len(config.schedule)}
 
 
-def _measure_cycles(config, arch, vectors, seed, build_root) -> dict:
+def _measure_cycles(config, arch, vectors, seed, build_root, split_stages=False) -> dict:
     """Latency of one vector and steady-state results per clock, from RTL simulation."""
     from .sim.cordic import run_cordic_rtl
     from .sim.cordic_vectors import cordic_vectors
 
     root = Path(build_root) / "sim"
     one = run_cordic_rtl(config, arch, *(v[:1] for v in cordic_vectors(config, 1, seed)),
-                         build_root=root)
-    many = run_cordic_rtl(config, arch, *cordic_vectors(config, vectors, seed), build_root=root)
+                         build_root=root, split_stages=split_stages)
+    many = run_cordic_rtl(config, arch, *cordic_vectors(config, vectors, seed), build_root=root,
+                          split_stages=split_stages)
     # cycles counts from the first input accepted to the last output received.
     return {"latency_cycles": one.cycles, "results_per_clock": many.x_in.size / many.cycles,
             "max_err_lsb": many.stats["max_err_lsb"], "rms_err_lsb": many.stats["rms_err_lsb"],

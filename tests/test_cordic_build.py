@@ -36,12 +36,14 @@ def test_bench_cordic_writes_table_and_json(tmp_path, capsys, monkeypatch):
     assert code == 0 and "written:" in printed and "Fmax" in printed
     result = json.loads(out.read_text())
     rows = {row["arch"]: row for row in result["rows"]}
-    assert set(rows) == {"pipelined", "iterative"}
+    assert set(rows) == {"pipelined", "pipelined (split)", "iterative"}
     for row in rows.values():
         assert row["mismatches"] == 0 and row["max_err_lsb"] <= 2
         assert row["lut"] > 0 and row["fmax_mhz"] > 0
     # Pipelined: one result per clock after its latency; iterative: one per schedule pass.
     assert rows["pipelined"]["results_per_clock"] > 0.9
+    assert rows["pipelined (split)"]["results_per_clock"] > 0.9
+    assert rows["pipelined (split)"]["latency_cycles"] > rows["pipelined"]["latency_cycles"]
     assert rows["iterative"]["results_per_clock"] < 0.1
     assert rows["iterative"]["core_lut"] < rows["pipelined"]["core_lut"]
 
