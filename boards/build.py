@@ -75,8 +75,11 @@ class Board:
 BOARDS = {
     b.name: b for b in [
         # "-dsp": without it synth_ice40 builds multipliers from logic cells, not SB_MAC16.
+        # "-spram": lets memory_libmap put a single-port memory without init into the
+        # SB_SPRAM256KA (4 x 256 kbit, otherwise unused); a memory with init, or with two
+        # addresses, cannot go there, so designs without such memories map as before.
         Board("icebreaker", ICEBreakerPlatform, "ice40", "iCE40UP5K",
-              Capacity(lut=5280, ff=5280, dsp=8, bram=30), synth_opts="-dsp"),
+              Capacity(lut=5280, ff=5280, dsp=8, bram=30), synth_opts="-dsp -spram"),
         Board("ulx3s-85f", ULX3S_85F_Platform, "ecp5", "LFE5U-85F",
               Capacity(lut=83640, ff=83640, dsp=156, bram=208)),
         Board("orangecrab-25f", OrangeCrabR0_2_25FPlatform, "ecp5", "LFE5U-25F",
@@ -318,6 +321,17 @@ def check_nextpnr_fit(board_name, log_path):
 
 # --- The flow --------------------------------------------------------------------------------
 
+# Amaranth gives every Memory an init (zeros when none is asked for), and Yosys maps no memory
+# with init to a RAM that has none (the iCE40 SPRAM). A core names the memories whose power-on
+# contents do not matter (it writes every word before reading it) with this suffix
+# (`oscarray.hdl.array.NO_INIT_SUFFIX`); their $meminit cells are dropped after reading the
+# design. Memories not so named keep their init.
+NO_INIT_SUFFIX = "__no_init"
+# (Yosys selections: the listed sets are joined; %i intersects the last two, so this is the
+# $meminit_v2 cells of those memories only, not their read and write ports.)
+_DROP_NO_INIT = f"delete t:$meminit_v2 r:MEMID=*{NO_INIT_SUFFIX} %i"
+
+
 def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
     """Synthesize, place, route and pack `top` for `board` in `build_dir`.
 
@@ -331,7 +345,7 @@ def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
     # The `stat -json` after synthesis gives the cell counts for the early fit check.
     nextpnr_opts = f"--report report.json --seed {int(seed)} --timing-allow-fail"
     plan = platform.build(top, name=name, do_build=False, synth_opts=board.synth_opts,
-                          nextpnr_opts=nextpnr_opts,
+                          nextpnr_opts=nextpnr_opts, script_after_read=_DROP_NO_INIT,
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json")
     plan.extract(build_dir)
     env = _tool_env()

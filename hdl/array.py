@@ -1,10 +1,11 @@
 """The Kuramoto array engine: Euler steps of a coupled-oscillator array in hardware.
 
 The arithmetic is specified bit for bit by `oscarray.golden.array_fixed` (read its module
-docstring for the formats); this module builds all three forms (pairwise, matvec, drive; the
-form is a run register, so one build serves every case) around one pipelined CORDIC for the
-phases and rotations (`oscarray.hdl.cordic`), plus `lanes` (P, 1..16) coupling lanes: each
-lane has its own pipelined CORDIC (pairwise) and its own MAC pair (matvec).
+docstring for the formats); this module builds the three forms (pairwise, matvec, drive; the
+form is a run register, so one build serves every case; `forms` may leave some out) around
+one CORDIC for the phases and rotations (`oscarray.hdl.cordic`; pipelined, or iterative for
+area: `cordic_arch`), plus `lanes` (P, 1..16) coupling lanes: each lane has its own CORDIC
+(pairwise only) and its own MAC pair (matvec).
 
 One Euler step, as the sequencer runs it:
 
@@ -39,7 +40,8 @@ is enabled); then `done` rises and the `phases` stream gives the final accumulat
 Clocks per step (L = CORDIC latency, 32 by default; T = ceil(log2 P), the lane adder tree;
 I = `issue_clocks(n, P)`, = ceil(n**2 / P) for n >= P): pairwise and matvec
 n + I + 2L + T + 13, drive 2n + 2L + 11 (`cycles_per_step`). The phase pass and the
-coupling pass do not overlap yet.
+coupling pass do not overlap yet. With the iterative CORDIC (C = 63 clocks per result) the
+passes are CORDIC-bound: about 2n(C + 1) per step in every form (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
 (Memory init, reset values) and can be rewritten between runs through the `load` stream
@@ -49,7 +51,7 @@ therefore serves every case up to `capacity` oscillators.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -58,18 +60,28 @@ import numpy as np
 
 from ..golden.array_fixed import (COUPLING_BITS, CONVERGE_STEPS, FORMS, SCALE_BITS,
                                   ArrayFixedConfig, QuantizedCase)
-from .cordic import Cordic
+from .cordic import ARCHITECTURES, Cordic
 
 __all__ = ["ArrayEngine", "MacUnit", "StepUpdate", "ArrayEngineError", "check_config",
            "check_case", "check_lanes", "TARGETS", "REGISTERS", "MAX_CAPACITY", "MAX_LANES",
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
-           "issue_clocks", "k_bank_bits", "ENGINE_FORMS", "round_shift_var"]
+           "issue_clocks", "k_bank_bits", "iterative_cycles_per_result", "ENGINE_FORMS",
+           "round_shift_var", "check_forms", "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16",
+           "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
 ENGINE_FORMS = ("pairwise", "matvec", "drive")
 
-#: The k memory holds capacity**2 couplings: 256**2 x 16 bit = 1 Mbit, the UP5K's SPRAM.
-MAX_CAPACITY = 256
+#: The k memory holds capacity**2 couplings x 16 bit: 256**2 (1 Mbit) fill the UP5K's four
+#: SPRAMs; the ECP5-85F's 208 DP16KD (1024 x 16 each for k) hold about 440**2 next to the
+#: other memories. 512 leaves room above that without letting a typo elaborate a huge memory.
+MAX_CAPACITY = 512
+
+#: Memories whose name ends in this have no power-on contents worth keeping (the k banks of an
+#: engine elaborated without a case: every word a run reads is written through `load` first).
+#: `oscarray.boards.build` drops their (all-zero) Memory init before synthesis, since Yosys maps
+#: a memory with init to no RAM without init (the iCE40 SPRAM).
+NO_INIT_SUFFIX = "__no_init"
 
 #: Coupling lanes (pairwise CORDICs, matvec MAC pairs): 1..MAX_LANES.
 MAX_LANES = 16
@@ -163,8 +175,32 @@ def _tree_levels(lanes: int) -> int:
     return (lanes - 1).bit_length()
 
 
+def _row_end_clocks(n: int, lanes: int) -> list:
+    """The walk clock (0-based) that issues the end of each row, as `issue_clocks` walks."""
+    ends, clock, start, i, j = [], 0, 0, 0, 0
+    while i < n:
+        limit = n if i + 1 == n else 2 * n - 1
+        count = min(lanes - start, limit - j)
+        j += count
+        if j >= n:
+            i, j = i + 1, j - n
+            ends.append(clock)
+        start = 0 if start + count == lanes else start + count
+        clock += 1
+    return ends
+
+
+def iterative_cycles_per_result(config: ArrayFixedConfig) -> int:
+    """C: clocks from an input handshake to the output handshake of the iterative CORDIC of
+    the engine's format (63 for the default); it takes the next input one clock later."""
+    from .cordic_iterative import CordicIterative
+    unit = CordicIterative(config.cordic)
+    unit._MustUse__silence = True
+    return unit.cycles_per_result
+
+
 def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = False,
-                    lanes: int = 1) -> int:
+                    lanes: int = 1, cordic_arch: str = "pipelined") -> int:
     """Clocks of one Euler step of n oscillators (the order stream always ready).
 
     ideal: the phase pass n + L, then the coupling work spread over the lanes
@@ -177,9 +213,27 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     register, two update stages, the all-written check, STEP_END), 7 in drive (drive read,
     rotation input, result register, two update stages, the checks). The issue stretches to
     `issue_clocks` when n < P (at most one row end per clock).
+
+    cordic_arch="iterative" (C = `iterative_cycles_per_result`, 63 by default; a new input
+    C + 1 clocks after the last): the phase pass n (C + 1) + 4; drive n (C + 1) + 7; pairwise
+    (I - 1)(C + 3) + C + T + 10 (one lane batch at a time: walk, angle, C, handback); matvec
+    by the recurrence in `_matvec_iterative_coupling` (a row end waits until every earlier row
+    is in the CORDIC; rows go in C + 1 apart, so n (C + 1) + T + 10 + C when the rows are
+    shorter than C + 1 walk clocks, about I + C + T + 10 when they are much longer). `ideal`
+    is the pipelined engine's.
     """
     check_lanes(lanes)
+    check_cordic_arch(cordic_arch)
     latency = config.cordic.latency_pipelined
+    if cordic_arch == "iterative" and not ideal:
+        c = iterative_cycles_per_result(config)
+        phases = n * (c + 1) + 4
+        tree = _tree_levels(lanes)
+        if form == "drive":
+            return phases + n * (c + 1) + 7
+        if form == "pairwise":
+            return phases + (issue_clocks(n, lanes) - 1) * (c + 3) + c + tree + 10
+        return phases + _matvec_iterative_coupling(n, lanes, c)
     if form == "drive":
         return n + latency + n + latency + (0 if ideal else 4 + 7)
     if ideal:
@@ -188,11 +242,35 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     return n + latency + issue_clocks(n, lanes) + latency + overhead
 
 
+def _matvec_iterative_coupling(n: int, lanes: int, c: int) -> int:
+    """The matvec coupling pass with the iterative CORDIC (C = c), from COUPLING to STEP_END.
+
+    Row r's end is issued at E_r: its walk clock, pushed back by every stall so far, and not
+    before the clock after A_{r-1} (row r-1 into the CORDIC). Its c, z reach the rotation
+    input T + 4 clocks later; the CORDIC takes it at A_r, at least C + 1 after A_{r-1}. The
+    last result comes C after A_{n-1}, and 6 more clocks update, write and end the step."""
+    tree = _tree_levels(lanes)
+    ends = _row_end_clocks(n, lanes)
+    end_clock, taken, last_walk = None, None, None
+    for walk in ends:
+        if end_clock is None:
+            end_clock = walk
+        else:
+            end_clock = max(end_clock + walk - last_walk, taken + 1)
+        rotation_in = end_clock + tree + 4
+        taken = rotation_in if taken is None else max(rotation_in, taken + c + 1)
+        last_walk = walk
+    return taken + c + 6
+
+
 def cycles_per_run(config: ArrayFixedConfig, n: int, form: str, steps: int,
-                   lanes: int = 1) -> int:
+                   lanes: int = 1, cordic_arch: str = "pipelined") -> int:
     """`cycles` after a run of `steps` steps: the steps and the final phase pass."""
-    return (steps * cycles_per_step(config, n, form, lanes=lanes) + n
-            + config.cordic.latency_pipelined + 4)
+    if cordic_arch == "iterative":
+        final = n * (iterative_cycles_per_result(config) + 1) + 4
+    else:
+        final = n + config.cordic.latency_pipelined + 4
+    return steps * cycles_per_step(config, n, form, lanes=lanes, cordic_arch=cordic_arch) + final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,14 +286,45 @@ def check_config(config: ArrayFixedConfig):
             f"capacity**2 couplings ({MAX_CAPACITY}**2 x 16 bit is already 1 Mbit)")
 
 
-def check_case(q: QuantizedCase, config: ArrayFixedConfig | None = None):
-    """Refuse a case the engine (of `config`, default the case's) cannot hold
-    (ArrayEngineError)."""
+def check_forms(forms) -> tuple:
+    """forms as a tuple in ENGINE_FORMS order: a non-empty collection of form names, each once
+    (ArrayEngineError; TypeError for a bare string or a non-collection)."""
+    if isinstance(forms, str) or not isinstance(forms, (tuple, list, set, frozenset)):
+        raise TypeError(f"forms must be a tuple of form names such as ('matvec', 'drive'), "
+                        f"not {forms!r}")
+    unknown = [f for f in forms if f not in ENGINE_FORMS]
+    if unknown:
+        raise ArrayEngineError(f"unknown form(s) {', '.join(map(repr, unknown))} in forms; "
+                               f"choose from {', '.join(ENGINE_FORMS)}")
+    if not forms or len(set(forms)) != len(forms):
+        raise ArrayEngineError(f"forms must name each form at most once and at least one, "
+                               f"not {tuple(forms)!r}")
+    return tuple(f for f in ENGINE_FORMS if f in forms)
+
+
+def check_cordic_arch(arch) -> str:
+    """arch if it is a CORDIC architecture this engine builds (ArrayEngineError)."""
+    if arch not in ARCHITECTURES:
+        raise ArrayEngineError(f"unknown cordic_arch {arch!r}; choose one of "
+                               f"{', '.join(ARCHITECTURES)}")
+    return arch
+
+
+def check_case(q: QuantizedCase, config: ArrayFixedConfig | None = None,
+               forms=ENGINE_FORMS):
+    """Refuse a case the engine (of `config`, default the case's, built with `forms`) cannot
+    hold (ArrayEngineError)."""
     config = config or q.config
     check_config(config)
+    forms = check_forms(forms)
     if not isinstance(q, QuantizedCase):
         raise TypeError(f"case must be a QuantizedCase, not {q!r}")
     _check_case(config, q)
+    if q.form not in forms:
+        raise ArrayEngineError(
+            f"the case is in {q.form} form but this engine is built without it "
+            f"(forms={forms!r}); build it with {q.form!r} in forms, or quantize the case "
+            f"for one of {', '.join(forms)}")
 
 
 def _check_case(config: ArrayFixedConfig, q: QuantizedCase):
@@ -266,13 +375,14 @@ def _case_memories(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
 
 
 def load_writes(q: QuantizedCase, config: ArrayFixedConfig | None = None,
-                lanes: int = 1) -> np.ndarray:
+                lanes: int = 1, forms=ENGINE_FORMS) -> np.ndarray:
     """The `load` writes that put case `q` into an engine of `lanes` lanes: (M, 3) int64
     rows of (target, addr, data), registers last. Signed values are written as their two's
     complement in the memory's width; coupling q = i n + j goes to bank q mod P, word
-    q div P, at address bank * 2**k_bank_bits + word."""
+    q div P, at address bank * 2**k_bank_bits + word. `forms`: the engine's (a case in a form
+    it is built without is refused here, before any write)."""
     config = config or q.config
-    check_case(q, config)
+    check_case(q, config, forms)
     lanes = check_lanes(lanes)
     word_bits = k_bank_bits(config, lanes)
     rows = []
@@ -289,6 +399,56 @@ def load_writes(q: QuantizedCase, config: ArrayFixedConfig | None = None,
     for name, value in _case_registers(config, q).items():
         rows.append((TARGETS["reg"], REGISTERS[name], value))
     return np.array(rows, np.int64).reshape(-1, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multipliers for 16 x 16 DSPs (iCE40 SB_MAC16)
+
+def dsp16_platform(platform) -> bool:
+    """Whether `platform`'s DSPs multiply 16 x 16 bits (iCE40): Yosys splits an 18-bit operand
+    over two SB_MAC16 there, so `mul_dsp16` keeps each product on one."""
+    # amaranth's iCE40 platforms (SiliconBluePlatform) have no `family`; their device does.
+    return str(getattr(platform, "device", "")).lower().startswith("ice40")
+
+
+def _split18(x):
+    """(s16, hi) with x = s16 + 2**15 * (1 + 2 hi) for a signed 18-bit x: s16 = x[:16] - 2**15
+    (signed 16 bits: bit 15 inverted), hi = x[16:18] in -2..1, so 1 + 2 hi is -3, -1, 1 or 3."""
+    x = Value.cast(x)
+    return Cat(x[:15], ~x[15]).as_signed(), x[16:18].as_signed()
+
+
+def _times_odd(value, hi):
+    """value * (1 + 2 hi) for hi in -2..1, without a multiplier: +-value or +-3 value."""
+    value = Value.cast(value)
+    three = hi[0] ^ hi[1]                       # hi = 1 or -2: |1 + 2 hi| = 3
+    magnitude = Mux(three, value + (value << 1), value)
+    return Mux(hi[1], -magnitude, magnitude)
+
+
+def mul_dsp16(a, b):
+    """a * b for signed a and b of at most 18 bits, as one 16 x 16 signed product (one DSP)
+    plus shifts and small adders: an operand of 17-18 bits is s16 + 2**15 (1 + 2 hi)
+    (`_split18`). Bit for bit a * b."""
+    a, b = Value.cast(a), Value.cast(b)
+    assert a.shape().signed and b.shape().signed and len(a) <= 18 and len(b) <= 18
+    if len(a) <= 16 and len(b) <= 16:
+        return a * b
+    if len(a) > 16 and len(b) <= 16:
+        a, b = b, a
+    b16, b_hi = _split18(_widen18(b))
+    if len(a) <= 16:
+        return a * b16 + (_times_odd(a, b_hi) << 15)
+    a16, a_hi = _split18(_widen18(a))
+    a_odd = _times_odd(Const(1, signed(3)), a_hi)          # 1 + 2 hi_a in -3..3
+    return (a16 * b16 + ((_times_odd(a16, b_hi) + _times_odd(b16, a_hi)) << 15)
+            + (_times_odd(a_odd, b_hi) << 30))
+
+
+def _widen18(x):
+    """x sign-extended to 18 bits."""
+    x = Value.cast(x)
+    return Cat(x, x[-1].replicate(18 - len(x))).as_signed()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,14 +472,18 @@ class MacUnit(wiring.Component):
                                  z hold that row's sums
     c, z : Out(signed(W))        sum_j k_ij cos_j and sum_j k_ij sin_j, W = 34 + bits(capacity)
 
+    dsp16: multiply with one 16 x 16 DSP per product (`mul_dsp16`); None (default): on
+    iCE40 platforms (`dsp16_platform`), where Yosys would use two SB_MAC16 per 16 x 18.
+
     The products are registered (one DSP stage), then the lanes go through an adder tree
     with a register per level (ceil(log2 P) levels), then into the accumulators. Rows
     start from 0: the accumulators are 0 at reset and after every row end without a next
     row.
     """
 
-    def __init__(self, capacity: int, lanes: int = 1):
+    def __init__(self, capacity: int, lanes: int = 1, dsp16: bool | None = None):
         self.lanes = check_lanes(lanes)
+        self.dsp16 = dsp16
         self.width = COUPLING_BITS + SCALE_BITS + capacity.bit_length()
         super().__init__({
             "valid": In(lanes), "hi": In(lanes), "end": In(1),
@@ -337,6 +501,8 @@ class MacUnit(wiring.Component):
         m = Module()
         lanes, width = self.lanes, self.width
         product_shape = signed(COUPLING_BITS + SCALE_BITS)
+        dsp16 = dsp16_platform(platform) if self.dsp16 is None else self.dsp16
+        multiply = mul_dsp16 if dsp16 else (lambda a, b: a * b)
         valid, hi = Signal(lanes), Signal(lanes)
         any_valid, end = Signal(), Signal()
         m.d.sync += [valid.eq(self.valid), hi.eq(self.hi), any_valid.eq(self.valid.any()),
@@ -346,8 +512,8 @@ class MacUnit(wiring.Component):
         for lane in range(lanes):
             pc = Signal(product_shape, name=f"pc{lane}")
             ps = Signal(product_shape, name=f"ps{lane}")
-            m.d.sync += [pc.eq(self.k[lane] * self.cos[lane]),
-                         ps.eq(self.k[lane] * self.sin[lane])]
+            m.d.sync += [pc.eq(multiply(self.k[lane], self.cos[lane])),
+                         ps.eq(multiply(self.k[lane], self.sin[lane]))]
             lo_lane, hi_lane = valid[lane] & ~hi[lane], valid[lane] & hi[lane]
             sums["lo_c"].append(Mux(lo_lane, pc, 0))
             sums["lo_z"].append(Mux(lo_lane, ps, 0))
@@ -394,10 +560,12 @@ class StepUpdate(wiring.Component):
     noisy : Out(1)                 a free oscillator with |inc_i| >= tol (the step is not calm)
 
     y' is y nudged off the exact antipode: y = 0 with x < 0 reads +1 (`nudge_antipode`).
+    dsp16: as `MacUnit`'s (the 18 x 18 product on one 16 x 16 DSP on iCE40).
     """
 
-    def __init__(self, acc_bits: int):
+    def __init__(self, acc_bits: int, dsp16: bool | None = None):
         self.acc_bits = acc_bits
+        self.dsp16 = dsp16
         a = acc_bits
         super().__init__({
             "valid": In(1), "x": In(signed(SCALE_BITS)), "y": In(signed(SCALE_BITS)),
@@ -415,7 +583,9 @@ class StepUpdate(wiring.Component):
         product = Signal(signed(2 * SCALE_BITS))
         acc1, w1 = Signal(a), Signal(a)
         pinned1, valid1 = Signal(), Signal()
-        m.d.sync += [product.eq(nudged * self.d), acc1.eq(self.acc), w1.eq(self.w),
+        dsp16 = dsp16_platform(platform) if self.dsp16 is None else self.dsp16
+        m.d.sync += [product.eq(mul_dsp16(_widen18(nudged), self.d) if dsp16
+                                else nudged * self.d), acc1.eq(self.acc), w1.eq(self.w),
                      pinned1.eq(self.pinned), valid1.eq(self.valid)]
         # Stage 2: round, add omega; everything mod 2**A from here (the accumulator wraps,
         # and the detector reads inc wrapped to A bits, as `run_fixed`).
@@ -430,8 +600,8 @@ class StepUpdate(wiring.Component):
 
 
 class ArrayEngine(wiring.Component):
-    """The array engine: all three forms, one pipelined CORDIC for phases and rotations,
-    `lanes` coupling lanes (a pipelined CORDIC and a MAC pair each).
+    """The array engine: the three forms (or those in `forms`), one CORDIC for phases and
+    rotations, `lanes` coupling lanes (a CORDIC, if pairwise is built, and a MAC pair each).
 
     Parameters
     ----------
@@ -440,6 +610,23 @@ class ArrayEngine(wiring.Component):
         The contents at reset (Memory init and register reset values); None: all zero.
     lanes : int                 P, 1..MAX_LANES: pairwise terms (CORDIC evaluations) and
                                 matvec MAC pairs per clock; the k memory has P banks.
+    forms : tuple of str        the forms this build runs (default all of ENGINE_FORMS).
+                                Without "pairwise" the lane CORDICs, the lanes' theta copies
+                                and theta_next are left out (matvec needs only the MAC pairs);
+                                without "drive" the drive memory. A register write selecting
+                                a form left out is ignored (pairwise_form, drive_form read 0:
+                                the engine runs matvec); `check_case`/`load_writes` with the
+                                same forms refuse such a case first.
+    cordic_arch : str           "pipelined" (default) or "iterative" (`Cordic.create`) for the
+                                main CORDIC and the lane CORDICs. The iterative one takes a
+                                new input only after its last result (63 clocks for the
+                                default format): the sequencer then follows its i.ready
+                                (one item in flight per pass; see `cycles_per_step`).
+
+    Memories: every one has one read and one write port; the k banks (the large one) share
+    one address between them (run reads, load writes: never at once), so they map to
+    single-port RAM (iCE40 SPRAM) as well as to block RAM. Without a case, the k banks are
+    named with NO_INIT_SUFFIX (no power-on contents needed).
 
     Ports
     -----
@@ -472,12 +659,14 @@ class ArrayEngine(wiring.Component):
     """
 
     def __init__(self, config: ArrayFixedConfig, case: QuantizedCase | None = None, *,
-                 lanes: int = 1):
+                 lanes: int = 1, forms=ENGINE_FORMS, cordic_arch: str = "pipelined"):
         try:
             check_config(config)
             self.lanes = check_lanes(lanes)
+            self.forms = check_forms(forms)
+            self.cordic_arch = check_cordic_arch(cordic_arch)
             if case is not None:
-                check_case(case, config)
+                check_case(case, config, self.forms)
         except Exception:
             # A refused engine is not an unused one: no UnusedElaboratable warning on top.
             self._MustUse__silence = True
@@ -518,6 +707,12 @@ class ArrayEngine(wiring.Component):
         cfg, lanes = self.config, self.lanes
         a, p, f, cap = cfg.acc_bits, cfg.phase_bits, cfg.frac_bits, cfg.capacity
         latency = self.cordic_config.latency_pipelined
+        has_pairwise, has_drive = "pairwise" in self.forms, "drive" in self.forms
+        # The iterative CORDIC is not always ready: the passes keep one item in flight and
+        # hold the CORDIC's input until i.ready (see the `stalls` branches below). The
+        # pipelined one always is (its output is always taken), so those builds keep the
+        # issue-every-clock logic unchanged.
+        stalls = self.cordic_arch != "pipelined"
         regs = (_case_registers(cfg, self.case) if self.case is not None
                 else dict.fromkeys(REGISTERS, 0))
         pair = data.StructLayout({"x": signed(SCALE_BITS), "y": signed(SCALE_BITS)})
@@ -529,22 +724,36 @@ class ArrayEngine(wiring.Component):
             "acc": Memory(shape=unsigned(a), depth=cap, init=self._init("acc", cap)),
             "w": Memory(shape=unsigned(a), depth=cap, init=self._init("w", cap)),
             "pinned": Memory(shape=unsigned(1), depth=cap, init=self._init("pinned", cap)),
-            "drive": Memory(shape=pair, depth=cap, init=self._init("drive", cap)),
-            # Work buffers of one step: theta_i for the rotations (pairwise: the row's theta_i)
-            # and theta_{i+1} (pairwise: the next row's, for lanes past the row end).
+            # Work buffer of one step: theta_i for the rotations (pairwise: the row's theta_i).
             "theta": Memory(shape=unsigned(p), depth=cap, init=[]),
-            "theta_next": Memory(shape=unsigned(p), depth=cap, init=[]),
         }
+        if has_drive:
+            mem["drive"] = Memory(shape=pair, depth=cap, init=self._init("drive", cap))
+        if has_pairwise:
+            # theta_{i+1}: the next row's, for lanes past the row end.
+            mem["theta_next"] = Memory(shape=unsigned(p), depth=cap, init=[])
         for lane in range(lanes):
-            # Per lane: its k bank, and its own copy of the columns (cos_j, sin_j), theta_j.
+            # Per lane: its k bank, and its own copy of the columns (cos_j, sin_j) and
+            # (pairwise) theta_j.
             mem[f"k{lane}"] = Memory(shape=signed(COUPLING_BITS), depth=bank_depth,
                                      init=self._k_init(lane, bank_depth))
             mem[f"cs{lane}"] = Memory(shape=pair, depth=cap, init=[])
-            mem[f"theta{lane}"] = Memory(shape=unsigned(p), depth=cap, init=[])
+            if has_pairwise:
+                mem[f"theta{lane}"] = Memory(shape=unsigned(p), depth=cap, init=[])
         rd, wr = {}, {}
         for name, memory in mem.items():
-            m.submodules[f"mem_{name}"] = memory
+            no_init = name.startswith("k") and self.case is None
+            m.submodules[f"mem_{name}" + (NO_INIT_SUFFIX if no_init else "")] = memory
             rd[name], wr[name] = memory.read_port(), memory.write_port()
+        # The k banks: one address for both ports (single-port RAM). A run reads (k_run_addr),
+        # the load port writes while idle; the read port is enabled only during a run, so no
+        # read ever meets a write (no read-during-write behaviour to emulate).
+        k_run_addr, k_load_addr = Signal(word_bits), Signal(word_bits)
+        busy = Signal()
+        for lane in range(lanes):
+            k_addr = Mux(busy, k_run_addr, k_load_addr)
+            m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
+                         rd[f"k{lane}"].en.eq(busy)]
 
         # -- run registers ---------------------------------------------------------------------
         n = Signal(range(cap + 1), init=regs["n"])
@@ -557,27 +766,27 @@ class ArrayEngine(wiring.Component):
         max_steps = Signal(STEP_COUNT_BITS, init=regs["max_steps"])
         pairwise_form = Signal(init=regs["pairwise_form"])
         registers = [n, drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form]
+        left_out = {"pairwise_form": not has_pairwise, "drive_form": not has_drive}
         assert len(registers) == len(REGISTERS)
 
         # -- units -----------------------------------------------------------------------------
-        m.submodules.cordic = cordic = Cordic.create(self.cordic_config, "pipelined")
+        m.submodules.cordic = cordic = Cordic.create(self.cordic_config, self.cordic_arch)
         lane_cordics = []
-        for lane in range(lanes):
-            unit = Cordic.create(self.cordic_config, "pipelined")
+        for lane in range(lanes if has_pairwise else 0):
+            unit = Cordic.create(self.cordic_config, self.cordic_arch)
             m.submodules[f"lane_cordic{lane}"] = unit
             lane_cordics.append(unit)
             m.d.comb += unit.o.ready.eq(1)
         m.submodules.mac = mac = MacUnit(cap, lanes)
         m.submodules.update = update = StepUpdate(a)
-        # Every CORDIC result is taken the clock it appears, so the pipelines never stall and
-        # their inputs are always ready: the issue logic below relies on that.
+        # Every CORDIC result is taken the clock it appears, so the pipelined units never stall
+        # and their inputs are always ready: the non-`stalls` issue logic below relies on that.
         m.d.comb += cordic.o.ready.eq(1)
 
         # -- sequencer state -------------------------------------------------------------------
-        # busy is a register, not decoded from the state: Icarus never evaluates a
-        # combinational block whose inputs keep their initial values, and load.ready (= not
-        # busy) is read before the first start.
-        busy = Signal()
+        # busy (declared with the k banks) is a register, not decoded from the state: Icarus
+        # never evaluates a combinational block whose inputs keep their initial values, and
+        # load.ready (= not busy) is read before the first start.
         final = Signal()             # this phase pass is the last (no step follows)
         calm = Signal(range(CONVERGE_STEPS + 1))
         noisy = Signal()             # a free |inc| >= tol in this step
@@ -587,6 +796,9 @@ class ArrayEngine(wiring.Component):
         written = Signal(range(cap + 1))    # accumulators written in this step
         readout = Signal(range(cap + 1))    # phases stream index
         readout_primed = Signal()
+        # Inputs the main CORDIC accepted in this pass (phases, rotations): with `stalls`, what
+        # was issued but not yet accepted is issue - fed (phases, drive) or row - fed (matvec).
+        fed = Signal(range(cap + 1))
         # The walk over the n**2 terms: the next term is (row, col) = q, q = word * P + first.
         word = Signal(range(bank_depth + 1))
         first = Signal(range(max(lanes, 2)))
@@ -600,7 +812,8 @@ class ArrayEngine(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         def begin_phase_pass():
-            m.d.sync += [issue.eq(0), collected.eq(0), order_cos.eq(0), order_sin.eq(0)]
+            m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
+                         order_sin.eq(0)]
 
         def begin_run():
             with m.If(self.start):
@@ -612,14 +825,29 @@ class ArrayEngine(wiring.Component):
         # Pipeline registers of the phase pass (acc read -> theta -> CORDIC).
         p1_valid, p1_index = Signal(), Signal(range(cap))
         p2_valid, p2_index, p2_theta = Signal(), Signal(range(cap)), Signal(p)
-        m.d.sync += [p1_valid.eq(0), p2_valid.eq(p1_valid), p2_index.eq(p1_index)]
         # theta = R(acc, A - P) mod 2**P: the top P bits of acc + half an LSB of theta.
-        m.d.sync += p2_theta.eq((rd["acc"].data + (1 << (a - p - 1)))[a - p:a])
-        # Rotation input registers of the coupling pass.
+        theta_read = (rd["acc"].data + (1 << (a - p - 1)))[a - p:a]
+        m.d.sync += p1_valid.eq(0)
+        if stalls:
+            # p2 holds its item until the CORDIC takes it; one item in flight (issue == fed
+            # gates the issue), so p1 never meets a held p2.
+            with m.If(p1_valid):
+                m.d.sync += [p2_valid.eq(1), p2_index.eq(p1_index), p2_theta.eq(theta_read)]
+            with m.Elif(cordic.i.ready):
+                m.d.sync += p2_valid.eq(0)
+        else:
+            m.d.sync += [p2_valid.eq(p1_valid), p2_index.eq(p1_index), p2_theta.eq(theta_read)]
+        with m.If(cordic.i.valid & cordic.i.ready):
+            m.d.sync += fed.eq(fed + 1)
+        # Rotation input registers of the coupling pass (held until accepted).
         rot_valid = Signal()
         rot_x, rot_y = Signal(signed(SCALE_BITS)), Signal(signed(SCALE_BITS))
         rot_z = Signal(p)
-        m.d.sync += rot_valid.eq(0)
+        if stalls:
+            with m.If(cordic.i.ready):
+                m.d.sync += rot_valid.eq(0)
+        else:
+            m.d.sync += rot_valid.eq(0)
         drive_valid = Signal()
         m.d.sync += drive_valid.eq(0)
         # Update pipeline: the CORDIC result (pairwise: the row sum) waits a clock for acc, w,
@@ -638,8 +866,9 @@ class ArrayEngine(wiring.Component):
         ]
         # theta_j into every copy of the theta buffer.
         for name in ["theta", "theta_next"] + [f"theta{lane}" for lane in range(lanes)]:
-            m.d.comb += [wr[name].addr.eq(p2_index), wr[name].data.eq(p2_theta),
-                         wr[name].en.eq(p2_valid)]
+            if name in wr:
+                m.d.comb += [wr[name].addr.eq(p2_index), wr[name].data.eq(p2_theta),
+                             wr[name].en.eq(p2_valid)]
 
         # -- the coupling walk: which term each lane takes this clock ---------------------------
         # Lanes first..P-1 take the next terms; a clock holds at most one row end, so the
@@ -681,38 +910,69 @@ class ArrayEngine(wiring.Component):
 
         # Pairwise: stage 2 registers the angle theta_j - theta_i per lane, the lane CORDIC
         # takes it; k is read L clocks later so that it arrives with the CORDIC's result.
-        flags = Signal(3 * lanes + 1)
-        m.d.comb += flags.eq(Cat(a1_valid, a1_hi, a1_gt, a1_end))
-        late = delayed(flags, latency + 1, "lane_flags")
-        late_valid, late_hi = late[:lanes], late[lanes:2 * lanes]
-        late_gt, late_end = late[2 * lanes:3 * lanes], late[3 * lanes]
-        late_word = delayed(a1_word, latency, "lane_word")
-        m.d.comb += [rd["theta_next"].addr.eq(row + 1)]
+        lane_busy = Signal()        # stalls: a pairwise batch is in the lane CORDICs
+        if has_pairwise:
+            flags = Signal(3 * lanes + 1)
+            m.d.comb += flags.eq(Cat(a1_valid, a1_hi, a1_gt, a1_end))
+            angle_any = Signal()
+            m.d.sync += angle_any.eq(a1_valid.any() & pairwise_form)
+            if stalls:
+                # One batch at a time (the walk waits for lane_busy): its flags and k word wait
+                # in registers instead of L-deep delay lines. Every lane CORDIC gets an input
+                # (the flags mask the unused ones), so all answer in the same clock.
+                a1_walked = Signal()
+                held_flags, held_word = Signal.like(flags), Signal.like(a1_word)
+                m.d.sync += a1_walked.eq(walking)
+                with m.If(a1_walked):
+                    m.d.sync += [held_flags.eq(flags), held_word.eq(a1_word)]
+                answered = lane_cordics[0].o.valid
+                with m.If(walking & pairwise_form):
+                    m.d.sync += lane_busy.eq(1)
+                with m.Elif(answered):
+                    m.d.sync += lane_busy.eq(0)
+                late = Mux(answered, held_flags, 0)
+                late_word = held_word
+            else:
+                late = delayed(flags, latency + 1, "lane_flags")
+                late_word = delayed(a1_word, latency, "lane_word")
+            late_valid, late_hi = late[:lanes], late[lanes:2 * lanes]
+            late_gt, late_end = late[2 * lanes:3 * lanes], late[3 * lanes]
+            m.d.comb += [rd["theta_next"].addr.eq(row + 1),
+                         k_run_addr.eq(Mux(pairwise_form, late_word, word))]
+        else:
+            m.d.comb += k_run_addr.eq(word)
         for lane in range(lanes):
+            m.d.comb += [rd[f"cs{lane}"].addr.eq(lane_col[lane]),
+                         mac.k[lane].eq(rd[f"k{lane}"].data)]
+            if not has_pairwise:
+                m.d.comb += [mac.cos[lane].eq(rd[f"cs{lane}"].data.x),
+                             mac.sin[lane].eq(rd[f"cs{lane}"].data.y)]
+                continue
             angle = Signal(p, name=f"angle{lane}")
             angle_valid = Signal(name=f"angle_valid{lane}")
             row_theta = Mux(a1_hi[lane], rd["theta_next"].data, rd["theta"].data)
             m.d.sync += [angle.eq(rd[f"theta{lane}"].data - row_theta),
                          angle_valid.eq(a1_valid[lane])]
             unit = lane_cordics[lane]
-            m.d.comb += [unit.i.valid.eq(angle_valid), unit.i.payload.x.eq(1 << f),
+            m.d.comb += [unit.i.valid.eq(angle_any if stalls else angle_valid),
+                         unit.i.payload.x.eq(1 << f),
                          unit.i.payload.y.eq(0), unit.i.payload.z.eq(angle),
-                         rd[f"cs{lane}"].addr.eq(lane_col[lane]),
-                         rd[f"theta{lane}"].addr.eq(lane_col[lane]),
-                         rd[f"k{lane}"].addr.eq(Mux(pairwise_form, late_word, word))]
+                         rd[f"theta{lane}"].addr.eq(lane_col[lane])]
             # The antipode: sin(pi) is one angle for (i, j) and (j, i); the pair's order
             # gives the sign (+1 for j > i), so the pair separates.
             sin_ij, cos_ij = unit.o.payload.y, unit.o.payload.x
             antipode = (sin_ij == 0) & (cos_ij < 0)
             sin_nudged = Mux(antipode, Mux(late_gt[lane], 1, -1), sin_ij)
             m.d.comb += [
-                mac.k[lane].eq(rd[f"k{lane}"].data),
                 mac.cos[lane].eq(Mux(pairwise_form, 0, rd[f"cs{lane}"].data.x)),
                 mac.sin[lane].eq(Mux(pairwise_form, sin_nudged, rd[f"cs{lane}"].data.y)),
             ]
-        m.d.comb += [mac.valid.eq(Mux(pairwise_form, late_valid, a1_valid)),
-                     mac.hi.eq(Mux(pairwise_form, late_hi, a1_hi)),
-                     mac.end.eq(Mux(pairwise_form, late_end, a1_end))]
+        if has_pairwise:
+            m.d.comb += [mac.valid.eq(Mux(pairwise_form, late_valid, a1_valid)),
+                         mac.hi.eq(Mux(pairwise_form, late_hi, a1_hi)),
+                         mac.end.eq(Mux(pairwise_form, late_end, a1_end))]
+        else:
+            m.d.comb += [mac.valid.eq(a1_valid), mac.hi.eq(a1_hi), mac.end.eq(a1_end)]
         # theta_i for the rotation: matvec reads row rows_out ahead of the MAC's done (and the
         # next one on the clock it is used, so rows one clock apart still get their own theta);
         # drive reads it with the drive; pairwise reads the walk's row.
@@ -733,7 +993,7 @@ class ArrayEngine(wiring.Component):
 
             with m.State("PHASES"):
                 m.d.comb += [in_phase_pass.eq(1), rd["acc"].addr.eq(issue)]
-                with m.If(issue < n):
+                with m.If((issue < n) & ((issue == fed) if stalls else 1)):
                     m.d.sync += [issue.eq(issue + 1), p1_valid.eq(1), p1_index.eq(issue)]
                 with m.If(cordic.o.valid):
                     for lane in range(lanes):
@@ -757,15 +1017,24 @@ class ArrayEngine(wiring.Component):
                     with m.Else():
                         m.d.sync += [issue.eq(0), collected.eq(0), rows_out.eq(0),
                                      written.eq(0), noisy.eq(0), word.eq(0), first.eq(0),
-                                     row.eq(0), col.eq(0)]
+                                     row.eq(0), col.eq(0), fed.eq(0)]
                         m.next = "COUPLING"
 
             with m.State("COUPLING"):
+                if stalls:
+                    # One drive item in flight; matvec: a row's end only when every earlier
+                    # row is in the CORDIC (its c, z would otherwise overwrite a rotation
+                    # still waiting in rot_*); pairwise: one batch in the lane CORDICs.
+                    drive_ok = issue == fed
+                    walk_ok = Mux(pairwise_form, ~lane_busy, ~row_end | (row == fed))
+                else:
+                    drive_ok = walk_ok = 1
                 with m.If(drive_form):
-                    with m.If(issue < n):
-                        m.d.comb += rd["drive"].addr.eq(issue)
+                    with m.If((issue < n) & drive_ok):
+                        if has_drive:
+                            m.d.comb += rd["drive"].addr.eq(issue)
                         m.d.sync += [issue.eq(issue + 1), drive_valid.eq(1)]
-                with m.Elif(row < n):
+                with m.Elif((row < n) & walk_ok):
                     # matvec and pairwise: the next `count` terms.
                     m.d.comb += walking.eq(1)
                     advanced = col + count
@@ -775,10 +1044,11 @@ class ArrayEngine(wiring.Component):
                         m.d.sync += [word.eq(word + 1), first.eq(0)]
                     with m.Else():
                         m.d.sync += first.eq(first + count)
-                with m.If(drive_valid):
-                    m.d.sync += [rot_valid.eq(1), rot_x.eq(rd["drive"].data.x),
-                                 rot_y.eq(rd["drive"].data.y),
-                                 rot_z.eq(-rd["theta"].data)]
+                if has_drive:
+                    with m.If(drive_valid):
+                        m.d.sync += [rot_valid.eq(1), rot_x.eq(rd["drive"].data.x),
+                                     rot_y.eq(rd["drive"].data.y),
+                                     rot_z.eq(-rd["theta"].data)]
                 with m.If(mac.done & ~pairwise_form):
                     m.d.sync += [rot_valid.eq(1), rows_out.eq(rows_out + 1),
                                  rot_x.eq(round_shift_var(mac.c, t)[:SCALE_BITS]),
@@ -828,20 +1098,25 @@ class ArrayEngine(wiring.Component):
         with m.If(self.load.valid & ~busy):
             with m.Switch(load.target):
                 for name in ("acc", "w", "pinned", "drive"):
+                    if name not in wr:
+                        continue        # the drive memory of a build without drive
                     with m.Case(TARGETS[name]):
                         port = wr[name]
                         m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
                                      port.data.eq(load.data[:len(Value.cast(port.data))])]
                 with m.Case(TARGETS["k"]):
                     bank = load.addr[word_bits:]
+                    m.d.comb += k_load_addr.eq(load.addr[:word_bits])
                     for lane in range(lanes):
                         port = wr[f"k{lane}"]
-                        m.d.comb += [port.addr.eq(load.addr[:word_bits]),
-                                     port.en.eq(bank == lane),
+                        m.d.comb += [port.en.eq(bank == lane),
                                      port.data.eq(load.data[:COUPLING_BITS])]
                 with m.Case(TARGETS["reg"]):
                     with m.Switch(load.addr):
-                        for register, address in zip(registers, REGISTERS.values()):
+                        for register, (key, address) in zip(registers, REGISTERS.items()):
                             with m.Case(address):
+                                # A form this build leaves out stays unselected (0).
+                                if left_out.get(key, False):
+                                    continue
                                 m.d.sync += register.eq(load.data[:len(register)])
         return m

@@ -28,8 +28,8 @@ def largest_dense_n(board: str) -> int:
 
 def ideal_cycles(n: int, lanes: int, form: str) -> float:
     """The issue's ideal: N**2 / P coupling evaluations (pairwise), 2 N**2 MACs over 2 P
-    multipliers (matvec); pipeline latency comes on top."""
-    return n * n / lanes
+    multipliers (matvec), N rotations (drive); pipeline latency comes on top."""
+    return n if form == "drive" else n * n / lanes
 
 
 def numpy_reference(n: int, progress=None) -> dict:
@@ -58,3 +58,50 @@ def bench_row(board: str, n: int, lanes: int, form: str, built: dict, cycles_per
 
 def header() -> dict:
     return {"date": datetime.date.today().isoformat(), "machine": flows.machine_description()}
+
+
+# What each device builds: capacity (the largest dense N its memory holds), MAC lanes, the
+# CORDIC architecture that fits, and the forms (the pairwise lanes' CORDICs do not fit at N
+# this large: matvec and drive).
+DEVICE_BUILDS = {
+    "up5k": {"board": "icebreaker", "lanes": 4, "cordic_arch": "iterative"},
+    "ecp5-85f": {"board": "ulx3s-85f", "lanes": 16, "cordic_arch": "pipelined"},
+}
+
+
+def bench_array(devices=("up5k", "ecp5-85f"), *, n=None, lanes=None,
+                build_root="build/bench_array", progress=None) -> dict:
+    """Build the matvec engine per device and compare its coupling rate with NumPy's."""
+    from .boards.array_build import build_array_engine
+
+    rows = []
+    for device in devices:
+        if device not in DEVICE_BUILDS:
+            raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICE_BUILDS)}")
+    for device in devices:
+        spec = DEVICE_BUILDS[device]
+        board = spec["board"]
+        size = n or largest_dense_n(board)
+        width = lanes or spec["lanes"]
+        flows._say(progress, f"{device}: building the array engine, N = {size}, "
+                             f"{width} lanes, {spec['cordic_arch']} CORDIC")
+        built = build_array_engine(board, size, width, ("matvec", "drive"),
+                                   spec["cordic_arch"], build_root, progress)
+        numpy = numpy_reference(size, progress)
+        for form in ("matvec", "drive"):
+            row = bench_row(board, size, width, form, built, built["cycles_per_step"][form],
+                            numpy)
+            row.update(cordic_arch=spec["cordic_arch"], spram=built.get("spram"),
+                       build_s=built.get("seconds"))
+            rows.append(row)
+    return {**header(), "rows": rows}
+
+
+ARRAY_BENCH_COLUMNS = [
+    ("device", "device"), ("form", "form"), ("n", "N"), ("lanes", "lanes"), ("lut", "LC/LUT4"),
+    ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"), ("spram", "SPRAM"),
+    ("fmax_mhz", "Fmax MHz"), ("cycles_per_step", "clocks/step"),
+    ("ideal_cycles", "ideal N^2/P"), ("step_us", "us/step"), ("terms_per_s", "terms/s"),
+    ("numpy_matvec_terms_per_s", "NumPy fastest"), ("numpy_naive_terms_per_s", "NumPy naive"),
+    ("vs_numpy_fastest", "x NumPy"),
+]

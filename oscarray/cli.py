@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
                               help="where the JSON goes (default out/bench_cordic.json)")
     bench_cordic.add_argument("--json", action="store_true", help="print one JSON object")
 
+    bench_array = bench_designs.add_parser("array", help="the array engine versus NumPy")
+    bench_array.add_argument("--device", nargs="+", choices=["up5k", "ecp5-85f"],
+                             default=["up5k", "ecp5-85f"])
+    bench_array.add_argument("--n", type=int, default=None,
+                             help="oscillators (default: the largest dense N the memory holds)")
+    bench_array.add_argument("--lanes", type=int, default=None,
+                             help="MAC lanes (default 4 on UP5K, 16 on ECP5-85F)")
+    bench_array.add_argument("--output", default="out/bench_array.json")
+    bench_array.add_argument("--json", action="store_true", help="print one JSON object")
+
     demo = commands.add_parser("demo", help="the built-in example, end to end")
     demo.add_argument("--vectors", type=int, default=20000)
     demo.add_argument("--out-dir", default="out/demo")
@@ -194,6 +204,18 @@ def _run(args) -> int:
                                     target_mhz=args.target_mhz, build_root=args.build_dir,
                                     progress=progress)
         _report(result, args.json, _print_build)
+        return 0
+
+    if args.command == "bench" and args.design == "array":
+        from .bench_array import ARRAY_BENCH_COLUMNS, bench_array
+        result = bench_array(args.device, n=args.n, lanes=args.lanes, progress=progress)
+        result["written"] = str(flows.write_json(result, args.output))
+
+        def print_text(r):
+            print(f"array engine versus NumPy float64; {r['date']}, {r['machine']}")
+            _print_table(r["rows"], ARRAY_BENCH_COLUMNS)
+            print(f"written: {r['written']}")
+        _report(result, args.json, print_text)
         return 0
 
     if args.command == "bench":

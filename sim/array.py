@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.array_fixed import ArrayFixedConfig, QuantizedCase
-from ..hdl.array import ArrayEngine, load_layout, load_writes, order_layout
+from ..hdl.array import (ENGINE_FORMS, ArrayEngine, check_cordic_arch, check_forms, load_layout,
+                         load_writes, order_layout)
 from .runner import run_cocotb
 from .streams import layout_fields
 
@@ -33,24 +34,32 @@ def _engine_config(cases) -> ArrayFixedConfig:
 def run_array_rtl_batch(cases: list[QuantizedCase], trace: bool = False, sim: str | None = None,
                         build_root: Path | None = None, *, load: str = "port",
                         order_ready_prob: float = 1.0, seed: int = 0, lanes: int = 1,
+                        forms=ENGINE_FORMS, cordic_arch: str = "pipelined",
                         verbose: bool = False) -> list[dict]:
     """Run each case on one engine of `lanes` coupling lanes, one after another in one
-    simulation; one dict per case (see `run_array_rtl`)."""
+    simulation; one dict per case (see `run_array_rtl`). `forms`, `cordic_arch`: the
+    engine's build options (`ArrayEngine`); a case in a form left out is refused first."""
     if load not in LOAD_MODES:
         raise ValueError(f"unknown load mode {load!r}; choose one of {', '.join(LOAD_MODES)}")
     if not cases:
         return []
     config = _engine_config(cases)
+    forms, cordic_arch = check_forms(forms), check_cordic_arch(cordic_arch)
     if load == "init" and len(cases) != 1:
         raise ValueError("load='init' elaborates one case into the engine: pass one case")
     # Encoding every case first also validates it (form, sizes) before any build.
-    writes = [load_writes(q, config, lanes) for q in cases]
+    writes = [load_writes(q, config, lanes, forms) for q in cases]
+    options = dict(lanes=lanes, forms=forms, cordic_arch=cordic_arch)
     if load == "init":
-        engine = ArrayEngine(config, cases[0], lanes=lanes)
+        engine = ArrayEngine(config, cases[0], **options)
         writes = [np.zeros((0, 3), np.int64)]
     else:
-        engine = ArrayEngine(config, lanes=lanes)
+        engine = ArrayEngine(config, **options)
     name = f"array_c{config.capacity}_a{config.acc_bits}_p{config.phase_bits}_l{lanes}"
+    if forms != ENGINE_FORMS:
+        name += "_" + "_".join(forms)
+    if cordic_arch != "pipelined":
+        name += f"_{cordic_arch}"
     _, load_widths, _ = layout_fields(load_layout(config, lanes))
     order_width = order_layout(config).size // 2
     with tempfile.TemporaryDirectory(prefix="oscarray-array-") as tmp:

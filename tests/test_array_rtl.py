@@ -17,7 +17,8 @@ from oscarray import flows
 from oscarray.cli import main
 from oscarray.golden.array import save_case, validate_case
 from oscarray.golden.array_fixed import ArrayFixedConfig, quantize_case, run_fixed
-from oscarray.hdl.array import (MAX_CAPACITY, MAX_LANES, ArrayEngine, ArrayEngineError,
+from oscarray.hdl.array import (ENGINE_FORMS, MAX_CAPACITY, MAX_LANES, ArrayEngine,
+                                ArrayEngineError,
                                 check_case, check_lanes, cycles_per_run, cycles_per_step,
                                 issue_clocks, load_writes)
 from oscarray.sim.array import run_array_rtl, run_array_rtl_batch
@@ -306,8 +307,9 @@ def test_refusals():
             ArrayEngine(CONFIG, lanes=lanes)
     with pytest.raises(TypeError, match="lanes"):
         check_lanes(2.0)
-    with pytest.raises(ArrayEngineError, match=f"capacity 300 exceeds {MAX_CAPACITY}"):
-        ArrayEngine(ArrayFixedConfig(capacity=300))
+    with pytest.raises(ArrayEngineError, match=f"capacity {MAX_CAPACITY + 1} exceeds "
+                                               f"{MAX_CAPACITY}"):
+        ArrayEngine(ArrayFixedConfig(capacity=MAX_CAPACITY + 1))
     with pytest.raises(TypeError, match="ArrayFixedConfig"):
         ArrayEngine(64)
     small = random_case(2, 4, "matvec", 3, config=ArrayFixedConfig(capacity=4))
@@ -364,3 +366,132 @@ def test_cli_rtl_lanes(tmp_path, capsys, monkeypatch):
     assert seen == {"lanes": 4, "form": "pairwise"} and out.exists()
     assert main(["array", "--in", str(path), "--engine", "golden-fixed", "--lanes", "4",
                  "--out", str(out)]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Build options: the iterative CORDIC (all forms, one build) and a matvec-only build
+
+SMALL = ArrayFixedConfig(capacity=8)
+
+
+def small_cases(forms):
+    cases = {}
+    for form in forms:
+        for n, steps in ((1 + len(form) % 3, 6), (7, 5)):
+            seed = 500 + 10 * n + len(form)
+            cases[f"n{n}-{form}"] = random_case(seed, n, form, steps, pinned=1,
+                                                signed_coupling=n == 7, config=SMALL)
+        cases[f"{form}-tol"] = with_mid_run_tol(random_case(600 + len(form), 6, form, 16,
+                                                            pinned=2, config=SMALL))
+    return cases
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_iterative_cycles_model(lanes):
+    # The model's matvec pass is CORDIC-bound for short rows: n (C + 1) + a constant.
+    c = 63
+    for n in (2, 7):
+        matvec = cycles_per_step(SMALL, n, "matvec", lanes=lanes, cordic_arch="iterative")
+        drive = cycles_per_step(SMALL, n, "drive", lanes=lanes, cordic_arch="iterative")
+        assert drive == 2 * n * (c + 1) + 11
+        assert matvec == n * (c + 1) + 4 + (n - 1) * (c + 1) + (lanes - 1).bit_length() + 4 \
+            + issue_row0_end(n, lanes) + c + 6
+
+
+def issue_row0_end(n, lanes):
+    from oscarray.hdl.array import _row_end_clocks
+    return _row_end_clocks(n, lanes)[0]
+
+
+def test_iterative_cordic_engine_bit_exact(build_root, lanes=3):
+    """cordic_arch="iterative": one result per 63 clocks; the sequencer follows i.ready.
+    Every form (pairwise too: one lane batch at a time), exact clocks per run."""
+    cases = small_cases(ENGINE_FORMS)
+    names = list(cases)
+    results = run_array_rtl_batch([cases[k] for k in names], trace=True, build_root=build_root,
+                                  lanes=lanes, cordic_arch="iterative")
+    for name, rtl in zip(names, results):
+        q = cases[name]
+        assert_bit_exact(rtl, run_fixed(q, trace=True))
+        assert rtl["cycles"] == cycles_per_run(SMALL, q.n, q.form, rtl["steps_taken"],
+                                               lanes=lanes, cordic_arch="iterative"), name
+    assert any(name.endswith("-tol") and rtl["converged"] for name, rtl in zip(names, results))
+
+
+def test_matvec_only_engine_bit_exact(build_root):
+    """forms=("matvec", "drive"): no lane CORDICs; same results and clocks as the full build,
+    and a pairwise case is refused before any build."""
+    cases = small_cases(("matvec", "drive"))
+    names = list(cases)
+    forms = ("matvec", "drive")
+    results = run_array_rtl_batch([cases[k] for k in names], trace=True, build_root=build_root,
+                                  lanes=3, forms=forms, order_ready_prob=0.7, seed=5)
+    for name, rtl in zip(names, results):
+        q = cases[name]
+        assert_bit_exact(rtl, run_fixed(q, trace=True))
+        assert rtl["cycles"] >= cycles_per_run(SMALL, q.n, q.form, rtl["steps_taken"],
+                                               lanes=3), name
+    pairwise = random_case(1, 5, "pairwise", 3, config=SMALL)
+    with pytest.raises(ArrayEngineError, match="built without it"):
+        run_array_rtl_batch([pairwise], build_root=build_root, lanes=3, forms=forms)
+
+
+def test_build_option_refusals():
+    q = random_case(1, 4, "pairwise", 3)
+    for call in (lambda: check_case(q, forms=("matvec", "drive")),
+                 lambda: load_writes(q, forms=("matvec",)),
+                 lambda: ArrayEngine(CONFIG, q, forms=("matvec", "drive"))):
+        with pytest.raises(ArrayEngineError, match="pairwise form but this engine is built "
+                                                   "without it"):
+            call()
+    check_case(q, forms=("pairwise",))
+    with pytest.raises(ArrayEngineError, match="unknown form"):
+        ArrayEngine(CONFIG, forms=("matvec", "rk4"))
+    with pytest.raises(ArrayEngineError, match="at most once and at least one"):
+        ArrayEngine(CONFIG, forms=())
+    with pytest.raises(ArrayEngineError, match="at most once"):
+        ArrayEngine(CONFIG, forms=("drive", "drive"))
+    with pytest.raises(TypeError, match="tuple of form names"):
+        ArrayEngine(CONFIG, forms="matvec")
+    with pytest.raises(ArrayEngineError, match="unknown cordic_arch 'fast'"):
+        ArrayEngine(CONFIG, cordic_arch="fast")
+    engine = ArrayEngine(CONFIG, forms=["drive", "matvec"], cordic_arch="iterative")
+    assert engine.forms == ("matvec", "drive") and engine.cordic_arch == "iterative"
+
+
+def test_no_init_marker_matches_the_build_flow():
+    from oscarray.boards.build import NO_INIT_SUFFIX as flow_suffix
+    from oscarray.hdl.array import NO_INIT_SUFFIX
+    assert NO_INIT_SUFFIX == flow_suffix
+
+
+@pytest.mark.parametrize("widths", [(16, 18), (18, 18), (18, 16), (16, 16)])
+def test_mul_dsp16_bit_exact(widths):
+    """The iCE40 product (one 16 x 16 DSP + small adders) equals a * b, edges included."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.sim import Simulator
+
+    from oscarray.hdl.array import mul_dsp16
+
+    wa, wb = widths
+    a, b = Signal(signed(wa)), Signal(signed(wb))
+    out = Signal(signed(wa + wb))
+    m = Module()
+    m.d.comb += out.eq(mul_dsp16(a, b))
+    rng = np.random.default_rng(wa * 100 + wb)
+    edges_a = [-2 ** (wa - 1), -1, 0, 1, 2 ** (wa - 1) - 1, 2 ** 15, -2 ** 15, 2 ** 15 - 1]
+    edges_b = [-2 ** (wb - 1), -1, 0, 1, 2 ** (wb - 1) - 1, 2 ** 15, -2 ** 15 - 1, 65536]
+    pairs = [(x, y) for x in edges_a for y in edges_b if -2 ** (wa - 1) <= x < 2 ** (wa - 1)
+             and -2 ** (wb - 1) <= y < 2 ** (wb - 1)]
+    pairs += list(zip(rng.integers(-2 ** (wa - 1), 2 ** (wa - 1), 2000).tolist(),
+                      rng.integers(-2 ** (wb - 1), 2 ** (wb - 1), 2000).tolist()))
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            assert ctx.get(out) == x * y, (x, y)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
