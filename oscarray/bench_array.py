@@ -13,17 +13,27 @@ import math
 
 from . import flows
 
-# Memory for the coupling matrix, in 16-bit words: UP5K's four 256 kbit SPRAMs; ECP5-85F's
-# 208 DP16KD blocks as 1024 x 18 (16 bits used), less 8 blocks for the engine's other memories.
-COUPLING_WORDS = {"icebreaker": 4 * 16384, "ulx3s-85f": (208 - 8) * 1024}
-# MAC lanes per device: two multipliers each; UP5K has 8 SB_MAC16, ECP5-85F 156 MULT18X18D.
-DEFAULT_LANES = {"icebreaker": 4, "ulx3s-85f": 16}
+# Memory for the coupling matrix. UP5K: four 256 kbit SPRAMs of 16384 16-bit words; each of
+# the P banks (term q in bank q mod P) must fill whole SPRAMs, so P is 1, 2 or 4. ECP5-85F:
+# 208 DP16KD blocks of 1024 16-bit words; each bank takes whole blocks, and the engine's other
+# memories take 4 blocks plus one cos/sin copy per lane (measured in the builds).
+SPRAM_WORDS, SPRAMS = 16384, 4
+DP16KD_WORDS, DP16KDS = 1024, 208
 DEVICES = {"up5k": "icebreaker", "ecp5-85f": "ulx3s-85f"}
 
 
-def largest_dense_n(board: str) -> int:
-    """The largest N with N**2 16-bit couplings in the device's memory."""
-    return math.isqrt(COUPLING_WORDS[board])
+def largest_dense_n(board: str, lanes: int) -> int:
+    """The largest N whose N**2 16-bit couplings, banked over `lanes`, fit the memory."""
+    def fits(n):
+        per_bank = -(-n * n // lanes)
+        if board == "icebreaker":
+            return SPRAMS % lanes == 0 and per_bank <= SPRAMS // lanes * SPRAM_WORDS
+        blocks = -(-per_bank // DP16KD_WORDS)
+        return lanes * blocks + 4 + lanes <= DP16KDS
+    n = 1
+    while fits(n + 1):
+        n += 1
+    return n
 
 
 def ideal_cycles(n: int, lanes: int, form: str) -> float:
@@ -64,8 +74,10 @@ def header() -> dict:
 # CORDIC architecture that fits, and the forms (the pairwise lanes' CORDICs do not fit at N
 # this large: matvec and drive).
 DEVICE_BUILDS = {
-    "up5k": {"board": "icebreaker", "lanes": 4, "cordic_arch": "iterative"},
-    "ecp5-85f": {"board": "ulx3s-85f", "lanes": 16, "cordic_arch": "pipelined"},
+    # UP5K: 4 lanes need 9 SB_MAC16 and ~5500 LC (over 5280): 2 lanes, iterative CORDIC.
+    "up5k": {"board": "icebreaker", "lanes": 2, "cordic_arch": "iterative"},
+    # ECP5-85F: 16 lanes at N = 424 did not finish routing in 19 minutes on 2 cores: 8 lanes.
+    "ecp5-85f": {"board": "ulx3s-85f", "lanes": 8, "cordic_arch": "pipelined"},
 }
 
 
@@ -81,8 +93,8 @@ def bench_array(devices=("up5k", "ecp5-85f"), *, n=None, lanes=None,
     for device in devices:
         spec = DEVICE_BUILDS[device]
         board = spec["board"]
-        size = n or largest_dense_n(board)
         width = lanes or spec["lanes"]
+        size = n or largest_dense_n(board, width)
         flows._say(progress, f"{device}: building the array engine, N = {size}, "
                              f"{width} lanes, {spec['cordic_arch']} CORDIC")
         built = build_array_engine(board, size, width, ("matvec", "drive"),

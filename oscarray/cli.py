@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_array.add_argument("--n", type=int, default=None,
                              help="oscillators (default: the largest dense N the memory holds)")
     bench_array.add_argument("--lanes", type=int, default=None,
-                             help="MAC lanes (default 4 on UP5K, 16 on ECP5-85F)")
+                             help="MAC lanes (default 2 on UP5K, 8 on ECP5-85F)")
     bench_array.add_argument("--output", default="out/bench_array.json")
     bench_array.add_argument("--json", action="store_true", help="print one JSON object")
 
