@@ -159,24 +159,15 @@ def issue_clocks(n: int, lanes: int = 1) -> int:
     That never happens for n >= P, so then this is ceil(n**2 / P)."""
     if n >= lanes:
         return -(-n * n // lanes)
-    clocks, start, i, j = 0, 0, 0, 0
-    while i < n:
-        limit = n if i + 1 == n else 2 * n - 1
-        count = min(lanes - start, limit - j)
-        j += count
-        if j >= n:
-            i, j = i + 1, j - n
-        start = 0 if start + count == lanes else start + count
-        clocks += 1
-    return clocks
+    return _walk(n, lanes)[0]
 
 
 def _tree_levels(lanes: int) -> int:
     return (lanes - 1).bit_length()
 
 
-def _row_end_clocks(n: int, lanes: int) -> list:
-    """The walk clock (0-based) that issues the end of each row, as `issue_clocks` walks."""
+def _walk(n: int, lanes: int) -> tuple[int, list]:
+    """The coupling walk of `issue_clocks`: (clocks, the 0-based clock of each row end)."""
     ends, clock, start, i, j = [], 0, 0, 0, 0
     while i < n:
         limit = n if i + 1 == n else 2 * n - 1
@@ -187,7 +178,12 @@ def _row_end_clocks(n: int, lanes: int) -> list:
             ends.append(clock)
         start = 0 if start + count == lanes else start + count
         clock += 1
-    return ends
+    return clock, ends
+
+
+def _row_end_clocks(n: int, lanes: int) -> list:
+    """The walk clock (0-based) that issues the end of each row, as `issue_clocks` walks."""
+    return _walk(n, lanes)[1]
 
 
 def iterative_cycles_per_result(config: ArrayFixedConfig) -> int:
