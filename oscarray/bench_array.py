@@ -56,14 +56,16 @@ def bench_row(board: str, n: int, lanes: int, form: str, built: dict, cycles_per
               numpy: dict) -> dict:
     """One table row from a build, a measured step and the NumPy figures."""
     step_s = cycles_per_step / (built["fmax_mhz"] * 1e6)
-    terms = n * n / step_s
+    # Coupling terms per step: N**2 sin(theta_j - theta_i) terms; the drive form has N.
+    terms = (n if form == "drive" else n * n) / step_s
     ideal = ideal_cycles(n, lanes, form)
     return {"board": board, "device": built["device"], "form": form, "n": n, "lanes": lanes,
             "lut": built["lut"], "ff": built["ff"], "dsp": built["dsp"], "bram": built["bram"],
             "fmax_mhz": built["fmax_mhz"], "cycles_per_step": cycles_per_step,
             "ideal_cycles": ideal, "overhead": cycles_per_step / ideal - 1,
             "step_us": step_s * 1e6, "terms_per_s": terms,
-            "vs_numpy_fastest": terms / numpy["numpy_matvec_terms_per_s"], **numpy}
+            "vs_numpy_fastest": None if form == "drive"
+            else terms / numpy["numpy_matvec_terms_per_s"], **numpy}
 
 
 def header() -> dict:

@@ -26,6 +26,9 @@ def test_row_arithmetic():
     assert row["ideal_cycles"] == ideal_cycles(100, 4, "matvec") == 2500
     assert row["overhead"] == pytest.approx(0.04)
     assert row["vs_numpy_fastest"] == pytest.approx(row["terms_per_s"] / 1e9)
+    drive = bench_row("ulx3s-85f", 100, 4, "drive", built, 200, numpy)
+    assert drive["terms_per_s"] == pytest.approx(100 / 2e-6)      # N terms, not N**2
+    assert drive["vs_numpy_fastest"] is None
 
 
 def test_unknown_device_refused_before_any_build(tmp_path):
