@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from ..golden.array_fixed import ArrayFixedConfig
-from ..hdl.array import (ArrayEngine, check_cordic_arch, check_forms, check_lanes,
-                         cycles_per_step)
+from ..hdl.array import (ArrayEngine, check_config, check_cordic_arch, check_forms,
+                         check_lanes, cycles_per_step)
 from .build import build, get_board
 
 __all__ = ["build_array_engine", "TARGET_MHZ"]
@@ -49,9 +49,7 @@ def build_array_engine(board: str, n: int, lanes: int, forms=("matvec", "drive")
     config = ArrayFixedConfig(capacity=n)
     lanes, forms = check_lanes(lanes), check_forms(forms)
     cordic_arch = check_cordic_arch(cordic_arch)
-    # Elaborating is build()'s; constructing once here refuses bad parameters before any tool.
-    probe = ArrayEngine(config, lanes=lanes, forms=forms, cordic_arch=cordic_arch)
-    probe._MustUse__silence = True
+    check_config(config)        # with the checks above: everything the engine refuses
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
     name = f"array_c{n}_l{lanes}_{'_'.join(forms)}_{cordic_arch}"
     build_dir = Path(build_dir)

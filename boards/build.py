@@ -38,6 +38,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
+from ..hdl.array import NO_INIT_SUFFIX
 from .harness import Harness, IdentityCore, port_shape_key
 
 __all__ = [
@@ -326,7 +327,6 @@ def check_nextpnr_fit(board_name, log_path):
 # contents do not matter (it writes every word before reading it) with this suffix
 # (`oscarray.hdl.array.NO_INIT_SUFFIX`); their $meminit cells are dropped after reading the
 # design. Memories not so named keep their init.
-NO_INIT_SUFFIX = "__no_init"
 # (Yosys selections: the listed sets are joined; %i intersects the last two, so this is the
 # $meminit_v2 cells of those memories only, not their read and write ports.)
 _DROP_NO_INIT = f"delete t:$meminit_v2 r:MEMID=*{NO_INIT_SUFFIX} %i"

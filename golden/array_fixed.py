@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .array import CONVERGENCE_STEPS
 from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
 
 __all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case",
@@ -48,7 +49,7 @@ __all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_ca
            "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
 
 FORMS = ("pairwise", "matvec", "drive")
-CONVERGE_STEPS = 4
+CONVERGE_STEPS = CONVERGENCE_STEPS     # the float model's detector, the same M
 COUPLING_BITS = 16
 SCALE_BITS = 18            # D, and the CORDIC's inputs
 
@@ -240,7 +241,7 @@ def step_fixed(q: QuantizedCase, acc: np.ndarray):
     summed, cos_sum, sin_sum = coupling_sums(q, acc)
     inc = q.w + round_shift(summed * q.d, q.s)
     inc = np.where(q.pinned, 0, inc)
-    mask = np.uint64(2 ** q.config.acc_bits - 1) if q.config.acc_bits < 64 else None
+    mask = np.uint64((1 << q.config.acc_bits) - 1)     # acc_bits <= 48 by the config
     new = (acc + inc.astype(np.uint64)) & mask
     return new, inc, (int(cos_sum), int(sin_sum))
 

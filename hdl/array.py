@@ -70,7 +70,7 @@ __all__ = ["ArrayEngine", "MacUnit", "StepUpdate", "ArrayEngineError", "check_co
            "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
-ENGINE_FORMS = ("pairwise", "matvec", "drive")
+ENGINE_FORMS = FORMS
 
 #: The k memory holds capacity**2 couplings x 16 bit: 256**2 (1 Mbit) fill the UP5K's four
 #: SPRAMs; the ECP5-85F's 208 DP16KD (1024 x 16 each for k) hold about 440**2 next to the

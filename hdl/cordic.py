@@ -8,8 +8,9 @@ architectures are built from the same stage functions below, so they agree bit f
   one result per clock; the whole pipeline stalls while the output is not accepted. With
   `split_stages=True`, two stages per micro-rotation (operands prepared, then added): faster
   clock, more latency and flip-flops (see `CordicPipelined`).
-- `iterative` (`cordic_iterative.py`): one adder and one barrel shifter do every step, the
-  pre-rotation negation and the output rounding included, sequenced by microcode in block RAM;
+- `iterative` (`cordic_iterative.py`): one adder and one barrel shifter do every x/y step, the
+  pre-rotation negation and the output rounding included (z has its own adder; hyperbolic
+  keeps the range-reduction and exponential stages), sequenced by microcode in block RAM;
   `cycles_per_result` clocks per result (63 for the default rotate), small (344 LC on UP5K).
 
 Each micro-op adder is a single carry chain: x - R(y, k) = x + ~(y >> k) + (1 - y[k-1]), so the

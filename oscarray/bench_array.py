@@ -1,15 +1,14 @@
 """`oscarray bench array`: the array engine on UP5K and ECP5-85F against NumPy on this machine.
 
 Per device: the largest N whose dense 16-bit coupling matrix fits the device's memory, a real
-build of the engine (utilization, Fmax), cycles per Euler step measured in cycle-accurate RTL
-simulation, coupling terms per second at Fmax, and NumPy float64 doing the same steps, naive and
+build of the engine (utilization, Fmax), clocks per Euler step from `cycles_per_step` (which
+the cocotb tests check cycle for cycle against the RTL), coupling terms per second at Fmax, and NumPy float64 doing the same steps, naive and
 in its fastest form, measured in the same run.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 
 from . import flows
 
@@ -85,7 +84,8 @@ DEVICE_BUILDS = {
 
 def bench_array(devices=("up5k", "ecp5-85f"), *, n=None, lanes=None,
                 build_root="build/bench_array", progress=None) -> dict:
-    """Build the matvec engine per device and compare its coupling rate with NumPy's."""
+    """Build the matvec-and-drive engine per device and compare its coupling rate with
+    NumPy's."""
     from .boards.array_build import build_array_engine
 
     rows = []

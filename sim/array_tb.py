@@ -21,7 +21,7 @@ from oscarray.sim.streams import (StreamSink, StreamSource, load_params, pack_fi
                                   unpack_fields)
 
 
-async def _run_one(dut, n: int, trace: bool, order_width: int, readies):
+async def _run_one(dut, trace: bool, order_width: int, readies):
     """Pulse start, collect the order stream (and updates) until done; return the record."""
     edge, read_only = RisingEdge(dut.clk), ReadOnly()
     dut.start.value = 1
@@ -74,7 +74,7 @@ async def run_cases(dut):
                                    [int(w) for w in p["load_widths"]], False)
             await loader.send_all(payloads)
         n = int(cases[f"n_{c}"])
-        record = await _run_one(dut, n, trace, order_width, readies)
+        record = await _run_one(dut, trace, order_width, readies)
         acc = unpack_fields(await phases.collect(n), [acc_bits], False)[:, 0]
         out.update({f"acc_{c}": acc.astype(np.uint64), f"order_{c}": record["order"],
                     f"steps_{c}": record["steps"], f"cycles_{c}": record["cycles"],
