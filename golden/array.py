@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .npz import read_npz
 
 __all__ = [
     "CONVERGENCE_STEPS", "REQUIRED_KEYS", "OPTIONAL_KEYS", "CaseError", "ArrayCase",
@@ -194,30 +195,11 @@ def validate_case(arrays: Mapping, capacity: int | None = None) -> ArrayCase:
 
 def load_case(path, capacity: int | None = None) -> ArrayCase:
     """Read and validate a case npz; any problem with the file is a CaseError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CaseError(f"case file {path} does not exist")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):     # a bare .npy array
-            raise CaseError("not an npz archive of named arrays")
-        with archive:
-            arrays = {key: _load_key(archive, key) for key in archive.files}
-    except CaseError as error:
-        raise CaseError(f"{path}: {error}") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise CaseError(f"{path}: cannot read as an npz case ({error})") from None
+    arrays = read_npz(path, CaseError)
     try:
         return validate_case(arrays, capacity)
     except CaseError as error:
         raise CaseError(f"{path}: {error}") from None
-
-
-def _load_key(archive, key: str) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as error:     # object arrays need pickle, which is refused
-        raise CaseError(f"{key}: cannot be read ({error})") from None
 
 
 def save_case(path, **arrays):

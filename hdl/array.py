@@ -4,29 +4,32 @@ The arithmetic is specified bit for bit by `oscarray.golden.array_fixed` (read i
 docstring for the formats); this module builds the three forms (pairwise, matvec, drive; the
 form is a run register, so one build serves every case; `forms` may leave some out) around
 one CORDIC for the phases and rotations (`oscarray.hdl.cordic`; pipelined, or iterative for
-area: `cordic_arch`), plus `lanes` (P, 1..16) coupling lanes: each lane has its own CORDIC
-(pairwise only) and its own MAC pair (matvec).
+area: `cordic_arch`), plus `lanes` (P, 1..MAX_LANES) coupling lanes: each lane has its own
+MAC pair (`MacLane`), its own bank of k and (pairwise only) its own CORDIC.
 
 One Euler step, as the sequencer runs it:
 
     phases   for j < n: theta_j = R(acc_j, A - P) mod 2**P into the CORDIC (x = 2**F, y = 0);
-             the results (cos_j, sin_j) and theta_j go to buffers (one copy per lane, so every
-             lane reads its own column each clock) and into the order sums. The sums leave
-             on the `order` stream. This pass also runs once after the last step (the final
-             order sums), so `order` carries steps_taken + 1 items, as `run_fixed`.
-    coupling the n**2 terms (i, j) in row-major order, P per clock: term q = i n + j goes to
-             lane q mod P, and the k memory is banked the same way (bank q mod P, word
-             q div P), so the P lanes of one clock read one word address. A clock may hold
-             the end of row i and the start of row i + 1 (never two row ends: with n < P the
-             clock stops early), so a step issues in ceil(n**2 / P) clocks for n >= P
-             (`issue_clocks`).
-             pairwise: lane l takes (theta_j - theta_i) mod 2**P into its CORDIC; the result
-             sin_ij (or, on the exact antipode, +1 for j > i and -1 for j < i) times k_ij
-             goes to the MAC unit, which sums the lanes of each row: S_i; then R(S_i, t)
-             is the update's input directly.
-             matvec: lane l multiplies k_ij by cos_j and sin_j; the MAC unit sums the lanes
-             per row: C_i, Z_i; each finished row goes into the CORDIC as
-             (R(C_i, t), R(Z_i, t)) rotated by -theta_i, while the next rows accumulate.
+             the results (cos_j, sin_j) go to the column buffer, theta_j to the theta buffer,
+             and both into the order sums, which leave on the `order` stream. This pass also
+             runs once after the last step (the final order sums), so `order` carries
+             steps_taken + 1 items, as `run_fixed`.
+    coupling the rows in G = ceil(n / P) groups of P: in group g lane l works on row
+             i = g P + l. Every clock the walk broadcasts one column j to all lanes (one read
+             of the column buffer), and each lane reads k_ij from its own bank: row i lives in
+             bank i mod P at word (i div P) n + j, so all banks read one address, a counter
+             (`k_bank_word`). A step issues G n clocks (`issue_clocks`, = n**2 / P when P
+             divides n). Nothing is summed across lanes, so lanes cost no adder tree and no
+             per-lane copies of the columns.
+             matvec: lane l accumulates C_i = sum_j k_ij cos_j and Z_i = sum_j k_ij sin_j.
+             pairwise: lane l holds theta_i (taken from the theta_j passing by, one group
+             ahead), its CORDIC takes (theta_j - theta_i) mod 2**P, and the lane accumulates
+             S_i = sum_j k_ij sin_ij (on the exact antipode sin_ij reads +1 for j > i and -1 for
+             j < i); k is read L + 1 clocks later than in matvec, with the CORDIC's result.
+             At a group's last column the lanes load their sums into the hand-over chain, which
+             gives one row per clock (rows in order) while the next group walks: matvec rotates
+             (R(C_i, t), R(Z_i, t)) by -theta_i in the main CORDIC; pairwise R(S_i, t) is the
+             update's input directly.
              drive: (h_x, h_y) of each oscillator, one per clock, rotated by -theta_i (the
              lanes are idle).
     update   each rotation result y (pairwise: R(S_i, t)), nudged off the exact antipode (not
@@ -37,11 +40,11 @@ One Euler step, as the sequencer runs it:
 The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a row (when tol
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
-Clocks per step (L = CORDIC latency, 32 by default; T = ceil(log2 P), the lane adder tree;
-I = `issue_clocks(n, P)`, = ceil(n**2 / P) for n >= P): pairwise and matvec
-n + I + 2L + T + 13, drive 2n + 2L + 11 (`cycles_per_step`). The phase pass and the
-coupling pass do not overlap yet. With the iterative CORDIC (C = 63 clocks per result) the
-passes are CORDIC-bound: about 2n(C + 1) per step in every form (see `cycles_per_step`).
+Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
+latency, 32 by default; r = rows of the last group): matvec n + L + 4 + G n + r + L + 12,
+pairwise one clock less, drive 2n + 2L + 11. The phase pass and the coupling pass do not
+overlap. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
 (Memory init, reset values) and can be rewritten between runs through the `load` stream
@@ -62,10 +65,10 @@ from ..golden.array_fixed import (COUPLING_BITS, CONVERGE_STEPS, FORMS, SCALE_BI
                                   ArrayFixedConfig, QuantizedCase)
 from .cordic import ARCHITECTURES, Cordic
 
-__all__ = ["ArrayEngine", "MacUnit", "StepUpdate", "ArrayEngineError", "check_config",
+__all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_config",
            "check_case", "check_lanes", "TARGETS", "REGISTERS", "MAX_CAPACITY", "MAX_LANES",
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
-           "issue_clocks", "k_bank_bits", "iterative_cycles_per_result", "ENGINE_FORMS",
+           "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word", "iterative_cycles_per_result", "ENGINE_FORMS",
            "round_shift_var", "check_forms", "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16",
            "dsp16_platform"]
 
@@ -83,8 +86,9 @@ MAX_CAPACITY = 512
 #: a memory with init to no RAM without init (the iCE40 SPRAM).
 NO_INIT_SUFFIX = "__no_init"
 
-#: Coupling lanes (pairwise CORDICs, matvec MAC pairs): 1..MAX_LANES.
-MAX_LANES = 16
+#: Coupling lanes (MAC pairs, and pairwise CORDICs): 1..MAX_LANES. 64 lanes take 128
+#: multipliers, most of the ECP5-85F's 156.
+MAX_LANES = 64
 
 #: `load` targets: which memory (or the run registers) a write goes to.
 TARGETS = {"acc": 0, "w": 1, "k": 2, "pinned": 3, "drive": 4, "reg": 5}
@@ -127,10 +131,15 @@ def check_lanes(lanes) -> int:
     return int(lanes)
 
 
+def k_bank_depth(config: ArrayFixedConfig, lanes: int = 1) -> int:
+    """Words of one k bank: bank l holds rows l, l + P, ... (ceil(capacity / P) rows) of
+    capacity words each (rows have stride n <= capacity)."""
+    return -(-config.capacity // lanes) * config.capacity
+
+
 def k_bank_bits(config: ArrayFixedConfig, lanes: int = 1) -> int:
-    """Word address bits of one k bank: capacity**2 couplings over `lanes` banks."""
-    words = -(-config.capacity ** 2 // lanes)
-    return max(1, (words - 1).bit_length())
+    """Word address bits of one k bank (`k_bank_depth` words)."""
+    return max(1, (k_bank_depth(config, lanes) - 1).bit_length())
 
 
 def _addr_bits(config: ArrayFixedConfig, lanes: int = 1) -> int:
@@ -151,48 +160,29 @@ def load_layout(config: ArrayFixedConfig, lanes: int = 1) -> data.StructLayout:
                               "target": unsigned(3)})
 
 
+def row_groups(n: int, lanes: int = 1) -> int:
+    """G = ceil(n / P): the coupling pass walks the rows in G groups of P (lane l takes row
+    g P + l of group g)."""
+    return -(-n // lanes)
+
+
 def issue_clocks(n: int, lanes: int = 1) -> int:
-    """Clocks the coupling pass takes to issue the n**2 terms on `lanes` lanes.
-
-    Term q = i n + j runs on lane q mod P; a clock takes the lanes from where the last one
-    stopped up to P - 1, but at most one row end: it stops before the end of row i + 1.
-    That never happens for n >= P, so then this is ceil(n**2 / P)."""
-    if n >= lanes:
-        return -(-n * n // lanes)
-    return _walk(n, lanes)[0]
+    """Clocks the coupling pass takes to issue the n**2 terms on `lanes` lanes (pipelined
+    CORDIC): every clock one column j goes to all P lanes, G = ceil(n / P) groups of n
+    columns, G n clocks (= n**2 / P when P divides n)."""
+    return row_groups(n, lanes) * n
 
 
-def _tree_levels(lanes: int) -> int:
-    return (lanes - 1).bit_length()
-
-
-def _walk(n: int, lanes: int) -> tuple[int, list]:
-    """The coupling walk of `issue_clocks`: (clocks, the 0-based clock of each row end)."""
-    ends, clock, start, i, j = [], 0, 0, 0, 0
-    while i < n:
-        limit = n if i + 1 == n else 2 * n - 1
-        count = min(lanes - start, limit - j)
-        j += count
-        if j >= n:
-            i, j = i + 1, j - n
-            ends.append(clock)
-        start = 0 if start + count == lanes else start + count
-        clock += 1
-    return clock, ends
-
-
-def _row_end_clocks(n: int, lanes: int) -> list:
-    """The walk clock (0-based) that issues the end of each row, as `issue_clocks` walks."""
-    return _walk(n, lanes)[1]
+def _last_group_rows(n: int, lanes: int) -> int:
+    """Rows of the last group (the ones still to hand over when the walk ends)."""
+    return n - (row_groups(n, lanes) - 1) * lanes
 
 
 def iterative_cycles_per_result(config: ArrayFixedConfig) -> int:
     """C: clocks from an input handshake to the output handshake of the iterative CORDIC of
     the engine's format (63 for the default); it takes the next input one clock later."""
-    from .cordic_iterative import CordicIterative
-    unit = CordicIterative(config.cordic)
-    unit._MustUse__silence = True
-    return unit.cycles_per_result
+    from .cordic_iterative import schedule_program
+    return schedule_program(config.cordic).length + 1
 
 
 def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = False,
@@ -200,63 +190,87 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     """Clocks of one Euler step of n oscillators (the order stream always ready).
 
     ideal: the phase pass n + L, then the coupling work spread over the lanes
-    (ceil(n**2 / P), or n in drive form) + L (pairwise: the lane CORDICs; matvec and drive:
-    the rotation). This architecture adds a fixed pipeline overhead: the phase pass 4 (acc
-    read, theta register, the all-collected check, ORDER), the lane adder tree
-    ceil(log2 P), and 9 in matvec (k/cs read, product and accumulate registers, rotation
-    input, result register, two update stages, the all-written check, STEP_END) and in
-    pairwise (k/theta read, angle register, product and accumulate registers, update input
-    register, two update stages, the all-written check, STEP_END), 7 in drive (drive read,
-    rotation input, result register, two update stages, the checks). The issue stretches to
-    `issue_clocks` when n < P (at most one row end per clock).
+    (n**2 / P rounded up, or n in drive form) + L (pairwise: the lane CORDICs; matvec and drive:
+    the rotation). With the pipelined CORDIC (L = its latency, G = `row_groups`, r =
+    rows of the last group) this architecture takes:
 
-    cordic_arch="iterative" (C = `iterative_cycles_per_result`, 63 by default; a new input
-    C + 1 clocks after the last): the phase pass n (C + 1) + 4; drive n (C + 1) + 7; pairwise
-    (I - 1)(C + 3) + C + T + 10 (one lane batch at a time: walk, angle, C, handback); matvec
-    by the recurrence in `_matvec_iterative_coupling` (a row end waits until every earlier row
-    is in the CORDIC; rows go in C + 1 apart, so n (C + 1) + T + 10 + C when the rows are
-    shorter than C + 1 walk clocks, about I + C + T + 10 when they are much longer). `ideal`
-    is the pipelined engine's.
+        phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
+        matvec       G n + r + L + 12   (column read and register, k read, operand, product and
+                                    accumulate registers, chain load, the chain's head,
+                                    rotation input, update, STEP_END)
+        pairwise     G n + r + L + 11   (the angle register and the lane CORDIC come before the
+                                    MACs instead of the rotation after them)
+        drive        n + L + 7
+
+    The r clocks are the last group handing its rows over one by one; earlier groups hand
+    over while the next group walks. cordic_arch="iterative" (C = `iterative_cycles_per_result`,
+    63 by default; a new input C + 1 clocks after the last): the phase pass n (C + 1) + 4;
+    drive n (C + 1) + 7; pairwise (G n - 1)(C + 3) + C + r + 11 (one column at a time in the
+    lane CORDICs); matvec by `_matvec_stalled_coupling` (the rotations, C + 1 apart, set the
+    pace: about n (C + 1) when G n < n (C + 1)). `ideal` is the pipelined engine's.
     """
     check_lanes(lanes)
     check_cordic_arch(cordic_arch)
     latency = config.cordic.latency_pipelined
-    if cordic_arch == "iterative" and not ideal:
+    if ideal:
+        work = n if form == "drive" else -(-n * n // lanes)
+        return n + latency + work + latency
+    groups, last = row_groups(n, lanes), _last_group_rows(n, lanes)
+    if cordic_arch == "iterative":
         c = iterative_cycles_per_result(config)
         phases = n * (c + 1) + 4
-        tree = _tree_levels(lanes)
         if form == "drive":
             return phases + n * (c + 1) + 7
         if form == "pairwise":
-            return phases + (issue_clocks(n, lanes) - 1) * (c + 3) + c + tree + 10
-        return phases + _matvec_iterative_coupling(n, lanes, c)
+            return phases + (groups * n - 1) * (c + 3) + c + last + 12
+        return phases + _matvec_stalled_coupling(n, lanes, c)
+    phases = n + latency + 4
     if form == "drive":
-        return n + latency + n + latency + (0 if ideal else 4 + 7)
-    if ideal:
-        return n + latency + -(-n * n // lanes) + latency
-    overhead = 4 + _tree_levels(lanes) + 9
-    return n + latency + issue_clocks(n, lanes) + latency + overhead
+        return phases + n + latency + 7
+    return phases + groups * n + last + latency + (11 if form == "pairwise" else 12)
 
 
-def _matvec_iterative_coupling(n: int, lanes: int, c: int) -> int:
-    """The matvec coupling pass with the iterative CORDIC (C = c), from COUPLING to STEP_END.
+#: Clocks from a group's last column (issued) to the clock the lanes load the chain (matvec):
+#: the column read, the column register, the lane's operand, product and accumulate stages.
+LOAD_DELAY = 5
 
-    Row r's end is issued at E_r: its walk clock, pushed back by every stall so far, and not
-    before the clock after A_{r-1} (row r-1 into the CORDIC). Its c, z reach the rotation
-    input T + 4 clocks later; the CORDIC takes it at A_r, at least C + 1 after A_{r-1}. The
-    last result comes C after A_{n-1}, and 6 more clocks update, write and end the step."""
-    tree = _tree_levels(lanes)
-    ends = _row_end_clocks(n, lanes)
-    end_clock, taken, last_walk = None, None, None
-    for walk in ends:
-        if end_clock is None:
-            end_clock = walk
-        else:
-            end_clock = max(end_clock + walk - last_walk, taken + 1)
-        rotation_in = end_clock + tree + 4
-        taken = rotation_in if taken is None else max(rotation_in, taken + c + 1)
-        last_walk = walk
-    return taken + c + 6
+
+def _matvec_stalled_coupling(n: int, lanes: int, c: int) -> int:
+    """The matvec coupling pass with the iterative CORDIC (C = c), from COUPLING to STEP_END,
+    clock by clock as the sequencer runs it: the walk issues a column per clock but a group's
+    last column only when the hand-over chain is empty and no load is in flight; the lanes
+    load the chain 3 clocks after the last column; the chain hands its head to the h register
+    when h is free, h goes to the rotation input when that is free, and the CORDIC takes a
+    rotation when it is ready (C + 1 clocks after the last). The last result is updated,
+    written and ends the step 6 clocks later."""
+    groups = row_groups(n, lanes)
+    total = groups * n
+    issued, chain, pending, h_valid, rot_valid = 0, 0, False, False, False
+    ready_at, loads, outputs, clock, last_output = 0, {}, 0, 0, None
+    while outputs < n:
+        accept = rot_valid and clock >= ready_at
+        if accept:
+            ready_at = clock + c + 1
+            outputs += 1
+            last_output = clock + c
+        rot_free = not rot_valid or accept
+        h_advance = h_valid and rot_free
+        drain = chain > 0 and (not h_valid or h_advance)
+        if issued < total:
+            last = issued % n == n - 1
+            if not last or (not pending and chain == 0):
+                if last:
+                    group = issued // n
+                    pending = True
+                    loads[clock + LOAD_DELAY] = min(lanes, n - group * lanes)
+                issued += 1
+        rot_valid = h_advance or (rot_valid and not accept)
+        h_valid = drain or (h_valid and not h_advance)
+        chain -= drain
+        if clock in loads:
+            chain, pending = loads.pop(clock), False
+        clock += 1
+    return last_output + 6
 
 
 def cycles_per_run(config: ArrayFixedConfig, n: int, form: str, steps: int,
@@ -359,8 +373,8 @@ def _case_memories(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
     a, n = config.acc_bits, q.n
     mask = (1 << a) - 1
     drive = q.drive if q.drive is not None else np.zeros((n, 2), np.int64)
-    # k is stored row by row with stride n (not capacity): term q = i * n + j, so the lanes
-    # walk the memory with one counter (`load_writes` splits q into bank and word).
+    # k is listed row by row with stride n (not capacity): term q = i * n + j
+    # (`k_bank_word` places it in a lane's bank).
     return {
         "acc": [(i, int(v) & mask) for i, v in enumerate(q.acc0)],
         "w": [(i, int(v) & mask) for i, v in enumerate(q.w)],     # w mod 2**A: sums wrap
@@ -370,12 +384,20 @@ def _case_memories(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
     }
 
 
+def k_bank_word(term: int, n: int, lanes: int) -> tuple[int, int]:
+    """(bank, word) of coupling term q = i n + j: row i lives in bank i mod P, as row
+    i div P of that bank (stride n), so in a group of P rows every lane reads word
+    (i div P) n + j of its own bank in the same clock."""
+    row, column = divmod(term, n)
+    return row % lanes, (row // lanes) * n + column
+
+
 def load_writes(q: QuantizedCase, config: ArrayFixedConfig | None = None,
                 lanes: int = 1, forms=ENGINE_FORMS) -> np.ndarray:
     """The `load` writes that put case `q` into an engine of `lanes` lanes: (M, 3) int64
     rows of (target, addr, data), registers last. Signed values are written as their two's
-    complement in the memory's width; coupling q = i n + j goes to bank q mod P, word
-    q div P, at address bank * 2**k_bank_bits + word. `forms`: the engine's (a case in a form
+    complement in the memory's width; coupling q = i n + j goes to `k_bank_word` (bank
+    i mod P, word (i div P) n + j), at address bank * 2**k_bank_bits + word. `forms`: the engine's (a case in a form
     it is built without is refused here, before any write)."""
     config = config or q.config
     check_case(q, config, forms)
@@ -386,7 +408,8 @@ def load_writes(q: QuantizedCase, config: ArrayFixedConfig | None = None,
         for addr, value in words:
             if name == "k":
                 value &= (1 << COUPLING_BITS) - 1
-                addr = ((addr % lanes) << word_bits) | (addr // lanes)
+                bank, word = k_bank_word(addr, q.n, lanes)
+                addr = (bank << word_bits) | word
             elif name == "drive":
                 x, y = value
                 mask = (1 << SCALE_BITS) - 1
@@ -450,92 +473,62 @@ def _widen18(x):
 # ---------------------------------------------------------------------------------------------
 # Components
 
-class MacUnit(wiring.Component):
-    """P lanes of two multiply-accumulates per clock, summed per row: C += k cos, Z += k sin.
+class MacLane(wiring.Component):
+    """One coupling lane's multiply-accumulate pair: C += k cos, Z += k sin over one row.
 
-    The terms of one clock are P consecutive terms of the row-major walk: the lanes that
-    belong to the current row, then (after its end) those that start the next row.
+    The inputs of a clock are registered (operand stage), multiplied (product stage, one DSP
+    each) and added to the row's sums (accumulate stage): a row's sums are in the accumulators
+    3 clocks after its last term came in.
 
     Ports
     -----
-    valid : In(P)                lane l has a term
-    hi : In(P)                   lane l's term belongs to the next row (after the row end)
-    end : In(1)                  the current row ends in this clock
-    k : In(P x signed(16))       the couplings k_ij
-    cos, sin : In(P x signed(18))
-                                 the factors (cos_j, sin_j; pairwise: sin only)
-    done : Out(1)                one clock, `latency` clocks after a clock with `end`: c and
-                                 z hold that row's sums
-    c, z : Out(signed(W))        sum_j k_ij cos_j and sum_j k_ij sin_j, W = 34 + bits(capacity)
+    valid : In(1)              a term is present
+    first : In(1)              it is the first term of a row (the sums restart from it)
+    last : In(1)               it is the last term of a row
+    k : In(signed(16))         the coupling k_ij
+    cos, sin : In(signed(18))  the factors (cos_j, sin_j; pairwise: 0 and sin(theta_j - theta_i))
+    done : Out(1)              c and z hold a finished row's sums (3 clocks after its `last`),
+                               for one clock: the next row's first term may follow at once
+    c, z : Out(signed(W))      sum_j k_ij cos_j and sum_j k_ij sin_j, W = 34 + bits(capacity)
+                               (the accumulators themselves: registers)
 
     dsp16: multiply with one 16 x 16 DSP per product (`mul_dsp16`); None (default): on
     iCE40 platforms (`dsp16_platform`), where Yosys would use two SB_MAC16 per 16 x 18.
-
-    The products are registered (one DSP stage), then the lanes go through an adder tree
-    with a register per level (ceil(log2 P) levels), then into the accumulators. Rows
-    start from 0: the accumulators are 0 at reset and after every row end without a next
-    row.
     """
 
-    def __init__(self, capacity: int, lanes: int = 1, dsp16: bool | None = None):
-        self.lanes = check_lanes(lanes)
+    def __init__(self, capacity: int, dsp16: bool | None = None):
         self.dsp16 = dsp16
         self.width = COUPLING_BITS + SCALE_BITS + capacity.bit_length()
         super().__init__({
-            "valid": In(lanes), "hi": In(lanes), "end": In(1),
-            "k": In(data.ArrayLayout(signed(COUPLING_BITS), lanes)),
-            "cos": In(data.ArrayLayout(signed(SCALE_BITS), lanes)),
-            "sin": In(data.ArrayLayout(signed(SCALE_BITS), lanes)),
+            "valid": In(1), "first": In(1), "last": In(1),
+            "k": In(signed(COUPLING_BITS)), "cos": In(signed(SCALE_BITS)),
+            "sin": In(signed(SCALE_BITS)),
             "done": Out(1), "c": Out(signed(self.width)), "z": Out(signed(self.width)),
         })
 
-    @property
-    def latency(self) -> int:
-        return 2 + _tree_levels(self.lanes)
+    latency = 3
 
     def elaborate(self, platform):
         m = Module()
-        lanes, width = self.lanes, self.width
-        product_shape = signed(COUPLING_BITS + SCALE_BITS)
         dsp16 = dsp16_platform(platform) if self.dsp16 is None else self.dsp16
         multiply = mul_dsp16 if dsp16 else (lambda a, b: a * b)
-        valid, hi = Signal(lanes), Signal(lanes)
-        any_valid, end = Signal(), Signal()
-        m.d.sync += [valid.eq(self.valid), hi.eq(self.hi), any_valid.eq(self.valid.any()),
-                     end.eq(self.end)]
-        # Four sums per clock: (current row, next row) x (c, z).
-        sums = {key: [] for key in ("lo_c", "lo_z", "hi_c", "hi_z")}
-        for lane in range(lanes):
-            pc = Signal(product_shape, name=f"pc{lane}")
-            ps = Signal(product_shape, name=f"ps{lane}")
-            m.d.sync += [pc.eq(multiply(self.k[lane], self.cos[lane])),
-                         ps.eq(multiply(self.k[lane], self.sin[lane]))]
-            lo_lane, hi_lane = valid[lane] & ~hi[lane], valid[lane] & hi[lane]
-            sums["lo_c"].append(Mux(lo_lane, pc, 0))
-            sums["lo_z"].append(Mux(lo_lane, ps, 0))
-            sums["hi_c"].append(Mux(hi_lane, pc, 0))
-            sums["hi_z"].append(Mux(hi_lane, ps, 0))
-        # The adder tree: one register per level.
-        for level in range(_tree_levels(lanes)):
-            for key, terms in sums.items():
-                summed = []
-                for pair in range(0, len(terms), 2):
-                    total = Signal(signed(width), name=f"{key}_t{level}_{pair // 2}")
-                    m.d.sync += total.eq(sum(terms[pair:pair + 2]))
-                    summed.append(total)
-                sums[key] = summed
-            any_next, end_next = Signal(name=f"any_t{level}"), Signal(name=f"end_t{level}")
-            m.d.sync += [any_next.eq(any_valid), end_next.eq(end)]
-            any_valid, end = any_next, end_next
-        (lo_c,), (lo_z,), (hi_c,), (hi_z,) = sums.values()
-        acc_c, acc_z = Signal(signed(width)), Signal(signed(width))
-        m.d.sync += self.done.eq(any_valid & end)
-        with m.If(any_valid):
-            with m.If(end):
-                m.d.sync += [self.c.eq(acc_c + lo_c), self.z.eq(acc_z + lo_z),
-                             acc_c.eq(hi_c), acc_z.eq(hi_z)]
-            with m.Else():
-                m.d.sync += [acc_c.eq(acc_c + lo_c), acc_z.eq(acc_z + lo_z)]
+        # Operand stage: the DSP inputs come from registers, not from block RAM and routing.
+        k, cos, sin = (Signal.like(self.k, name="k_op"), Signal.like(self.cos, name="cos_op"),
+                       Signal.like(self.sin, name="sin_op"))
+        flags = Signal(3)
+        m.d.sync += [k.eq(self.k), cos.eq(self.cos), sin.eq(self.sin),
+                     flags.eq(Cat(self.valid, self.first, self.last))]
+        # Product stage.
+        product_shape = signed(COUPLING_BITS + SCALE_BITS)
+        pc, ps = Signal(product_shape), Signal(product_shape)
+        flags2 = Signal(3)
+        m.d.sync += [pc.eq(multiply(k, cos)), ps.eq(multiply(k, sin)), flags2.eq(flags)]
+        valid, first, last = flags2
+        # Accumulate stage: a row's first product replaces the sums.
+        with m.If(valid):
+            m.d.sync += [self.c.eq(Mux(first, 0, self.c) + pc),
+                         self.z.eq(Mux(first, 0, self.z) + ps)]
+        m.d.sync += self.done.eq(valid & last)
         return m
 
 
@@ -604,11 +597,12 @@ class ArrayEngine(wiring.Component):
     config : ArrayFixedConfig   formats and capacity (at most MAX_CAPACITY oscillators)
     case : QuantizedCase or None
         The contents at reset (Memory init and register reset values); None: all zero.
-    lanes : int                 P, 1..MAX_LANES: pairwise terms (CORDIC evaluations) and
-                                matvec MAC pairs per clock; the k memory has P banks.
+    lanes : int                 P, 1..MAX_LANES: rows worked on at once (P pairwise CORDIC
+                                evaluations, or P matvec MAC pairs per clock); the k memory
+                                has P banks.
     forms : tuple of str        the forms this build runs (default all of ENGINE_FORMS).
-                                Without "pairwise" the lane CORDICs, the lanes' theta copies
-                                and theta_next are left out (matvec needs only the MAC pairs);
+                                Without "pairwise" the lane CORDICs and the lanes' theta_i
+                                registers are left out (matvec needs only the MAC pairs);
                                 without "drive" the drive memory. A register write selecting
                                 a form left out is ignored (pairwise_form, drive_form read 0:
                                 the engine runs matvec); `check_case`/`load_writes` with the
@@ -643,9 +637,9 @@ class ArrayEngine(wiring.Component):
                            an observation port: one clock per accumulator write during a run,
                            n per step in index order (for traces; ignore it otherwise)
     load : In(stream)      writes (target, addr, data) while not busy (ready = not busy):
-                           acc/w (A bits, w mod 2**A), k (16-bit two's complement, row-major
-                           with stride n: k_ij is term q = i * n + j, at bank q mod P, word
-                           q div P: address bank * 2**k_bank_bits + word), pinned (bit 0),
+                           acc/w (A bits, w mod 2**A), k (16-bit two's complement: k_ij at
+                           bank i mod P, word (i div P) n + j (`k_bank_word`): address
+                           bank * 2**k_bank_bits + word), pinned (bit 0),
                            drive (h_x low 18 bits, h_y high 18 bits), reg (REGISTERS: n,
                            drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form).
                            `load_writes(q, lanes=P)` encodes a case.
@@ -692,11 +686,15 @@ class ArrayEngine(wiring.Component):
         return [words.get(i, 0) for i in range(depth)]
 
     def _k_init(self, lane: int, depth: int) -> list:
-        """Bank `lane` of k: term q = lane + P * word."""
+        """Bank `lane` of k (`k_bank_word`)."""
         if self.case is None:
             return []
-        words = dict(_case_memories(self.config, self.case)["k"])
-        return [words.get(word * self.lanes + lane, 0) for word in range(depth)]
+        bank = [0] * depth
+        for term, value in _case_memories(self.config, self.case)["k"]:
+            lane_of, word = k_bank_word(term, self.case.n, self.lanes)
+            if lane_of == lane:
+                bank[word] = value
+        return bank
 
     def elaborate(self, platform):
         m = Module()
@@ -712,7 +710,7 @@ class ArrayEngine(wiring.Component):
         regs = (_case_registers(cfg, self.case) if self.case is not None
                 else dict.fromkeys(REGISTERS, 0))
         pair = data.StructLayout({"x": signed(SCALE_BITS), "y": signed(SCALE_BITS)})
-        bank_depth = -(-cap * cap // lanes)
+        bank_depth = k_bank_depth(cfg, lanes)
         word_bits = k_bank_bits(cfg, lanes)
 
         # -- memories (1 read + 1 write port each: block RAM) ---------------------------------
@@ -720,22 +718,16 @@ class ArrayEngine(wiring.Component):
             "acc": Memory(shape=unsigned(a), depth=cap, init=self._init("acc", cap)),
             "w": Memory(shape=unsigned(a), depth=cap, init=self._init("w", cap)),
             "pinned": Memory(shape=unsigned(1), depth=cap, init=self._init("pinned", cap)),
-            # Work buffer of one step: theta_i for the rotations (pairwise: the row's theta_i).
+            # Work buffers of one step: theta (theta_i for the rotations; pairwise: theta_j for
+            # the walk) and the columns (cos_j, sin_j) that the walk broadcasts to every lane.
             "theta": Memory(shape=unsigned(p), depth=cap, init=[]),
+            "columns": Memory(shape=pair, depth=cap, init=[]),
         }
         if has_drive:
             mem["drive"] = Memory(shape=pair, depth=cap, init=self._init("drive", cap))
-        if has_pairwise:
-            # theta_{i+1}: the next row's, for lanes past the row end.
-            mem["theta_next"] = Memory(shape=unsigned(p), depth=cap, init=[])
         for lane in range(lanes):
-            # Per lane: its k bank, and its own copy of the columns (cos_j, sin_j) and
-            # (pairwise) theta_j.
             mem[f"k{lane}"] = Memory(shape=signed(COUPLING_BITS), depth=bank_depth,
                                      init=self._k_init(lane, bank_depth))
-            mem[f"cs{lane}"] = Memory(shape=pair, depth=cap, init=[])
-            if has_pairwise:
-                mem[f"theta{lane}"] = Memory(shape=unsigned(p), depth=cap, init=[])
         rd, wr = {}, {}
         for name, memory in mem.items():
             no_init = name.startswith("k") and self.case is None
@@ -745,11 +737,14 @@ class ArrayEngine(wiring.Component):
         # the load port writes while idle; the read port is enabled only during a run, so no
         # read ever meets a write (no read-during-write behaviour to emulate).
         k_run_addr, k_load_addr = Signal(word_bits), Signal(word_bits)
+        k_load_data, k_load_enable = Signal(signed(COUPLING_BITS)), Signal(lanes)
+        m.d.sync += k_load_enable.eq(0)
         busy = Signal()
         for lane in range(lanes):
             k_addr = Mux(busy, k_run_addr, k_load_addr)
             m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
-                         rd[f"k{lane}"].en.eq(busy)]
+                         rd[f"k{lane}"].en.eq(busy), wr[f"k{lane}"].en.eq(k_load_enable[lane]),
+                         wr[f"k{lane}"].data.eq(k_load_data)]
 
         # -- run registers ---------------------------------------------------------------------
         n = Signal(range(cap + 1), init=regs["n"])
@@ -767,13 +762,15 @@ class ArrayEngine(wiring.Component):
 
         # -- units -----------------------------------------------------------------------------
         m.submodules.cordic = cordic = Cordic.create(self.cordic_config, self.cordic_arch)
-        lane_cordics = []
-        for lane in range(lanes if has_pairwise else 0):
-            unit = Cordic.create(self.cordic_config, self.cordic_arch)
-            m.submodules[f"lane_cordic{lane}"] = unit
-            lane_cordics.append(unit)
-            m.d.comb += unit.o.ready.eq(1)
-        m.submodules.mac = mac = MacUnit(cap, lanes)
+        lane_cordics, macs = [], []
+        for lane in range(lanes):
+            macs.append(MacLane(cap))
+            m.submodules[f"mac{lane}"] = macs[-1]
+            if has_pairwise:
+                unit = Cordic.create(self.cordic_config, self.cordic_arch)
+                m.submodules[f"lane_cordic{lane}"] = unit
+                lane_cordics.append(unit)
+                m.d.comb += unit.o.ready.eq(1)
         m.submodules.update = update = StepUpdate(a)
         # Every CORDIC result is taken the clock it appears, so the pipelined units never stall
         # and their inputs are always ready: the non-`stalls` issue logic below relies on that.
@@ -788,18 +785,12 @@ class ArrayEngine(wiring.Component):
         noisy = Signal()             # a free |inc| >= tol in this step
         issue = Signal(range(cap + 1))      # phase pass: next j; drive: next oscillator
         collected = Signal(range(cap + 1))  # CORDIC results taken in this pass
-        rows_out = Signal(range(cap + 1))   # matvec rows handed to the CORDIC
         written = Signal(range(cap + 1))    # accumulators written in this step
         readout = Signal(range(cap + 1))    # phases stream index
         readout_primed = Signal()
-        # Inputs the main CORDIC accepted in this pass (phases, rotations): with `stalls`, what
-        # was issued but not yet accepted is issue - fed (phases, drive) or row - fed (matvec).
+        # Inputs the main CORDIC accepted in this pass (phases, drive): with `stalls`, what
+        # was issued but not yet accepted is issue - fed.
         fed = Signal(range(cap + 1))
-        # The walk over the n**2 terms: the next term is (row, col) = q, q = word * P + first.
-        word = Signal(range(bank_depth + 1))
-        first = Signal(range(max(lanes, 2)))
-        row = Signal(range(cap + 1))
-        col = Signal(range(cap))
         order_cos = Signal(signed(len(self.order.payload.cos)))
         order_sin = Signal(signed(len(self.order.payload.sin)))
         m.d.comb += [self.busy.eq(busy), self.converged.eq(calm == CONVERGE_STEPS),
@@ -839,10 +830,8 @@ class ArrayEngine(wiring.Component):
         rot_valid = Signal()
         rot_x, rot_y = Signal(signed(SCALE_BITS)), Signal(signed(SCALE_BITS))
         rot_z = Signal(p)
-        if stalls:
-            with m.If(cordic.i.ready):
-                m.d.sync += rot_valid.eq(0)
-        else:
+        rot_free = ~rot_valid | cordic.i.ready
+        with m.If(rot_free):
             m.d.sync += rot_valid.eq(0)
         drive_valid = Signal()
         m.d.sync += drive_valid.eq(0)
@@ -860,42 +849,33 @@ class ArrayEngine(wiring.Component):
             cordic.i.payload.y.eq(Mux(in_phase_pass, 0, rot_y)),
             cordic.i.payload.z.eq(Mux(in_phase_pass, p2_theta, rot_z)),
         ]
-        # theta_j into every copy of the theta buffer.
-        for name in ["theta", "theta_next"] + [f"theta{lane}" for lane in range(lanes)]:
-            if name in wr:
-                m.d.comb += [wr[name].addr.eq(p2_index), wr[name].data.eq(p2_theta),
-                             wr[name].en.eq(p2_valid)]
+        m.d.comb += [wr["theta"].addr.eq(p2_index), wr["theta"].data.eq(p2_theta),
+                     wr["theta"].en.eq(p2_valid)]
+        # The phase pass writes column j of the walk when its CORDIC result comes back.
+        m.d.comb += [wr["columns"].addr.eq(collected),
+                     wr["columns"].data.x.eq(cordic.o.payload.x),
+                     wr["columns"].data.y.eq(cordic.o.payload.y)]
 
-        # -- the coupling walk: which term each lane takes this clock ---------------------------
-        # Lanes first..P-1 take the next terms; a clock holds at most one row end, so the
-        # terms stop before the end of row + 1 (limit), and at the end of the last row.
+        # -- the coupling walk: G groups of P rows, n columns each --------------------------------
+        # Clock by clock one column j goes to every lane; lane l works on row g P + l of group
+        # g, and reads k from its own bank at word g n + j (a counter: k_word).
         walking = Signal()
-        limit = Signal(range(2 * cap))
-        m.d.comb += limit.eq(Mux(row + 1 >= n, n, 2 * n - 1))
-        lane_valid, lane_hi, lane_gt = Signal(lanes), Signal(lanes), Signal(lanes)
-        lane_col = []
-        for lane in range(lanes):
-            position = Signal(signed((cap + lanes).bit_length() + 1), name=f"position{lane}")
-            column = Signal(range(cap), name=f"column{lane}")
-            # (the last lane always follows `first`: no constant comparison for Verilator)
-            started = (first <= lane) if lane < lanes - 1 else 1
-            m.d.comb += [
-                position.eq(col + lane - first),
-                lane_valid[lane].eq(walking & started & (position < limit)),
-                lane_hi[lane].eq(position >= n),
-                column.eq(Mux(lane_hi[lane], position - n, position)),
-                lane_gt[lane].eq(column > row + lane_hi[lane]),
-            ]
-            lane_col.append(column)
-        count = Signal(range(lanes + 1))
-        m.d.comb += count.eq(Mux(lanes - first < limit - col, lanes - first, limit - col))
-        row_end = col + count >= n
-
-        # Stage 1 (the reads arrive): the lanes' flags and the k word.
-        a1_valid, a1_hi, a1_gt, a1_end = Signal(lanes), Signal(lanes), Signal(lanes), Signal()
-        a1_word = Signal.like(word)
-        m.d.sync += [a1_valid.eq(lane_valid), a1_hi.eq(lane_hi), a1_gt.eq(lane_gt),
-                     a1_end.eq(walking & row_end), a1_word.eq(word)]
+        column = Signal(range(cap))
+        k_word = Signal(range(bank_depth + 1))
+        row_base = Signal(range(cap + lanes + 1))       # g P
+        walk_done = row_base >= n
+        last_column = column == n - 1
+        end_gate = Signal(init=1)                       # stalls: a group may end now
+        pending = Signal()                              # a group's last column is in flight
+        m.d.comb += rd["columns"].addr.eq(column)
+        # Stage a1 (the reads arrive): the column's flags; rel_row = j - g P (the antipode's
+        # sign), rel_next = j - (g + 1) P (which lane's next row this column is).
+        rel_shape = signed(len(row_base) + 2)
+        a1_valid, a1_first, a1_last, a1_word = Signal(), Signal(), Signal(), Signal.like(k_word)
+        a1_rel_row, a1_rel_next = Signal(rel_shape), Signal(rel_shape)
+        m.d.sync += [a1_valid.eq(walking), a1_first.eq(column == 0), a1_last.eq(last_column),
+                     a1_word.eq(k_word), a1_rel_row.eq(column - row_base),
+                     a1_rel_next.eq(column - row_base - lanes)]
 
         def delayed(value, clocks: int, name: str):
             for clock in range(clocks):
@@ -904,22 +884,27 @@ class ArrayEngine(wiring.Component):
                 value = later
             return value
 
-        # Pairwise: stage 2 registers the angle theta_j - theta_i per lane, the lane CORDIC
-        # takes it; k is read L clocks later so that it arrives with the CORDIC's result.
-        lane_busy = Signal()        # stalls: a pairwise batch is in the lane CORDICs
+        # The lanes' inputs: matvec at a2 (the column, registered once before it fans out to
+        # every lane; k read a clock after the column); pairwise when the lane CORDICs answer,
+        # L + 1 clocks after a1 (k is read then).
+        column_x, column_y = Signal(signed(SCALE_BITS)), Signal(signed(SCALE_BITS))
+        a2_valid, a2_first, a2_last = Signal(), Signal(), Signal()
+        k_word_late = Signal.like(k_word)
+        m.d.sync += [column_x.eq(rd["columns"].data.x), column_y.eq(rd["columns"].data.y),
+                     a2_valid.eq(a1_valid), a2_first.eq(a1_first), a2_last.eq(a1_last),
+                     k_word_late.eq(k_word)]
+        lane_valid, lane_first, lane_last = a2_valid, a2_first, a2_last
+        lane_busy = Signal()        # stalls: a pairwise column is in the lane CORDICs
         if has_pairwise:
-            flags = Signal(3 * lanes + 1)
-            m.d.comb += flags.eq(Cat(a1_valid, a1_hi, a1_gt, a1_end))
-            angle_any = Signal()
-            m.d.sync += angle_any.eq(a1_valid.any() & pairwise_form)
+            flags = Signal(3 + len(a1_rel_row))
+            m.d.comb += flags.eq(Cat(a1_valid, a1_first, a1_last, a1_rel_row))
+            angle_valid = Signal()
+            m.d.sync += angle_valid.eq(a1_valid & pairwise_form)
             if stalls:
-                # One batch at a time (the walk waits for lane_busy): its flags and k word wait
-                # in registers instead of L-deep delay lines. Every lane CORDIC gets an input
-                # (the flags mask the unused ones), so all answer in the same clock.
-                a1_walked = Signal()
+                # One column at a time (the walk waits for lane_busy): its flags and k word
+                # wait in registers. Every lane CORDIC gets the column, so all answer at once.
                 held_flags, held_word = Signal.like(flags), Signal.like(a1_word)
-                m.d.sync += a1_walked.eq(walking)
-                with m.If(a1_walked):
+                with m.If(a1_valid):
                     m.d.sync += [held_flags.eq(flags), held_word.eq(a1_word)]
                 answered = lane_cordics[0].o.valid
                 with m.If(walking & pairwise_form):
@@ -931,49 +916,88 @@ class ArrayEngine(wiring.Component):
             else:
                 late = delayed(flags, latency + 1, "lane_flags")
                 late_word = delayed(a1_word, latency, "lane_word")
-            late_valid, late_hi = late[:lanes], late[lanes:2 * lanes]
-            late_gt, late_end = late[2 * lanes:3 * lanes], late[3 * lanes]
-            m.d.comb += [rd["theta_next"].addr.eq(row + 1),
-                         k_run_addr.eq(Mux(pairwise_form, late_word, word))]
+            late_rel_row = late[3:].as_signed()
+            m.d.comb += k_run_addr.eq(Mux(pairwise_form, late_word, k_word_late))
+            lane_valid = Mux(pairwise_form, late[0], a2_valid)
+            lane_first = Mux(pairwise_form, late[1], a2_first)
+            lane_last = Mux(pairwise_form, late[2], a2_last)
+            # Each lane's theta_i: captured when its row's theta_j passes (the phase pass for
+            # group 0, the walk of group g for group g + 1), taken up at the group's first
+            # column.
+            capture_valid = Mux(in_phase_pass, p2_valid, a1_valid)
+            capture_rel = Mux(in_phase_pass, p2_index, a1_rel_next)
+            capture_theta = Mux(in_phase_pass, p2_theta, rd["theta"].data)
         else:
-            m.d.comb += k_run_addr.eq(word)
-        for lane in range(lanes):
-            m.d.comb += [rd[f"cs{lane}"].addr.eq(lane_col[lane]),
-                         mac.k[lane].eq(rd[f"k{lane}"].data)]
+            m.d.comb += k_run_addr.eq(k_word_late)
+        for lane, mac in enumerate(macs):
+            m.d.comb += [mac.valid.eq(lane_valid), mac.first.eq(lane_first),
+                         mac.last.eq(lane_last), mac.k.eq(rd[f"k{lane}"].data)]
             if not has_pairwise:
-                m.d.comb += [mac.cos[lane].eq(rd[f"cs{lane}"].data.x),
-                             mac.sin[lane].eq(rd[f"cs{lane}"].data.y)]
+                m.d.comb += [mac.cos.eq(column_x), mac.sin.eq(column_y)]
                 continue
+            row_theta, next_theta = Signal(p, name=f"row_theta{lane}"), Signal(
+                p, name=f"next_theta{lane}")
+            with m.If(capture_valid & (capture_rel == lane)):
+                m.d.sync += next_theta.eq(capture_theta)
+            theta_i = Mux(a1_first, next_theta, row_theta)
+            with m.If(a1_valid & a1_first):
+                m.d.sync += row_theta.eq(next_theta)
             angle = Signal(p, name=f"angle{lane}")
-            angle_valid = Signal(name=f"angle_valid{lane}")
-            row_theta = Mux(a1_hi[lane], rd["theta_next"].data, rd["theta"].data)
-            m.d.sync += [angle.eq(rd[f"theta{lane}"].data - row_theta),
-                         angle_valid.eq(a1_valid[lane])]
+            m.d.sync += angle.eq(rd["theta"].data - theta_i)
             unit = lane_cordics[lane]
-            m.d.comb += [unit.i.valid.eq(angle_any if stalls else angle_valid),
-                         unit.i.payload.x.eq(1 << f),
-                         unit.i.payload.y.eq(0), unit.i.payload.z.eq(angle),
-                         rd[f"theta{lane}"].addr.eq(lane_col[lane])]
+            m.d.comb += [unit.i.valid.eq(angle_valid), unit.i.payload.x.eq(1 << f),
+                         unit.i.payload.y.eq(0), unit.i.payload.z.eq(angle)]
             # The antipode: sin(pi) is one angle for (i, j) and (j, i); the pair's order
             # gives the sign (+1 for j > i), so the pair separates.
             sin_ij, cos_ij = unit.o.payload.y, unit.o.payload.x
             antipode = (sin_ij == 0) & (cos_ij < 0)
-            sin_nudged = Mux(antipode, Mux(late_gt[lane], 1, -1), sin_ij)
-            m.d.comb += [
-                mac.cos[lane].eq(Mux(pairwise_form, 0, rd[f"cs{lane}"].data.x)),
-                mac.sin[lane].eq(Mux(pairwise_form, sin_nudged, rd[f"cs{lane}"].data.y)),
-            ]
-        if has_pairwise:
-            m.d.comb += [mac.valid.eq(Mux(pairwise_form, late_valid, a1_valid)),
-                         mac.hi.eq(Mux(pairwise_form, late_hi, a1_hi)),
-                         mac.end.eq(Mux(pairwise_form, late_end, a1_end))]
-        else:
-            m.d.comb += [mac.valid.eq(a1_valid), mac.hi.eq(a1_hi), mac.end.eq(a1_end)]
-        # theta_i for the rotation: matvec reads row rows_out ahead of the MAC's done (and the
-        # next one on the clock it is used, so rows one clock apart still get their own theta);
-        # drive reads it with the drive; pairwise reads the walk's row.
-        m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue,
-                                            Mux(pairwise_form, row, rows_out + mac.done)))
+            sin_nudged = Mux(antipode, Mux(late_rel_row > lane, 1, -1), sin_ij)
+            m.d.comb += [mac.cos.eq(Mux(pairwise_form, 0, column_x)),
+                         mac.sin.eq(Mux(pairwise_form, sin_nudged, column_y))]
+
+        # -- the hand-over chain: a finished group's row sums, one row per clock -----------------
+        # The lanes load it together (rows g P .. g P + r - 1); its head goes to the h register,
+        # then to the rotation by -theta_i (matvec) or straight to the update (pairwise).
+        width = macs[0].width
+        chain_c = [Signal(signed(width), name=f"chain_c{lane}") for lane in range(lanes)]
+        chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
+        chain_count = Signal(range(lanes + 1))
+        head_row = Signal(range(cap + lanes + 1))
+        next_load_row = Signal(range(cap + lanes + 1))
+        h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
+        h_c, h_z = Signal(signed(width)), Signal(signed(width))
+        h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
+        drain = (chain_count != 0) & (~h_valid | h_advance)
+        # Without stalls nothing waits (drain = chain_count != 0): the chain then shifts every
+        # clock, so its thousands of registers need no shift enable.
+        shift = drain if stalls else 1
+        load = macs[0].done
+        with m.If(load):
+            left = n - next_load_row
+            m.d.sync += [chain_count.eq(Mux(left < lanes, left, lanes)),
+                         head_row.eq(next_load_row), next_load_row.eq(next_load_row + lanes),
+                         pending.eq(0)]
+            for lane, mac in enumerate(macs):
+                m.d.sync += [chain_c[lane].eq(mac.c), chain_z[lane].eq(mac.z)]
+        with m.Else():
+            with m.If(drain):
+                m.d.sync += [chain_count.eq(chain_count - 1), head_row.eq(head_row + 1)]
+        with m.If(~load & shift):
+            for lane in range(lanes - 1):
+                m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
+                             chain_z[lane].eq(chain_z[lane + 1])]
+        with m.If(drain):
+            m.d.sync += [h_valid.eq(1), h_row.eq(head_row), h_c.eq(chain_c[0]),
+                         h_z.eq(chain_z[0])]
+        with m.Elif(h_advance):
+            m.d.sync += h_valid.eq(0)
+        if stalls:
+            # A group's sums may load the chain only once it is empty.
+            m.d.comb += end_gate.eq(~pending & (chain_count == 0))
+        # theta: drive reads theta_i with the drive; pairwise theta_j with the walk; matvec
+        # theta_i of the row entering h, and h's row while h waits.
+        m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue, Mux(
+            pairwise_form, column, Mux(drain, head_row, h_row))))
 
         # The update unit: acc, w, pinned were read at the CORDIC result's clock.
         m.d.comb += [update.valid.eq(u1_valid), update.x.eq(u1_x), update.y.eq(u1_y),
@@ -992,11 +1016,7 @@ class ArrayEngine(wiring.Component):
                 with m.If((issue < n) & ((issue == fed) if stalls else 1)):
                     m.d.sync += [issue.eq(issue + 1), p1_valid.eq(1), p1_index.eq(issue)]
                 with m.If(cordic.o.valid):
-                    for lane in range(lanes):
-                        port = wr[f"cs{lane}"]
-                        m.d.comb += [port.addr.eq(collected), port.en.eq(1),
-                                     port.data.x.eq(cordic.o.payload.x),
-                                     port.data.y.eq(cordic.o.payload.y)]
+                    m.d.comb += wr["columns"].en.eq(1)
                     m.d.sync += [collected.eq(collected + 1),
                                  order_cos.eq(order_cos + cordic.o.payload.x),
                                  order_sin.eq(order_sin + cordic.o.payload.y)]
@@ -1011,18 +1031,16 @@ class ArrayEngine(wiring.Component):
                                      readout_primed.eq(0)]
                         m.next = "DONE"
                     with m.Else():
-                        m.d.sync += [issue.eq(0), collected.eq(0), rows_out.eq(0),
-                                     written.eq(0), noisy.eq(0), word.eq(0), first.eq(0),
-                                     row.eq(0), col.eq(0), fed.eq(0)]
+                        m.d.sync += [issue.eq(0), collected.eq(0), written.eq(0), noisy.eq(0),
+                                     column.eq(0), k_word.eq(0), row_base.eq(0), fed.eq(0),
+                                     next_load_row.eq(0)]
                         m.next = "COUPLING"
 
             with m.State("COUPLING"):
                 if stalls:
-                    # One drive item in flight; matvec: a row's end only when every earlier
-                    # row is in the CORDIC (its c, z would otherwise overwrite a rotation
-                    # still waiting in rot_*); pairwise: one batch in the lane CORDICs.
+                    # One drive item in flight; pairwise: one column in the lane CORDICs.
                     drive_ok = issue == fed
-                    walk_ok = Mux(pairwise_form, ~lane_busy, ~row_end | (row == fed))
+                    walk_ok = Mux(pairwise_form, ~lane_busy, ~last_column | end_gate)
                 else:
                     drive_ok = walk_ok = 1
                 with m.If(drive_form):
@@ -1030,36 +1048,35 @@ class ArrayEngine(wiring.Component):
                         if has_drive:
                             m.d.comb += rd["drive"].addr.eq(issue)
                         m.d.sync += [issue.eq(issue + 1), drive_valid.eq(1)]
-                with m.Elif((row < n) & walk_ok):
-                    # matvec and pairwise: the next `count` terms.
+                with m.Elif(~walk_done & walk_ok):
+                    # matvec and pairwise: column j of this group to every lane.
                     m.d.comb += walking.eq(1)
-                    advanced = col + count
-                    m.d.sync += [row.eq(row + row_end),
-                                 col.eq(Mux(row_end, advanced - n, advanced))]
-                    with m.If(first + count == lanes):
-                        m.d.sync += [word.eq(word + 1), first.eq(0)]
+                    m.d.sync += k_word.eq(k_word + 1)
+                    with m.If(last_column):
+                        m.d.sync += [column.eq(0), row_base.eq(row_base + lanes),
+                                     pending.eq(1)]
                     with m.Else():
-                        m.d.sync += first.eq(first + count)
+                        m.d.sync += column.eq(column + 1)
                 if has_drive:
                     with m.If(drive_valid):
                         m.d.sync += [rot_valid.eq(1), rot_x.eq(rd["drive"].data.x),
                                      rot_y.eq(rd["drive"].data.y),
                                      rot_z.eq(-rd["theta"].data)]
-                with m.If(mac.done & ~pairwise_form):
-                    m.d.sync += [rot_valid.eq(1), rows_out.eq(rows_out + 1),
-                                 rot_x.eq(round_shift_var(mac.c, t)[:SCALE_BITS]),
-                                 rot_y.eq(round_shift_var(mac.z, t)[:SCALE_BITS]),
+                with m.If(h_advance & ~pairwise_form):
+                    m.d.sync += [rot_valid.eq(1),
+                                 rot_x.eq(round_shift_var(h_c, t)[:SCALE_BITS]),
+                                 rot_y.eq(round_shift_var(h_z, t)[:SCALE_BITS]),
                                  rot_z.eq(-rd["theta"].data)]
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
                 # row sum S_i is the result, R(S_i, t) the update's y (x = 0: no nudge).
                 m.d.comb += [rd["acc"].addr.eq(collected), rd["w"].addr.eq(collected),
                              rd["pinned"].addr.eq(collected)]
-                with m.If(Mux(pairwise_form, mac.done, cordic.o.valid)):
+                with m.If(Mux(pairwise_form, h_valid, cordic.o.valid)):
                     m.d.sync += [
                         collected.eq(collected + 1), u1_valid.eq(1),
                         u1_x.eq(Mux(pairwise_form, 0, cordic.o.payload.x)),
-                        u1_y.eq(Mux(pairwise_form, round_shift_var(mac.z, t)[:SCALE_BITS],
+                        u1_y.eq(Mux(pairwise_form, round_shift_var(h_z, t)[:SCALE_BITS],
                                     cordic.o.payload.y))]
                 with m.If(update.done):
                     m.d.comb += [wr["acc"].addr.eq(written), wr["acc"].data.eq(update.new_acc),
@@ -1090,29 +1107,32 @@ class ArrayEngine(wiring.Component):
 
         # -- load port: writes while idle or done ---------------------------------------------
         m.d.comb += self.load.ready.eq(~busy)
-        load = self.load.payload
+        load_item = self.load.payload
         with m.If(self.load.valid & ~busy):
-            with m.Switch(load.target):
+            with m.Switch(load_item.target):
                 for name in ("acc", "w", "pinned", "drive"):
                     if name not in wr:
                         continue        # the drive memory of a build without drive
                     with m.Case(TARGETS[name]):
                         port = wr[name]
-                        m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
-                                     port.data.eq(load.data[:len(Value.cast(port.data))])]
+                        m.d.comb += [port.addr.eq(load_item.addr), port.en.eq(1),
+                                     port.data.eq(load_item.data[:len(Value.cast(port.data))])]
                 with m.Case(TARGETS["k"]):
-                    bank = load.addr[word_bits:]
-                    m.d.comb += k_load_addr.eq(load.addr[:word_bits])
+                    # Registered, with the bank decoded to one enable per bank: the k banks
+                    # spread over the whole device, so their write enables start from flip-
+                    # flops. The write lands the clock after the transfer (before any run
+                    # reads k: a run starts with the phase pass).
+                    bank = load_item.addr[word_bits:]
+                    m.d.sync += [k_load_addr.eq(load_item.addr[:word_bits]),
+                                 k_load_data.eq(load_item.data[:COUPLING_BITS])]
                     for lane in range(lanes):
-                        port = wr[f"k{lane}"]
-                        m.d.comb += [port.en.eq(bank == lane),
-                                     port.data.eq(load.data[:COUPLING_BITS])]
+                        m.d.sync += k_load_enable[lane].eq(bank == lane)
                 with m.Case(TARGETS["reg"]):
-                    with m.Switch(load.addr):
+                    with m.Switch(load_item.addr):
                         for register, (key, address) in zip(registers, REGISTERS.items()):
                             with m.Case(address):
                                 # A form this build leaves out stays unselected (0).
                                 if left_out.get(key, False):
                                     continue
-                                m.d.sync += register.eq(load.data[:len(register)])
+                                m.d.sync += register.eq(load_item.data[:len(register)])
         return m

@@ -12,23 +12,24 @@ import datetime
 
 from . import flows
 
-# Memory for the coupling matrix. UP5K: four 256 kbit SPRAMs of 16384 16-bit words; each of
-# the P banks (term q in bank q mod P) must fill whole SPRAMs, so P is 1, 2 or 4. ECP5-85F:
-# 208 DP16KD blocks of 1024 16-bit words; each bank takes whole blocks, and the engine's other
-# memories take 4 blocks plus one cos/sin copy per lane (measured in the builds).
+# Memory for the coupling matrix. Bank l holds rows l, l + P, ...: ceil(N / P) N words
+# (`k_bank_depth`). UP5K: four 256 kbit SPRAMs of 16384 16-bit words; each of the P banks must
+# fill whole SPRAMs, so P is 1, 2 or 4. ECP5-85F: 208 DP16KD blocks of 1024 16-bit words; each
+# bank takes whole blocks, and the engine's other memories (acc, w, theta, the columns, drive)
+# take 5 (measured: 197 blocks at N = 432, 48 lanes).
 SPRAM_WORDS, SPRAMS = 16384, 4
-DP16KD_WORDS, DP16KDS = 1024, 208
+DP16KD_WORDS, DP16KDS, OTHER_DP16KDS = 1024, 208, 5
 DEVICES = {"up5k": "icebreaker", "ecp5-85f": "ulx3s-85f"}
 
 
 def largest_dense_n(board: str, lanes: int) -> int:
     """The largest N whose N**2 16-bit couplings, banked over `lanes`, fit the memory."""
     def fits(n):
-        per_bank = -(-n * n // lanes)
+        per_bank = -(-n // lanes) * n
         if board == "icebreaker":
             return SPRAMS % lanes == 0 and per_bank <= SPRAMS // lanes * SPRAM_WORDS
         blocks = -(-per_bank // DP16KD_WORDS)
-        return lanes * blocks + 4 + lanes <= DP16KDS
+        return lanes * blocks + OTHER_DP16KDS <= DP16KDS
     n = 1
     while fits(n + 1):
         n += 1

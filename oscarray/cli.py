@@ -33,7 +33,7 @@ def _add_array_case(p: argparse.ArgumentParser, engine_required: bool):
     p.add_argument("--capacity", type=int, default=ARRAY_CAPACITY,
                    help=f"oscillators the fixed-point engine holds (default {ARRAY_CAPACITY})")
     p.add_argument("--lanes", type=int, default=1,
-                   help="rtl engine: coupling lanes, 1..16 (pairwise CORDICs, matvec MAC "
+                   help="rtl engine: coupling lanes, 1..64 (pairwise CORDICs, matvec MAC "
                         "pairs; default 1); the golden engines ignore it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

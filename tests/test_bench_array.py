@@ -9,11 +9,16 @@ def test_largest_dense_n_matches_the_memories():
     # UP5K: 4 SPRAMs x 16384 16-bit words = 256**2 couplings, in 1, 2 or 4 banks.
     assert largest_dense_n("icebreaker", 1) == largest_dense_n("icebreaker", 4) == 256
     assert largest_dense_n("icebreaker", 3) < 256         # 3 banks cannot share 4 SPRAMs
-    # ECP5-85F: 208 DP16KD; 16 lanes measured to fit N = 424 (16 cos/sin copies + 4 others).
-    assert largest_dense_n("ulx3s-85f", 16) == 424
-    n = largest_dense_n("ulx3s-85f", 8)
-    assert 8 * -(-(-(-n * n // 8)) // 1024) + 12 <= 208
-    assert 8 * -(-(-(-(n + 1) * (n + 1) // 8)) // 1024) + 12 > 208
+    # ECP5-85F: 208 DP16KD of 1024 words; bank l holds ceil(N / P) rows of N words; the
+    # other memories take 5 (measured: 197 blocks at N = 432, 48 lanes).
+    assert largest_dense_n("ulx3s-85f", 48) == 432      # 9 rows x 432 = 3888 words: 4 blocks
+    assert largest_dense_n("ulx3s-85f", 64) == 438      # 7 rows x 438 = 3066 words: 3 blocks
+    for lanes in (8, 16, 48, 64):
+        n = largest_dense_n("ulx3s-85f", lanes)
+
+        def blocks(n, lanes=lanes):
+            return lanes * -(-(-(-n // lanes) * n) // 1024) + 5
+        assert blocks(n) <= 208 < blocks(n + 1)
 
 
 def test_row_arithmetic():
