@@ -41,9 +41,9 @@ The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a ro
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
 Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
-latency, 32 by default; r = rows of the last group): matvec n + L + 4 + G n + r + L + 12,
-pairwise one clock less, drive 2n + 2L + 11. The phase pass and the coupling pass do not
-overlap. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+latency, 32 by default; r = rows of the last group): matvec G n + r + 2L + 17 (the first
+group's walk runs behind the phase pass), pairwise n + G n + r + 2L + 15, drive
+2n + 2L + 11. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
 about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
@@ -189,23 +189,27 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
                     lanes: int = 1, cordic_arch: str = "pipelined") -> int:
     """Clocks of one Euler step of n oscillators (the order stream always ready).
 
-    ideal: the phase pass n + L, then the coupling work spread over the lanes
-    (n**2 / P rounded up, or n in drive form) + L (pairwise: the lane CORDICs; matvec and drive:
-    the rotation). With the pipelined CORDIC (L = its latency, G = `row_groups`, r =
-    rows of the last group) this architecture takes:
+    ideal: the work spread over its units plus the pipeline latency: ceil(n**2 / P) coupling
+    terms on P lanes (pairwise, matvec) or 2n CORDIC items (drive: n phases, n rotations),
+    plus 2L (a phase through the CORDIC, a rotation or a lane CORDIC). With the pipelined
+    CORDIC (L = its latency, G = `row_groups`, r = rows of the last group) this architecture
+    takes:
 
         phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
-        matvec       G n + r + L + 12   (column read and register, k read, operand, product and
-                                    accumulate registers, chain load, the chain's head,
-                                    rotation input, update, STEP_END)
+        matvec       G n + r + L + 12 - (n - 1)   (column read and register, k read,
+                                    operand, product and accumulate registers, chain load,
+                                    the chain's head, rotation input, update, STEP_END; the
+                                    first group's columns 0 .. n - 2 go out during the phase
+                                    pass, as soon as each column is in the buffer)
         pairwise     G n + r + L + 11   (the angle register and the lane CORDIC come before the
-                                    MACs instead of the rotation after them)
+                                    MACs instead of the rotation after them; no early walk:
+                                    the lanes need their theta_i first)
         drive        n + L + 7
 
     The r clocks are the last group handing its rows over one by one; earlier groups hand
     over while the next group walks. cordic_arch="iterative" (C = `iterative_cycles_per_result`,
     63 by default; a new input C + 1 clocks after the last): the phase pass n (C + 1) + 4;
-    drive n (C + 1) + 7; pairwise (G n - 1)(C + 3) + C + r + 11 (one column at a time in the
+    drive n (C + 1) + 7; pairwise (G n - 1)(C + 3) + C + r + 12 (one column at a time in the
     lane CORDICs); matvec by `_matvec_stalled_coupling` (the rotations, C + 1 apart, set the
     pace: about n (C + 1) when G n < n (C + 1)). `ideal` is the pipelined engine's.
     """
@@ -213,8 +217,8 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     check_cordic_arch(cordic_arch)
     latency = config.cordic.latency_pipelined
     if ideal:
-        work = n if form == "drive" else -(-n * n // lanes)
-        return n + latency + work + latency
+        work = 2 * n if form == "drive" else -(-n * n // lanes)
+        return work + 2 * latency
     groups, last = row_groups(n, lanes), _last_group_rows(n, lanes)
     if cordic_arch == "iterative":
         c = iterative_cycles_per_result(config)
@@ -227,7 +231,10 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     phases = n + latency + 4
     if form == "drive":
         return phases + n + latency + 7
-    return phases + groups * n + last + latency + (11 if form == "pairwise" else 12)
+    if form == "pairwise":
+        return phases + groups * n + last + latency + 11
+    # matvec: the first group's walk runs behind the phase pass, n - 1 clocks earlier.
+    return phases + groups * n + last + latency + 12 - (n - 1)
 
 
 #: Clocks from a group's last column (issued) to the clock the lanes load the chain (matvec):
@@ -791,6 +798,13 @@ class ArrayEngine(wiring.Component):
         # Inputs the main CORDIC accepted in this pass (phases, drive): with `stalls`, what
         # was issued but not yet accepted is issue - fed.
         fed = Signal(range(cap + 1))
+        walking = Signal()
+        column = Signal(range(cap))
+        k_word = Signal(range(k_bank_depth(cfg, lanes) + 1))
+        row_base = Signal(range(cap + lanes + 1))       # g P
+        next_load_row = Signal(range(cap + lanes + 1))  # the first row of the next chain load
+        walk_done = row_base >= n
+        last_column = column == n - 1
         order_cos = Signal(signed(len(self.order.payload.cos)))
         order_sin = Signal(signed(len(self.order.payload.sin)))
         m.d.comb += [self.busy.eq(busy), self.converged.eq(calm == CONVERGE_STEPS),
@@ -800,7 +814,26 @@ class ArrayEngine(wiring.Component):
 
         def begin_phase_pass():
             m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
-                         order_sin.eq(0)]
+                         order_sin.eq(0), column.eq(0), k_word.eq(0), row_base.eq(0),
+                         next_load_row.eq(0)]
+
+        def walk_column():
+            # matvec and pairwise: column j of this group to every lane.
+            m.d.comb += walking.eq(1)
+            m.d.sync += k_word.eq(k_word + 1)
+            with m.If(last_column):
+                m.d.sync += [column.eq(0), row_base.eq(row_base + lanes), pending.eq(1)]
+            with m.Else():
+                m.d.sync += column.eq(column + 1)
+
+        # The first group's walk follows the phase pass (column j once its cos, sin are in
+        # the buffer) and waits only for COUPLING at its last column, whose sums start the
+        # rotations: matvec with the pipelined CORDIC (with stalls the CORDIC sets the pace
+        # anyway; pairwise lanes would need every theta_i of the group first).
+        early_walk = Signal()
+        if not stalls:
+            m.d.comb += early_walk.eq(~final & ~pairwise_form & ~drive_form & ~last_column
+                                      & (column < collected))
 
         def begin_run():
             with m.If(self.start):
@@ -859,12 +892,6 @@ class ArrayEngine(wiring.Component):
         # -- the coupling walk: G groups of P rows, n columns each --------------------------------
         # Clock by clock one column j goes to every lane; lane l works on row g P + l of group
         # g, and reads k from its own bank at word g n + j (a counter: k_word).
-        walking = Signal()
-        column = Signal(range(cap))
-        k_word = Signal(range(bank_depth + 1))
-        row_base = Signal(range(cap + lanes + 1))       # g P
-        walk_done = row_base >= n
-        last_column = column == n - 1
         end_gate = Signal(init=1)                       # stalls: a group may end now
         pending = Signal()                              # a group's last column is in flight
         m.d.comb += rd["columns"].addr.eq(column)
@@ -963,7 +990,6 @@ class ArrayEngine(wiring.Component):
         chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
         chain_count = Signal(range(lanes + 1))
         head_row = Signal(range(cap + lanes + 1))
-        next_load_row = Signal(range(cap + lanes + 1))
         h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
         h_c, h_z = Signal(signed(width)), Signal(signed(width))
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
@@ -1013,6 +1039,8 @@ class ArrayEngine(wiring.Component):
 
             with m.State("PHASES"):
                 m.d.comb += [in_phase_pass.eq(1), rd["acc"].addr.eq(issue)]
+                with m.If(early_walk):
+                    walk_column()
                 with m.If((issue < n) & ((issue == fed) if stalls else 1)):
                     m.d.sync += [issue.eq(issue + 1), p1_valid.eq(1), p1_index.eq(issue)]
                 with m.If(cordic.o.valid):
@@ -1025,6 +1053,8 @@ class ArrayEngine(wiring.Component):
 
             with m.State("ORDER"):
                 m.d.comb += [self.order.valid.eq(1)]
+                with m.If(early_walk):
+                    walk_column()
                 with m.If(self.order.ready):
                     with m.If(final):
                         m.d.sync += [self.done.eq(1), busy.eq(0), readout.eq(0),
@@ -1032,8 +1062,7 @@ class ArrayEngine(wiring.Component):
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [issue.eq(0), collected.eq(0), written.eq(0), noisy.eq(0),
-                                     column.eq(0), k_word.eq(0), row_base.eq(0), fed.eq(0),
-                                     next_load_row.eq(0)]
+                                     fed.eq(0)]
                         m.next = "COUPLING"
 
             with m.State("COUPLING"):
@@ -1049,14 +1078,7 @@ class ArrayEngine(wiring.Component):
                             m.d.comb += rd["drive"].addr.eq(issue)
                         m.d.sync += [issue.eq(issue + 1), drive_valid.eq(1)]
                 with m.Elif(~walk_done & walk_ok):
-                    # matvec and pairwise: column j of this group to every lane.
-                    m.d.comb += walking.eq(1)
-                    m.d.sync += k_word.eq(k_word + 1)
-                    with m.If(last_column):
-                        m.d.sync += [column.eq(0), row_base.eq(row_base + lanes),
-                                     pending.eq(1)]
-                    with m.Else():
-                        m.d.sync += column.eq(column + 1)
+                    walk_column()
                 if has_drive:
                     with m.If(drive_valid):
                         m.d.sync += [rot_valid.eq(1), rot_x.eq(rd["drive"].data.x),
