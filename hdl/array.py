@@ -41,9 +41,9 @@ The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a ro
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
 Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
-latency, 32 by default; r = rows of the last group): matvec G n + r + 2L + 17 (the first
-group's walk runs behind the phase pass), pairwise n + G n + r + 2L + 15, drive
-2n + 2L + 11. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 16 (the first
+group's walk runs behind the phase pass; plus (G - 1)(2P - 1 - n) when n < 2P - 1), pairwise
+n + G n + r + 2L + 15, drive 2n + 2L + 11. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
 about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
@@ -196,18 +196,21 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     takes:
 
         phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
-        matvec       G n + r + L + 12 - (n - 1)   (column read and register, k read,
+        matvec       G n + 2r - 1 + L + 12 - (n - 1)   (column read and register, k read,
                                     operand, product and accumulate registers, chain load,
                                     the chain's head, rotation input, update, STEP_END; the
                                     first group's columns 0 .. n - 2 go out during the phase
-                                    pass, as soon as each column is in the buffer)
+                                    pass, as soon as each column is in the buffer; lane l
+                                    loads the chain l clocks after lane 0, so the last
+                                    group's r rows reach the head every other clock; when
+                                    n < 2P - 1 each group waits 2P - 1 - n clocks more)
         pairwise     G n + r + L + 11   (the angle register and the lane CORDIC come before the
                                     MACs instead of the rotation after them; no early walk:
                                     the lanes need their theta_i first)
         drive        n + L + 7
 
-    The r clocks are the last group handing its rows over one by one; earlier groups hand
-    over while the next group walks. cordic_arch="iterative" (C = `iterative_cycles_per_result`,
+    The r (matvec 2r) clocks are the last group handing its rows over one by one; earlier
+    groups hand over while the next group walks. cordic_arch="iterative" (C = `iterative_cycles_per_result`,
     63 by default; a new input C + 1 clocks after the last): the phase pass n (C + 1) + 4;
     drive n (C + 1) + 7; pairwise (G n - 1)(C + 3) + C + r + 12 (one column at a time in the
     lane CORDICs); matvec by `_matvec_stalled_coupling` (the rotations, C + 1 apart, set the
@@ -233,8 +236,11 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
         return phases + n + latency + 7
     if form == "pairwise":
         return phases + groups * n + last + latency + 11
-    # matvec: the first group's walk runs behind the phase pass, n - 1 clocks earlier.
-    return phases + groups * n + last + latency + 12 - (n - 1)
+    # matvec: the first group's walk runs behind the phase pass, n - 1 clocks earlier; lane l
+    # hands its row over l clocks late and rows reach the head every other clock (2r); a
+    # group ends at least 2P - 1 clocks after the last (`settle`).
+    spacing = (groups - 1) * max(0, 2 * lanes - 1 - n)
+    return phases + groups * n + 2 * last - 1 + latency + 12 - (n - 1) + spacing
 
 
 #: Clocks from a group's last column (issued) to the clock the lanes load the chain (matvec):
@@ -244,15 +250,16 @@ LOAD_DELAY = 5
 
 def _matvec_stalled_coupling(n: int, lanes: int, c: int) -> int:
     """The matvec coupling pass with the iterative CORDIC (C = c), from COUPLING to STEP_END,
-    clock by clock as the sequencer runs it: the walk issues a column per clock but a group's
-    last column only when the hand-over chain is empty and no load is in flight; the lanes
-    load the chain 3 clocks after the last column; the chain hands its head to the h register
-    when h is free, h goes to the rotation input when that is free, and the CORDIC takes a
-    rotation when it is ready (C + 1 clocks after the last). The last result is updated,
-    written and ends the step 6 clocks later."""
-    groups = row_groups(n, lanes)
-    total = groups * n
-    issued, chain, pending, h_valid, rot_valid = 0, 0, False, False, False
+    clock by clock as the sequencer runs it: the walk issues a column per clock, but a group's
+    last column only when the hand-over chain is empty and the last group has loaded it
+    (LOAD_DELAY + P clocks after its last column); lane l loads chain element l LOAD_DELAY + l
+    clocks after the last column; the chain moves towards its head while the head is empty
+    or taken; the head goes to the h register when h is free, h to the rotation input when
+    that is free, and the CORDIC takes a rotation when it is ready (C + 1 clocks after the
+    last). The last result is updated, written and ends the step 6 clocks later."""
+    total = row_groups(n, lanes) * n
+    issued, settle, h_valid, rot_valid = 0, 0, False, False
+    chain = [False] * lanes
     ready_at, loads, outputs, clock, last_output = 0, {}, 0, 0, None
     while outputs < n:
         accept = rot_valid and clock >= ready_at
@@ -260,22 +267,27 @@ def _matvec_stalled_coupling(n: int, lanes: int, c: int) -> int:
             ready_at = clock + c + 1
             outputs += 1
             last_output = clock + c
-        rot_free = not rot_valid or accept
-        h_advance = h_valid and rot_free
-        drain = chain > 0 and (not h_valid or h_advance)
+        h_advance = h_valid and (not rot_valid or accept)
+        h_free = not h_valid or h_advance
+        drain = chain[0] and h_free
+        shift = not chain[0] or h_free
+        settle_next = max(settle - 1, 0)
         if issued < total:
             last = issued % n == n - 1
-            if not last or (not pending and chain == 0):
+            if not last or (settle == 0 and not any(chain)):
                 if last:
-                    group = issued // n
-                    pending = True
-                    loads[clock + LOAD_DELAY] = min(lanes, n - group * lanes)
+                    rows = min(lanes, n - issued // n * lanes)
+                    for lane in range(rows):
+                        loads.setdefault(clock + LOAD_DELAY + lane, []).append(lane)
+                    settle_next = LOAD_DELAY + lanes
                 issued += 1
         rot_valid = h_advance or (rot_valid and not accept)
         h_valid = drain or (h_valid and not h_advance)
-        chain -= drain
-        if clock in loads:
-            chain, pending = loads.pop(clock), False
+        if shift:
+            chain = chain[1:] + [False]
+        for lane in loads.pop(clock, []):
+            chain[lane] = True
+        settle = settle_next
         clock += 1
     return last_output + 6
 
@@ -743,12 +755,13 @@ class ArrayEngine(wiring.Component):
         # The k banks: one address for both ports (single-port RAM). A run reads (k_run_addr),
         # the load port writes while idle; the read port is enabled only during a run, so no
         # read ever meets a write (no read-during-write behaviour to emulate).
-        k_run_addr, k_load_addr = Signal(word_bits), Signal(word_bits)
+        k_run_addr = [Signal(word_bits, name=f"k_run_addr{lane}") for lane in range(lanes)]
+        k_load_addr = Signal(word_bits)
         k_load_data, k_load_enable = Signal(signed(COUPLING_BITS)), Signal(lanes)
         m.d.sync += k_load_enable.eq(0)
         busy = Signal()
         for lane in range(lanes):
-            k_addr = Mux(busy, k_run_addr, k_load_addr)
+            k_addr = Mux(busy, k_run_addr[lane], k_load_addr)
             m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
                          rd[f"k{lane}"].en.eq(busy), wr[f"k{lane}"].en.eq(k_load_enable[lane]),
                          wr[f"k{lane}"].data.eq(k_load_data)]
@@ -802,7 +815,7 @@ class ArrayEngine(wiring.Component):
         column = Signal(range(cap))
         k_word = Signal(range(k_bank_depth(cfg, lanes) + 1))
         row_base = Signal(range(cap + lanes + 1))       # g P
-        next_load_row = Signal(range(cap + lanes + 1))  # the first row of the next chain load
+        head_row = Signal(range(cap + lanes + 1))       # the row at the chain's head
         walk_done = row_base >= n
         last_column = column == n - 1
         order_cos = Signal(signed(len(self.order.payload.cos)))
@@ -815,14 +828,14 @@ class ArrayEngine(wiring.Component):
         def begin_phase_pass():
             m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
                          order_sin.eq(0), column.eq(0), k_word.eq(0), row_base.eq(0),
-                         next_load_row.eq(0)]
+                         head_row.eq(0)]
 
         def walk_column():
             # matvec and pairwise: column j of this group to every lane.
             m.d.comb += walking.eq(1)
             m.d.sync += k_word.eq(k_word + 1)
             with m.If(last_column):
-                m.d.sync += [column.eq(0), row_base.eq(row_base + lanes), pending.eq(1)]
+                m.d.sync += [column.eq(0), row_base.eq(row_base + lanes)]
             with m.Else():
                 m.d.sync += column.eq(column + 1)
 
@@ -890,19 +903,33 @@ class ArrayEngine(wiring.Component):
                      wr["columns"].data.y.eq(cordic.o.payload.y)]
 
         # -- the coupling walk: G groups of P rows, n columns each --------------------------------
-        # Clock by clock one column j goes to every lane; lane l works on row g P + l of group
-        # g, and reads k from its own bank at word g n + j (a counter: k_word).
-        end_gate = Signal(init=1)                       # stalls: a group may end now
-        pending = Signal()                              # a group's last column is in flight
+        # Clock by clock one column j enters the lanes; lane l works on row g P + l of group
+        # g and reads k from its own bank at word g n + j (a counter: k_word). In matvec the
+        # column, its k address and its flags travel from lane to lane, one register per lane
+        # (lane l sees column j l clocks after lane 0): every net stays local, however many
+        # lanes there are. Pairwise gives each column to all lanes at once (the lane CORDICs
+        # answer together).
         m.d.comb += rd["columns"].addr.eq(column)
         # Stage a1 (the reads arrive): the column's flags; rel_row = j - g P (the antipode's
-        # sign), rel_next = j - (g + 1) P (which lane's next row this column is).
+        # sign), rel_next = j - (g + 1) P (which lane's next row this column is), rows = the
+        # group's rows (n - g P: lanes from there on have no row).
         rel_shape = signed(len(row_base) + 2)
         a1_valid, a1_first, a1_last, a1_word = Signal(), Signal(), Signal(), Signal.like(k_word)
         a1_rel_row, a1_rel_next = Signal(rel_shape), Signal(rel_shape)
+        a1_rows = Signal(range(cap + 1))
         m.d.sync += [a1_valid.eq(walking), a1_first.eq(column == 0), a1_last.eq(last_column),
                      a1_word.eq(k_word), a1_rel_row.eq(column - row_base),
-                     a1_rel_next.eq(column - row_base - lanes)]
+                     a1_rel_next.eq(column - row_base - lanes), a1_rows.eq(n - row_base)]
+        # A group's last column may go out when its sums cannot meet the last group's on the
+        # hand-over chain: `settle` clocks after the last one (matvec: its lane l loads the
+        # chain l clocks late, and its rows reach the head every other clock; with stalls, the
+        # chain must also be empty).
+        settle = Signal(range(LOAD_DELAY + 2 * lanes + 1))
+        end_gate = Signal()
+        with m.If(walking & last_column):
+            m.d.sync += settle.eq(LOAD_DELAY + lanes if stalls else 2 * lanes - 2)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
 
         def delayed(value, clocks: int, name: str):
             for clock in range(clocks):
@@ -911,20 +938,28 @@ class ArrayEngine(wiring.Component):
                 value = later
             return value
 
-        # The lanes' inputs: matvec at a2 (the column, registered once before it fans out to
-        # every lane; k read a clock after the column); pairwise when the lane CORDICs answer,
-        # L + 1 clocks after a1 (k is read then).
-        column_x, column_y = Signal(signed(SCALE_BITS)), Signal(signed(SCALE_BITS))
-        a2_valid, a2_first, a2_last = Signal(), Signal(), Signal()
-        k_word_late = Signal.like(k_word)
-        m.d.sync += [column_x.eq(rd["columns"].data.x), column_y.eq(rd["columns"].data.y),
-                     a2_valid.eq(a1_valid), a2_first.eq(a1_first), a2_last.eq(a1_last),
-                     k_word_late.eq(k_word)]
-        lane_valid, lane_first, lane_last = a2_valid, a2_first, a2_last
+        # The systolic chains (matvec): lane l's k address (a clock ahead of its column, so k
+        # arrives with it), column and flags.
+        flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1,
+                                         "rows": range(cap + 1)})
+        sys_addr = [Signal.like(k_word, name=f"sys_addr{lane}") for lane in range(lanes)]
+        sys_column = [Signal(pair, name=f"sys_column{lane}") for lane in range(lanes)]
+        sys_flags = [Signal(flag_layout, name=f"sys_flags{lane}") for lane in range(lanes)]
+        a1_flags = Signal(flag_layout)
+        m.d.comb += [a1_flags.valid.eq(a1_valid), a1_flags.first.eq(a1_first),
+                     a1_flags.last.eq(a1_last), a1_flags.rows.eq(a1_rows)]
+        m.d.sync += [sys_addr[0].eq(k_word), sys_column[0].eq(rd["columns"].data),
+                     sys_flags[0].eq(a1_flags)]
+        for lane in range(1, lanes):
+            m.d.sync += [sys_addr[lane].eq(sys_addr[lane - 1]),
+                         sys_column[lane].eq(sys_column[lane - 1]),
+                         sys_flags[lane].eq(sys_flags[lane - 1])]
+        lane_flags = sys_flags
+        lane_addr = sys_addr
         lane_busy = Signal()        # stalls: a pairwise column is in the lane CORDICs
         if has_pairwise:
-            flags = Signal(3 + len(a1_rel_row))
-            m.d.comb += flags.eq(Cat(a1_valid, a1_first, a1_last, a1_rel_row))
+            flags = Signal(flag_layout.size + len(a1_rel_row))
+            m.d.comb += flags.eq(Cat(a1_flags, a1_rel_row))
             angle_valid = Signal()
             m.d.sync += angle_valid.eq(a1_valid & pairwise_form)
             if stalls:
@@ -943,24 +978,26 @@ class ArrayEngine(wiring.Component):
             else:
                 late = delayed(flags, latency + 1, "lane_flags")
                 late_word = delayed(a1_word, latency, "lane_word")
-            late_rel_row = late[3:].as_signed()
-            m.d.comb += k_run_addr.eq(Mux(pairwise_form, late_word, k_word_late))
-            lane_valid = Mux(pairwise_form, late[0], a2_valid)
-            lane_first = Mux(pairwise_form, late[1], a2_first)
-            lane_last = Mux(pairwise_form, late[2], a2_last)
+            late_flags = late[:flag_layout.size]
+            late_rel_row = late[flag_layout.size:].as_signed()
+            lane_flags = [Mux(pairwise_form, late_flags, Value.cast(sys)) for sys in sys_flags]
+            lane_addr = [Mux(pairwise_form, late_word, sys) for sys in sys_addr]
             # Each lane's theta_i: captured when its row's theta_j passes (the phase pass for
             # group 0, the walk of group g for group g + 1), taken up at the group's first
             # column.
             capture_valid = Mux(in_phase_pass, p2_valid, a1_valid)
             capture_rel = Mux(in_phase_pass, p2_index, a1_rel_next)
             capture_theta = Mux(in_phase_pass, p2_theta, rd["theta"].data)
-        else:
-            m.d.comb += k_run_addr.eq(k_word_late)
         for lane, mac in enumerate(macs):
-            m.d.comb += [mac.valid.eq(lane_valid), mac.first.eq(lane_first),
-                         mac.last.eq(lane_last), mac.k.eq(rd[f"k{lane}"].data)]
+            flags_in = data.View(flag_layout, lane_flags[lane])
+            # A lane past the group's last row works on nothing: it never ends a row.
+            m.d.comb += [k_run_addr[lane].eq(lane_addr[lane]),
+                         mac.valid.eq(flags_in.valid), mac.first.eq(flags_in.first),
+                         mac.last.eq(flags_in.last & (flags_in.rows > lane)),
+                         mac.k.eq(rd[f"k{lane}"].data)]
+            column_in = sys_column[lane]
             if not has_pairwise:
-                m.d.comb += [mac.cos.eq(column_x), mac.sin.eq(column_y)]
+                m.d.comb += [mac.cos.eq(column_in.x), mac.sin.eq(column_in.y)]
                 continue
             row_theta, next_theta = Signal(p, name=f"row_theta{lane}"), Signal(
                 p, name=f"next_theta{lane}")
@@ -979,47 +1016,45 @@ class ArrayEngine(wiring.Component):
             sin_ij, cos_ij = unit.o.payload.y, unit.o.payload.x
             antipode = (sin_ij == 0) & (cos_ij < 0)
             sin_nudged = Mux(antipode, Mux(late_rel_row > lane, 1, -1), sin_ij)
-            m.d.comb += [mac.cos.eq(Mux(pairwise_form, 0, column_x)),
-                         mac.sin.eq(Mux(pairwise_form, sin_nudged, column_y))]
+            m.d.comb += [mac.cos.eq(Mux(pairwise_form, 0, column_in.x)),
+                         mac.sin.eq(Mux(pairwise_form, sin_nudged, column_in.y))]
 
-        # -- the hand-over chain: a finished group's row sums, one row per clock -----------------
-        # The lanes load it together (rows g P .. g P + r - 1); its head goes to the h register,
-        # then to the rotation by -theta_i (matvec) or straight to the update (pairwise).
+        # -- the hand-over chain: the finished rows, in order, one per clock at the head ----------
+        # Lane l loads element l when its row ends (matvec: l clocks after lane 0; pairwise:
+        # all at once); elements move towards the head (element 0) every clock (with stalls:
+        # while the head is empty or taken). The head goes to the h register, then to the
+        # rotation by -theta_i (matvec) or straight to the update (pairwise).
         width = macs[0].width
         chain_c = [Signal(signed(width), name=f"chain_c{lane}") for lane in range(lanes)]
         chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
-        chain_count = Signal(range(lanes + 1))
-        head_row = Signal(range(cap + lanes + 1))
+        chain_valid = Signal(lanes)
         h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
         h_c, h_z = Signal(signed(width)), Signal(signed(width))
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
-        drain = (chain_count != 0) & (~h_valid | h_advance)
-        # Without stalls nothing waits (drain = chain_count != 0): the chain then shifts every
-        # clock, so its thousands of registers need no shift enable.
-        shift = drain if stalls else 1
-        load = macs[0].done
-        with m.If(load):
-            left = n - next_load_row
-            m.d.sync += [chain_count.eq(Mux(left < lanes, left, lanes)),
-                         head_row.eq(next_load_row), next_load_row.eq(next_load_row + lanes),
-                         pending.eq(0)]
-            for lane, mac in enumerate(macs):
-                m.d.sync += [chain_c[lane].eq(mac.c), chain_z[lane].eq(mac.z)]
-        with m.Else():
-            with m.If(drain):
-                m.d.sync += [chain_count.eq(chain_count - 1), head_row.eq(head_row + 1)]
-        with m.If(~load & shift):
-            for lane in range(lanes - 1):
-                m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
-                             chain_z[lane].eq(chain_z[lane + 1])]
+        h_free = ~h_valid | h_advance
+        drain = chain_valid[0] & h_free
+        # Without stalls the head is always taken: the chain then shifts every clock, so its
+        # thousands of registers need no shift enable.
+        shift = (~chain_valid[0] | h_free) if stalls else 1
+        for lane, mac in enumerate(macs):
+            above = lanes - 1 > lane
+            with m.If(mac.done):
+                m.d.sync += [chain_c[lane].eq(mac.c), chain_z[lane].eq(mac.z),
+                             chain_valid[lane].eq(1)]
+            with m.Elif(shift):
+                m.d.sync += chain_valid[lane].eq(chain_valid[lane + 1] if above else 0)
+                if above:
+                    m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
+                                 chain_z[lane].eq(chain_z[lane + 1])]
         with m.If(drain):
             m.d.sync += [h_valid.eq(1), h_row.eq(head_row), h_c.eq(chain_c[0]),
-                         h_z.eq(chain_z[0])]
+                         h_z.eq(chain_z[0]), head_row.eq(head_row + 1)]
         with m.Elif(h_advance):
             m.d.sync += h_valid.eq(0)
         if stalls:
-            # A group's sums may load the chain only once it is empty.
-            m.d.comb += end_gate.eq(~pending & (chain_count == 0))
+            m.d.comb += end_gate.eq((settle == 0) & (chain_valid == 0))
+        else:
+            m.d.comb += end_gate.eq(settle == 0)
         # theta: drive reads theta_i with the drive; pairwise theta_j with the walk; matvec
         # theta_i of the row entering h, and h's row while h waits.
         m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue, Mux(
@@ -1071,7 +1106,8 @@ class ArrayEngine(wiring.Component):
                     drive_ok = issue == fed
                     walk_ok = Mux(pairwise_form, ~lane_busy, ~last_column | end_gate)
                 else:
-                    drive_ok = walk_ok = 1
+                    drive_ok = 1
+                    walk_ok = pairwise_form | ~last_column | end_gate
                 with m.If(drive_form):
                     with m.If((issue < n) & drive_ok):
                         if has_drive:
