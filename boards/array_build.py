@@ -25,6 +25,9 @@ __all__ = ["build_array_engine", "TARGET_MHZ"]
 #: Fmax either way; a target far above it only makes placement work longer).
 TARGET_MHZ = {"ice40": 50.0, "ecp5": 150.0}
 
+#: nextpnr's router per family (None: its default).
+ROUTER = {"ecp5": "router2"}
+
 
 def _spram_cells(stat_path: Path) -> int:
     """SB_SPRAM256KA cells in the Yosys statistics of a build (0 when there are none)."""
@@ -54,8 +57,10 @@ def build_array_engine(board: str, n: int, lanes: int, forms=("matvec", "drive")
     name = f"array_c{n}_l{lanes}_{'_'.join(forms)}_{cordic_arch}"
     build_dir = Path(build_dir)
     options = dict(lanes=lanes, forms=forms, cordic_arch=cordic_arch)
+    # router2 on ECP5: router1 took over 20 minutes (and was still congested) on 64 lanes.
+    router = ROUTER.get(spec.family)
     result = build(lambda: ArrayEngine(config, **options), board, build_dir=build_dir,
-                   target_mhz=target, name=name, seed=seed, progress=progress)
+                   target_mhz=target, name=name, seed=seed, progress=progress, router=router)
     result.update(
         capacity=n, lanes=lanes, forms=forms, cordic_arch=cordic_arch,
         spram=_spram_cells(build_dir / spec.name / name / f"{name}.stat.json"),

@@ -332,7 +332,7 @@ def check_nextpnr_fit(board_name, log_path):
 _DROP_NO_INIT = f"delete t:$meminit_v2 r:MEMID=*{NO_INIT_SUFFIX} %i"
 
 
-def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
+def _run_flow(top, board, build_dir, name, target_mhz, seed, progress, router=None):
     """Synthesize, place, route and pack `top` for `board` in `build_dir`.
 
     Returns (netlist usage dict, parsed nextpnr report, bitstream path).
@@ -344,6 +344,8 @@ def _run_flow(top, board, build_dir, name, target_mhz, seed, progress):
     # --timing-allow-fail: a missed target is a result (timing_met False), not an error.
     # The `stat -json` after synthesis gives the cell counts for the early fit check.
     nextpnr_opts = f"--report report.json --seed {int(seed)} --timing-allow-fail"
+    if router is not None:
+        nextpnr_opts += f" --router {router}"
     plan = platform.build(top, name=name, do_build=False, synth_opts=board.synth_opts,
                           nextpnr_opts=nextpnr_opts, script_after_read=_DROP_NO_INIT,
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json")
@@ -440,7 +442,8 @@ def _harness_version():
     return f"harness={source} " + " ".join(tools)
 
 
-def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, progress=None):
+def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, progress=None,
+          router=None):
     """Build `core_factory()` inside the measurement harness for `board` and measure it.
 
     Arguments:
@@ -453,6 +456,7 @@ def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, pro
         name: the top-level name; also the file names (`name.bin` / `name.bit`).
         seed: nextpnr's placement seed.
         progress: called with a short message before each long step; None for silence.
+        router: nextpnr's router ("router1", "router2"); None for nextpnr's default.
 
     Returns a dict: board, device, bitstream (Path), lut, ff, dsp, bram, fmax_mhz,
     target_mhz, timing_met, clock (nextpnr's clock net name), harness_lut, harness_ff,
@@ -468,7 +472,7 @@ def build(core_factory, board, *, build_dir, target_mhz, name="top", seed=1, pro
 
     core = core_factory()
     usage, parsed, bitstream = _run_flow(Harness(core), board, build_dir / board.name / name,
-                                         name, target_mhz, seed, progress)
+                                         name, target_mhz, seed, progress, router)
     figures = _figures(board, usage, parsed)
     harness = _harness_figures(core, board, build_dir, target_mhz, seed, progress)
     return {

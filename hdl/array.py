@@ -41,9 +41,9 @@ The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a ro
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
 Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
-latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 16 (the first
+latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 18 (the first
 group's walk runs behind the phase pass; plus (G - 1)(2P - 1 - n) when n < 2P - 1), pairwise
-n + G n + r + 2L + 15, drive 2n + 2L + 11. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+n + G n + r + 2L + 17, drive 2n + 2L + 13. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
 about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
@@ -54,7 +54,8 @@ therefore serves every case up to `capacity` oscillators.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import (Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value,
+                          signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -69,7 +70,7 @@ __all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_co
            "check_case", "check_lanes", "TARGETS", "REGISTERS", "MAX_CAPACITY", "MAX_LANES",
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
            "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word", "iterative_cycles_per_result", "ENGINE_FORMS",
-           "round_shift_var", "check_forms", "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16",
+           "round_shift_var", "round_shift_split", "round_shift_finish", "check_forms", "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16",
            "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
@@ -114,6 +115,18 @@ def round_shift_var(value, amount):
     shift past its width gives -1 + 1 = 0 for negative v, as (v + 2**(a-1)) >> a does.
     """
     return (value >> amount) + ((value << 1) >> amount)[0]
+
+
+def round_shift_split(value, amount):
+    """R(value, amount) in two clocks' worth of logic: `round_shift_split(v, a)` is the
+    variable shift (v << 1) >> a, which keeps the rounding bit v[a - 1] as its bit 0;
+    `round_shift_finish` of that adds it: (w >> 1) + w[0] = R(v, a), as `round_shift_var`."""
+    return (value << 1) >> amount
+
+
+def round_shift_finish(shifted):
+    """The second half of `round_shift_split`."""
+    return (shifted >> 1) + shifted[0]
 
 
 def order_layout(config: ArrayFixedConfig) -> data.StructLayout:
@@ -196,7 +209,7 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     takes:
 
         phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
-        matvec       G n + 2r - 1 + L + 12 - (n - 1)   (column read and register, k read,
+        matvec       G n + 2r - 1 + L + 14 - (n - 1)   (column read and register, k read,
                                     operand, product and accumulate registers, chain load,
                                     the chain's head, rotation input, update, STEP_END; the
                                     first group's columns 0 .. n - 2 go out during the phase
@@ -204,15 +217,15 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
                                     loads the chain l clocks after lane 0, so the last
                                     group's r rows reach the head every other clock; when
                                     n < 2P - 1 each group waits 2P - 1 - n clocks more)
-        pairwise     G n + r + L + 11   (the angle register and the lane CORDIC come before the
+        pairwise     G n + r + L + 13   (the angle register and the lane CORDIC come before the
                                     MACs instead of the rotation after them; no early walk:
                                     the lanes need their theta_i first)
-        drive        n + L + 7
+        drive        n + L + 9
 
     The r (matvec 2r) clocks are the last group handing its rows over one by one; earlier
     groups hand over while the next group walks. cordic_arch="iterative" (C = `iterative_cycles_per_result`,
     63 by default; a new input C + 1 clocks after the last): the phase pass n (C + 1) + 4;
-    drive n (C + 1) + 7; pairwise (G n - 1)(C + 3) + C + r + 12 (one column at a time in the
+    drive n (C + 1) + 9; pairwise (G n - 1)(C + 3) + C + r + 14 (one column at a time in the
     lane CORDICs); matvec by `_matvec_stalled_coupling` (the rotations, C + 1 apart, set the
     pace: about n (C + 1) when G n < n (C + 1)). `ideal` is the pipelined engine's.
     """
@@ -227,20 +240,20 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
         c = iterative_cycles_per_result(config)
         phases = n * (c + 1) + 4
         if form == "drive":
-            return phases + n * (c + 1) + 7
+            return phases + n * (c + 1) + 9
         if form == "pairwise":
-            return phases + (groups * n - 1) * (c + 3) + c + last + 12
+            return phases + (groups * n - 1) * (c + 3) + c + last + 14
         return phases + _matvec_stalled_coupling(n, lanes, c)
     phases = n + latency + 4
     if form == "drive":
-        return phases + n + latency + 7
+        return phases + n + latency + 9
     if form == "pairwise":
-        return phases + groups * n + last + latency + 11
+        return phases + groups * n + last + latency + 13
     # matvec: the first group's walk runs behind the phase pass, n - 1 clocks earlier; lane l
     # hands its row over l clocks late and rows reach the head every other clock (2r); a
     # group ends at least 2P - 1 clocks after the last (`settle`).
     spacing = (groups - 1) * max(0, 2 * lanes - 1 - n)
-    return phases + groups * n + 2 * last - 1 + latency + 12 - (n - 1) + spacing
+    return phases + groups * n + 2 * last - 1 + latency + 14 - (n - 1) + spacing
 
 
 #: Clocks from a group's last column (issued) to the clock the lanes load the chain (matvec):
@@ -256,7 +269,7 @@ def _matvec_stalled_coupling(n: int, lanes: int, c: int) -> int:
     clocks after the last column; the chain moves towards its head while the head is empty
     or taken; the head goes to the h register when h is free, h to the rotation input when
     that is free, and the CORDIC takes a rotation when it is ready (C + 1 clocks after the
-    last). The last result is updated, written and ends the step 6 clocks later."""
+    last). The last result is updated, written and ends the step 8 clocks later."""
     total = row_groups(n, lanes) * n
     issued, settle, h_valid, rot_valid = 0, 0, False, False
     chain = [False] * lanes
@@ -289,7 +302,7 @@ def _matvec_stalled_coupling(n: int, lanes: int, c: int) -> int:
             chain[lane] = True
         settle = settle_next
         clock += 1
-    return last_output + 6
+    return last_output + 8
 
 
 def cycles_per_run(config: ArrayFixedConfig, n: int, form: str, steps: int,
@@ -489,6 +502,43 @@ def _widen18(x):
     return Cat(x, x[-1].replicate(18 - len(x))).as_signed()
 
 
+def ecp5_platform(platform) -> bool:
+    """Whether `platform` is an ECP5 (its MULT18X18D has input and output registers that
+    Yosys does not use by itself: `registered_product` instantiates them)."""
+    return str(getattr(platform, "device", "")).upper().startswith("LFE5")
+
+
+def registered_product(m: Module, a, b, platform, dsp16: bool | None = None,
+                       name: str = "product") -> Signal:
+    """a * b (signed, at most 18 x 18 bits) two clocks after a and b: the operands are
+    registered, then the product. On ECP5 both registers are the MULT18X18D's own (a
+    multiplier between fabric registers is 3.9 ns of logic plus two long routes, under
+    130 MHz); elsewhere they are fabric registers around `a * b` (`mul_dsp16` on iCE40, see
+    `dsp16_platform`). Bit for bit a * b either way."""
+    a, b = Value.cast(a), Value.cast(b)
+    assert a.shape().signed and b.shape().signed and len(a) <= 18 and len(b) <= 18
+    product = Signal(signed(len(a) + len(b)), name=name)
+    if ecp5_platform(platform):
+        raw = Signal(36, name=f"{name}_raw")
+        a18, b18 = _widen18(a), _widen18(b)
+        ports = {f"i_A{bit}": a18[bit] for bit in range(18)}
+        ports.update({f"i_B{bit}": b18[bit] for bit in range(18)})
+        ports.update({f"i_C{bit}": 0 for bit in range(18)})
+        ports.update({f"o_P{bit}": raw[bit] for bit in range(36)})
+        m.submodules[name] = Instance(
+            "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0",
+            p_REG_OUTPUT_CLK="CLK0", p_GSR="DISABLED", p_RESETMODE="SYNC",
+            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+            i_CLK0=ClockSignal(), i_CE0=1, i_RST0=0, **ports)
+        m.d.comb += product.eq(raw[:len(product)].as_signed())
+        return product
+    a_reg, b_reg = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
+    dsp16 = dsp16_platform(platform) if dsp16 is None else dsp16
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b),
+                 product.eq(mul_dsp16(a_reg, b_reg) if dsp16 else a_reg * b_reg)]
+    return product
+
+
 # ---------------------------------------------------------------------------------------------
 # Components
 
@@ -529,19 +579,11 @@ class MacLane(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        dsp16 = dsp16_platform(platform) if self.dsp16 is None else self.dsp16
-        multiply = mul_dsp16 if dsp16 else (lambda a, b: a * b)
-        # Operand stage: the DSP inputs come from registers, not from block RAM and routing.
-        k, cos, sin = (Signal.like(self.k, name="k_op"), Signal.like(self.cos, name="cos_op"),
-                       Signal.like(self.sin, name="sin_op"))
-        flags = Signal(3)
-        m.d.sync += [k.eq(self.k), cos.eq(self.cos), sin.eq(self.sin),
-                     flags.eq(Cat(self.valid, self.first, self.last))]
-        # Product stage.
-        product_shape = signed(COUPLING_BITS + SCALE_BITS)
-        pc, ps = Signal(product_shape), Signal(product_shape)
-        flags2 = Signal(3)
-        m.d.sync += [pc.eq(multiply(k, cos)), ps.eq(multiply(k, sin)), flags2.eq(flags)]
+        # Operand and product stages: `registered_product` (on ECP5, the DSP's own registers).
+        pc = registered_product(m, self.k, self.cos, platform, self.dsp16, "pc")
+        ps = registered_product(m, self.k, self.sin, platform, self.dsp16, "ps")
+        flags, flags2 = Signal(3), Signal(3)
+        m.d.sync += [flags.eq(Cat(self.valid, self.first, self.last)), flags2.eq(flags)]
         valid, first, last = flags2
         # Accumulate stage: a row's first product replaces the sums.
         with m.If(valid):
@@ -552,7 +594,7 @@ class MacLane(wiring.Component):
 
 
 class StepUpdate(wiring.Component):
-    """One oscillator's update from its rotation result (latency 2, one per clock).
+    """One oscillator's update from its rotation result (latency 4, one per clock).
 
     Ports
     -----
@@ -563,12 +605,16 @@ class StepUpdate(wiring.Component):
     pinned : In(1)                 oscillator i never moves
     d : In(signed(18)), s : In(6)  step scale D * 2**-s
     tol : In(unsigned(A + 1))      calm threshold (accumulator units)
-    done : Out(1)                  new_acc and noisy are valid (2 clocks after valid)
+    done : Out(1)                  new_acc and noisy are valid (4 clocks after valid)
     new_acc : Out(unsigned(A))     acc_i + inc_i mod 2**A, inc_i = w_i + R(y' D, s), 0 if pinned
     noisy : Out(1)                 a free oscillator with |inc_i| >= tol (the step is not calm)
 
     y' is y nudged off the exact antipode: y = 0 with x < 0 reads +1 (`nudge_antipode`).
-    dsp16: as `MacUnit`'s (the 18 x 18 product on one 16 x 16 DSP on iCE40).
+    dsp16: as `MacLane`'s (the 18 x 18 product on one 16 x 16 DSP on iCE40).
+
+    Stages: the nudged y and D into the multiplier's operand registers, the product
+    (`registered_product`), R(product, s), w + that (or 0 when pinned); new_acc and noisy
+    are combinational from the last.
     """
 
     def __init__(self, acc_bits: int, dsp16: bool | None = None):
@@ -586,24 +632,32 @@ class StepUpdate(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         a = self.acc_bits
-        # Stage 1: nudge and multiply (one DSP).
+        # Stages 1-2: the nudged y times D (one DSP, operand and product registers).
         nudged = Mux((self.y == 0) & (self.x < 0), 1, self.y)
-        product = Signal(signed(2 * SCALE_BITS))
+        product = registered_product(m, nudged, self.d, platform, self.dsp16)
+        # acc, w, pinned and valid travel beside it.
+        acc2, w2 = Signal(a), Signal(a)
+        pinned2, valid2 = Signal(), Signal()
         acc1, w1 = Signal(a), Signal(a)
         pinned1, valid1 = Signal(), Signal()
-        dsp16 = dsp16_platform(platform) if self.dsp16 is None else self.dsp16
-        m.d.sync += [product.eq(mul_dsp16(_widen18(nudged), self.d) if dsp16
-                                else nudged * self.d), acc1.eq(self.acc), w1.eq(self.w),
-                     pinned1.eq(self.pinned), valid1.eq(self.valid)]
-        # Stage 2: round, add omega; everything mod 2**A from here (the accumulator wraps,
-        # and the detector reads inc wrapped to A bits, as `run_fixed`).
+        m.d.sync += [acc1.eq(self.acc), w1.eq(self.w), pinned1.eq(self.pinned),
+                     valid1.eq(self.valid), acc2.eq(acc1), w2.eq(w1), pinned2.eq(pinned1),
+                     valid2.eq(valid1)]
+        # Stage 3: R(product, s) (a variable shift: a register of its own).
+        scaled = Signal(signed(2 * SCALE_BITS))
+        acc3, w3 = Signal(a), Signal(a)
+        pinned3, valid3 = Signal(), Signal()
+        m.d.sync += [scaled.eq(round_shift_var(product, self.s)), acc3.eq(acc2), w3.eq(w2),
+                     pinned3.eq(pinned2), valid3.eq(valid2)]
+        # Stage 4: add omega; everything mod 2**A from here (the accumulator wraps, and the
+        # detector reads inc wrapped to A bits, as `run_fixed`).
         inc = Signal(signed(a))
-        acc2, pinned2 = Signal(a), Signal()
-        m.d.sync += [inc.eq(Mux(pinned1, 0, w1 + round_shift_var(product, self.s))),
-                     acc2.eq(acc1), pinned2.eq(pinned1), self.done.eq(valid1)]
+        acc4, pinned4 = Signal(a), Signal()
+        m.d.sync += [inc.eq(Mux(pinned3, 0, w3 + scaled)), acc4.eq(acc3),
+                     pinned4.eq(pinned3), self.done.eq(valid3)]
         magnitude = Mux(inc < 0, -inc, inc)
-        m.d.comb += [self.new_acc.eq(acc2 + inc),
-                     self.noisy.eq(~pinned2 & (magnitude >= self.tol))]
+        m.d.comb += [self.new_acc.eq(acc4 + inc),
+                     self.noisy.eq(~pinned4 & (magnitude >= self.tol))]
         return m
 
 
@@ -1029,7 +1083,9 @@ class ArrayEngine(wiring.Component):
         chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
         chain_valid = Signal(lanes)
         h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
-        h_c, h_z = Signal(signed(width)), Signal(signed(width))
+        # h holds (v << 1) >> t of the row's sums (`round_shift_split`: R(v, t) fits the
+        # CORDIC's 18 bits, so this fits 20); the rounding finishes on the way out.
+        h_c, h_z = Signal(signed(SCALE_BITS + 2)), Signal(signed(SCALE_BITS + 2))
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
         h_free = ~h_valid | h_advance
         drain = chain_valid[0] & h_free
@@ -1047,8 +1103,9 @@ class ArrayEngine(wiring.Component):
                     m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
                                  chain_z[lane].eq(chain_z[lane + 1])]
         with m.If(drain):
-            m.d.sync += [h_valid.eq(1), h_row.eq(head_row), h_c.eq(chain_c[0]),
-                         h_z.eq(chain_z[0]), head_row.eq(head_row + 1)]
+            m.d.sync += [h_valid.eq(1), h_row.eq(head_row),
+                         h_c.eq(round_shift_split(chain_c[0], t)),
+                         h_z.eq(round_shift_split(chain_z[0], t)), head_row.eq(head_row + 1)]
         with m.Elif(h_advance):
             m.d.sync += h_valid.eq(0)
         if stalls:
@@ -1122,8 +1179,8 @@ class ArrayEngine(wiring.Component):
                                      rot_z.eq(-rd["theta"].data)]
                 with m.If(h_advance & ~pairwise_form):
                     m.d.sync += [rot_valid.eq(1),
-                                 rot_x.eq(round_shift_var(h_c, t)[:SCALE_BITS]),
-                                 rot_y.eq(round_shift_var(h_z, t)[:SCALE_BITS]),
+                                 rot_x.eq(round_shift_finish(h_c)[:SCALE_BITS]),
+                                 rot_y.eq(round_shift_finish(h_z)[:SCALE_BITS]),
                                  rot_z.eq(-rd["theta"].data)]
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
@@ -1134,7 +1191,7 @@ class ArrayEngine(wiring.Component):
                     m.d.sync += [
                         collected.eq(collected + 1), u1_valid.eq(1),
                         u1_x.eq(Mux(pairwise_form, 0, cordic.o.payload.x)),
-                        u1_y.eq(Mux(pairwise_form, round_shift_var(h_z, t)[:SCALE_BITS],
+                        u1_y.eq(Mux(pairwise_form, round_shift_finish(h_z)[:SCALE_BITS],
                                     cordic.o.payload.y))]
                 with m.If(update.done):
                     m.d.comb += [wr["acc"].addr.eq(written), wr["acc"].data.eq(update.new_acc),

@@ -80,10 +80,12 @@ def header() -> dict:
 # CORDIC architecture that fits, and the forms (the pairwise lanes' CORDICs do not fit at N
 # this large: matvec and drive).
 DEVICE_BUILDS = {
-    # UP5K: 4 lanes need 9 SB_MAC16 and ~5500 LC (over 5280): 2 lanes, iterative CORDIC.
+    # UP5K: 4 lanes need 9 SB_MAC16 (2 per lane and the update's; the device has 8): 2 lanes,
+    # iterative CORDIC.
     "up5k": {"board": "icebreaker", "lanes": 2, "cordic_arch": "iterative"},
-    # ECP5-85F: 16 lanes at N = 424 did not finish routing in 19 minutes on 2 cores: 8 lanes.
-    "ecp5-85f": {"board": "ulx3s-85f", "lanes": 8, "cordic_arch": "pipelined"},
+    # ECP5-85F: 64 systolic lanes (128 of the 156 multipliers); the banks of N = 438 fill
+    # three block RAMs each (7 rows x 438 = 3066 of 3072 words).
+    "ecp5-85f": {"board": "ulx3s-85f", "lanes": 64, "cordic_arch": "pipelined"},
 }
 
 

@@ -150,9 +150,9 @@ def test_cycles_exact(build_root):
     for q, rtl in zip(cases, run_array_rtl_batch(cases, build_root=build_root)):
         assert rtl["cycles"] == cycles_per_run(CONFIG, q.n, q.form, q.steps)
         assert_bit_exact(rtl, run_fixed(q))
-    # One lane, N = 64: G n = n**2, r = 1; over the ideal (n**2 + 2L): 2r + 16.
+    # One lane, N = 64: G n = n**2, r = 1; over the ideal (n**2 + 2L): 2r + 18.
     assert cycles_per_step(CONFIG, 64, "matvec") - cycles_per_step(CONFIG, 64, "matvec",
-                                                                 ideal=True) == 2 + 16
+                                                                 ideal=True) == 2 + 18
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,10 +228,10 @@ def test_lane_cases_reach_what_they_are_for(lane_batch):
 
 
 def test_lane_cycles_exact(lane_batch):
-    """Clocks per step, measured for every case: matvec G n + 2r + 2L + 16 (G = ceil(n / P)
+    """Clocks per step, measured for every case: matvec G n + 2r + 2L + 18 (G = ceil(n / P)
     groups of n columns, r = rows of the last group, which reach the chain's head every other
     clock; the first group walks behind the phase pass; groups end at least 2P - 1 clocks
-    apart), pairwise n + G n + r + 2L + 15 (the phase pass first)."""
+    apart), pairwise n + G n + r + 2L + 17 (the phase pass first)."""
     lanes, batch = lane_batch
     for name, (q, rtl, _) in batch.items():
         assert rtl["cycles"] == cycles_per_run(CONFIG, q.n, q.form, rtl["steps_taken"],
@@ -240,10 +240,10 @@ def test_lane_cycles_exact(lane_batch):
         last = q.n - (groups - 1) * lanes
         per_step = cycles_per_step(CONFIG, q.n, q.form, lanes=lanes)
         if q.form == "pairwise":
-            assert per_step == q.n + 2 * LATENCY + groups * q.n + last + 15, name
+            assert per_step == q.n + 2 * LATENCY + groups * q.n + last + 17, name
         else:
             spacing = (groups - 1) * max(0, 2 * lanes - 1 - q.n)
-            assert per_step == 2 * LATENCY + groups * q.n + 2 * last + 16 + spacing, name
+            assert per_step == 2 * LATENCY + groups * q.n + 2 * last + 18 + spacing, name
     # The issue goal: the coupling pass within 5 % of n**2 / P when P divides n
     # (N = 16, 64 on 1 and 4 lanes; N = 33 on 1 lane).
     for n in (16, 64) + ((33,) if lanes == 1 else ()):
@@ -401,13 +401,13 @@ def small_cases(forms):
 @pytest.mark.parametrize("lanes", [1, 3])
 def test_iterative_cycles_model(lanes):
     # The rotations set the pace of the matvec pass: n of them, C + 1 apart, after the first
-    # group's walk (n clocks), its hand-over (5 + 2) and before the update (C + 6).
+    # group's walk (n clocks), its hand-over (5 + 2) and before the update (C + 8).
     c = 63
     for n in (2, 7, 40):
         matvec = cycles_per_step(SMALL, n, "matvec", lanes=lanes, cordic_arch="iterative")
         drive = cycles_per_step(SMALL, n, "drive", lanes=lanes, cordic_arch="iterative")
-        assert drive == 2 * n * (c + 1) + 11
-        assert matvec == n * (c + 1) + 4 + n + 6 + (n - 1) * (c + 1) + c + 7
+        assert drive == 2 * n * (c + 1) + 13
+        assert matvec == n * (c + 1) + 4 + n + 6 + (n - 1) * (c + 1) + c + 9
 
 
 def test_iterative_cordic_engine_bit_exact(build_root, lanes=3):
