@@ -807,17 +807,21 @@ class ArrayEngine(wiring.Component):
             m.submodules[f"mem_{name}" + (NO_INIT_SUFFIX if no_init else "")] = memory
             rd[name], wr[name] = memory.read_port(), memory.write_port()
         # The k banks: one address for both ports (single-port RAM). A run reads (k_run_addr),
-        # the load port writes while idle; the read port is enabled only during a run, so no
-        # read ever meets a write (no read-during-write behaviour to emulate).
+        # the load port writes (k_load_*, registered: the write lands the clock after the
+        # transfer, so possibly in the first clock of a run started at once; no run reads k
+        # that early). The read port is enabled only during a run and never with a write (no
+        # read-during-write behaviour to emulate, and Yosys sees the ports exclusive: iCE40
+        # SPRAM).
         k_run_addr = [Signal(word_bits, name=f"k_run_addr{lane}") for lane in range(lanes)]
         k_load_addr = Signal(word_bits)
         k_load_data, k_load_enable = Signal(signed(COUPLING_BITS)), Signal(lanes)
         m.d.sync += k_load_enable.eq(0)
         busy = Signal()
         for lane in range(lanes):
-            k_addr = Mux(busy, k_run_addr[lane], k_load_addr)
+            writing = k_load_enable[lane]
+            k_addr = Mux(writing, k_load_addr, k_run_addr[lane])
             m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
-                         rd[f"k{lane}"].en.eq(busy), wr[f"k{lane}"].en.eq(k_load_enable[lane]),
+                         rd[f"k{lane}"].en.eq(busy & ~writing), wr[f"k{lane}"].en.eq(writing),
                          wr[f"k{lane}"].data.eq(k_load_data)]
 
         # -- run registers ---------------------------------------------------------------------
