@@ -4,8 +4,11 @@ Every integer below is what the RTL (Amaranth, later) must produce, bit for bit.
 reference is golden/attention.py (attention_float); the array engine is golden/array_fixed.py,
 used as it is. One rounding policy everywhere: R(v, s) = floor((v + 2**(s-1)) / 2**s), round
 half up (golden/cordic.py's round_shift); R(v, s) with s <= 0 is the exact left shift
-v * 2**-s. Values never wrap: every width below is derived (`formats`) so that nothing
-saturates except where a step says so.
+v * 2**-s. Every value rounded is below 2**62 in magnitude (the 63-bit score m_ij is the
+widest), so R(v, s) = 0 for every s >= 63: right shifts are clamped to 63, which gives
+exactly that 0 within 64-bit arithmetic (the shift F - e_w of step 3 has no upper bound: F
+grows as q and k shrink). Values never wrap: every width below is derived (`formats`) so
+that nothing saturates except where a step says so.
 
 Scope and refusals (AttentionFixedError, a subclass of AttentionCaseError, raised by
 validate_fixed / front_end / the engine's loader before any Euler step): d_osc > 2 (not yet in
@@ -42,11 +45,14 @@ The pipeline, in order (per head; i, j tokens; "attended" = j <= i when causal, 
  2. m_ij = max(raw_ij, 0) * c, exact; relu(score_ij) = m_ij 2**-F, F = e_q + e_k + C.
  3. W, per row i over the attended j: e_w_i = the largest e with
     R(max_j m_ij, F - e) + eps_i(e) <= 2**17 - 1, eps_i(e) = floor(1e-3 2**e + 1/2) (host
-    constant); W_ij = R(m_ij, F - e_w_i) + eps_i; W_ij = 0 where not attended. (The row's
-    largest score is needed first: two passes over the row, or T buffered scores.) Decided:
-    a per-row exponent, because everything downstream is scale-free per row (the angle of
-    h_i, h_i / sum_j W_ij, W_ij / sum_j W_ij); one exponent per head left rows of small
-    scores (W ~ 1e-3) with 5 significant bits.
+    constant); W_ij = R(m_ij, F - e_w_i) + eps_i; W_ij = 0 where not attended. W exponents
+    lie in [9, 26]: W_ij >= eps_i, so eps(e_w) <= 2**17 - 1 and e_w <= 26 (eps(26) = 67109,
+    eps(27) = 134218); a row with eps(e_w) = 0, i.e. e_w <= 8 (eps(8) = 0, eps(9) = 1;
+    scores above ~256), is refused (see the refusals above). (The row's largest score is
+    needed first: two passes over the row, or T buffered scores.) Decided: a per-row
+    exponent, because everything downstream is scale-free per row (the angle of h_i,
+    h_i / sum_j W_ij, W_ij / sum_j W_ij); one exponent per head left rows of small scores
+    (W ~ 1e-3) with 5 significant bits.
  4. h_i = sum_j W_ij a_j (x and y, exact; value h 2**-(e_w_i + 16)); s_i = sum_j W_ij. A row
     with h_i = (0, 0) exactly is a zero drive (the float model's zero_drive_rows).
  5. reciprocal(S) for S > 0 (rows of W, and the readout): L = bitlen(S) - 17,
@@ -249,6 +255,7 @@ DATA_BITS = 18                  # v, anchors, W, CORDIC inputs: signed 18-bit
 FRAC = DATA_BITS - 2            # Q2.16: unit vectors, 1 + cos, attn, reciprocals
 DATA_MAX = (1 << (DATA_BITS - 1)) - 1
 MAX_TOKENS = 2048               # the pairwise engine holds 2T <= 4096 oscillators
+MAX_RIGHT_SHIFT = 63            # `_shift`: R(v, s) = 0 for s >= 63 when |v| < 2**62
 ATTN_TARGET = 2.0 ** -11        # the issue's targets: |attn - attn_float| ...
 OUT_TARGET = 2.0 ** -8          # ... and |out - out_float| / max|v|
 
@@ -301,10 +308,16 @@ DEFAULT_CONFIG = AttentionFixedConfig()
 
 def _shift(v, s):
     """v * 2**-s for integer arrays and per-element shifts s: R(v, s) for s > 0 (round half
-    up), an exact left shift for s <= 0."""
+    up), an exact left shift for s <= 0.
+
+    Right shifts are clamped to MAX_RIGHT_SHIFT = 63: for |v| < 2**62 (every value shifted
+    here: the score m_ij is the widest, below 2**62 by the 63-bit check in validate_fixed),
+    R(v, s) = floor((v + 2**(s-1)) / 2**s) is 0 for every s >= 63, and R(v, 63) computes
+    that 0 within int64 (v + 2**62 in [0, 2**63)). Unclamped, the half 1 << (s - 1) wraps
+    to -2**63 at s = 64 and R(m, 64) came out -1."""
     v = np.asarray(v, dtype=np.int64)
     s = np.broadcast_to(np.asarray(s, dtype=np.int64), v.shape)
-    right = np.maximum(s, 0)
+    right = np.clip(s, 0, MAX_RIGHT_SHIFT)
     half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
     return np.where(s > 0, np.right_shift(v + half, right), np.left_shift(v, np.maximum(-s, 0)))
 

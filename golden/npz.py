@@ -1,13 +1,14 @@
-"""Reading a case npz: the one file format every model here takes its input in."""
+"""Reading and writing npz files: the one file format every model here takes its input in."""
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_npz"]
+__all__ = ["read_npz", "write_npz"]
 
 
 def read_npz(path, error: type[Exception]) -> dict:
@@ -34,3 +35,18 @@ def _load_key(archive, key: str, error: type[Exception]) -> np.ndarray:
         return archive[key]
     except ValueError as failure:     # object arrays need pickle, which is refused
         raise error(f"{key}: cannot be read ({failure})") from None
+
+
+def write_npz(path, arrays: dict) -> Path:
+    """np.savez to a temporary file next to `path`, then rename: the file is written whole or
+    not at all (never a partial file, never the ".npz" np.savez would append)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

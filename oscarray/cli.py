@@ -38,6 +38,77 @@ def _add_array_case(p: argparse.ArgumentParser, engine_required: bool):
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+ATTENTION_DESCRIPTION = """\
+Run paper A's fixed-query oscillator attention (arXiv:2606.12059) on a case, or write an
+example case to start from:
+
+  oscarray attention --example kws|sva|tinystories [--seed S] --out case.npz
+  oscarray attention --in case.npz --engine golden-float|golden-fixed|rtl --out result.npz
+                     [--plots DIR] [--json]
+"""
+
+ATTENTION_EPILOG = """\
+case.npz (np.savez; scalars as 0-d arrays): q, k, v (H, T, d_h), anchors (H, T, d_osc);
+  optional sigma (relu_eps | softplus | elu1), p (1 | 2 | 4), causal, mode (analytic |
+  ode-drive | ode-pairwise), dt, max_steps, tol, init (random | zero | warm), seed; defaults
+  and meaning in golden/attention.py.
+--example NAME writes golden/attention.random_case(NAME, seed) to --out and stops: q, k, v
+  standard normal, random unit anchors, the paper's shapes (kws: H 2, T 49, d_h 16;
+  sva: 1, 9, 32; tinystories: 4, 128, 32 with d_osc 8, golden-float only), every optional
+  entry written out at its default. Edit it (e.g. np.savez with your own q, k, v) and run it.
+engines:
+  golden-float  the float model: every mode, sigma and d_osc
+  golden-fixed  the bit-exact fixed-point specification (golden/attention_fixed.py):
+                d_osc = 2, sigma relu_eps, every mode
+  rtl           the attention head RTL in cocotb (Verilator unless --sim or $SIM), bit for bit
+                golden-fixed: the analytic mode only so far. One simulator build per capacity
+                (--max-tokens, --max-d-h; default T and d_h rounded up to powers of two, at
+                least 16 and 32), cached under --build-dir.
+result.npz: attn (H, T, T), out (H, T, d_h), x_star (H, T, d_osc), steps (H, T), engine;
+  golden-fixed and rtl add their integers (attn_int, out_int, x_int, theta_int, h_int, e_w;
+  golden-fixed also w_int, g_int, phi_int, anchor_int, converged) and scales, a JSON string
+  (value = integer * 2**-exponent); rtl adds cycles (H,), clocks per head.
+--json prints one object: engine, shape [H, T, d_h, d_osc], mode, max_attn_err =
+  max|attn - attn_float| and max_out_err_rel = max|out - out_float| / max|v| against the
+  float model's analytic mode, the targets, steps, cycles and mismatches (rtl versus
+  golden-fixed), out and plot.
+Exit codes: 0 done; 1 the RTL differs from golden-fixed, or the simulation failed; 2 a bad
+  case or argument (one-line error, no output file).
+"""
+
+
+def _add_attention(commands):
+    from .flows import ATTENTION_ENGINES
+    from .golden.attention import SHAPES
+    attention = commands.add_parser(
+        "attention", help="run paper A's attention head on a case (or write an example case)",
+        description=ATTENTION_DESCRIPTION, epilog=ATTENTION_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = attention.add_mutually_exclusive_group(required=True)
+    source.add_argument("--in", dest="case", metavar="CASE.npz", help="the case to run")
+    source.add_argument("--example", choices=list(SHAPES), metavar="NAME",
+                        help=f"write a built-in random case ({', '.join(SHAPES)}) to --out "
+                             f"and stop")
+    attention.add_argument("--engine", choices=list(ATTENTION_ENGINES),
+                           help="required with --in")
+    attention.add_argument("--out", required=True, metavar="PATH",
+                           help="result.npz to write (with --example: the case.npz)")
+    attention.add_argument("--plots", metavar="DIR",
+                           help="also write the attention heatmaps (engine, golden-float "
+                                "analytic, difference; per head) as DIR/<case>_<engine>.png")
+    attention.add_argument("--seed", type=int, default=0, metavar="S",
+                           help="--example: the random draw, also the case's seed (default 0)")
+    attention.add_argument("--max-tokens", type=int, default=None, metavar="T",
+                           help="rtl: the build's T capacity (default: see below)")
+    attention.add_argument("--max-d-h", type=int, default=None, metavar="D",
+                           help="rtl: the build's d_h capacity (default: see below)")
+    attention.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                           help="rtl: simulator (default: $SIM, else verilator)")
+    attention.add_argument("--build-dir", default=None, metavar="DIR",
+                           help="rtl: where simulator builds are cached (default build/sim)")
+    attention.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oscarray", description="Bit-exact emulator of oscillator attention hardware.")
@@ -69,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     array.add_argument("--out", required=True, help="result.npz to write")
     array.add_argument("--trace", action="store_true", help="save the phase trajectory")
     array.add_argument("--plot", help="also write phase and r(t) plots to this PNG")
+
+    _add_attention(commands)
 
     build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
     build.add_argument("--design", choices=("cordic",), default="cordic")
@@ -189,6 +262,8 @@ def _run(args) -> int:
     progress = flows.stderr_progress
     if args.command == "array" or (args.command == "sim" and args.design == "array"):
         return _run_array(args, progress)
+    if args.command == "attention":
+        return _run_attention(args, progress)
     if args.command == "sim":
         config = flows.cordic_config(args.mode, args.width, args.phase_bits, args.iterations,
                                      args.guard_bits)
@@ -249,6 +324,51 @@ def _run_array(args, progress) -> int:
         return 2
     _report(result, args.json, _print_array)
     return 0
+
+
+def _print_attention(result: dict):
+    if "example" in result:
+        H, T, d_h, d_osc = result["shape"]
+        print(f"example {result['example']} (seed {result['seed']}): H = {H}, T = {T}, "
+              f"d_h = {d_h}, d_osc = {d_osc}, mode {result['mode']}; written {result['out']}")
+        return
+    H, T, d_h, d_osc = result["shape"]
+    print(f"{result['engine']}: {H} head(s), T = {T}, d_h = {d_h}, d_osc = {d_osc}, "
+          f"{result['mode']}; versus golden-float analytic: max |attn err| "
+          f"{result['max_attn_err']:.3g} (target {result['attn_target']:.3g}), max |out err| "
+          f"/ max|v| {result['max_out_err_rel']:.3g} (target {result['out_target_rel']:.3g})")
+    if result["mode"] != "analytic":
+        print(f"Euler steps: up to {result['steps_max']}, {result['not_converged']} "
+              f"oscillator(s) not converged")
+    if result["cycles"] is not None:
+        print(f"cycles per head: {', '.join(map(str, result['cycles']))}; "
+              f"{result['mismatches']} integer(s) differ from golden-fixed")
+    for key in ("out", "plot"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
+
+
+def _run_attention(args, progress) -> int:
+    from . import flows
+
+    if args.example is not None:
+        used = [flag for flag, value in (("--engine", args.engine), ("--plots", args.plots),
+                                         ("--max-tokens", args.max_tokens),
+                                         ("--max-d-h", args.max_d_h), ("--sim", args.sim),
+                                         ("--build-dir", args.build_dir)) if value is not None]
+        if used:
+            raise ValueError(f"--example writes a case to --out and stops; {used[0]} belongs "
+                             f"to a run: oscarray attention --in CASE.npz --engine ...")
+        result = flows.attention_example(args.example, args.out, args.seed, progress)
+    else:
+        if args.engine is None:
+            raise ValueError("--in needs --engine (golden-float, golden-fixed or rtl)")
+        result = flows.attention_run(args.case, args.engine, args.out, progress,
+                                     plots=args.plots, max_tokens=args.max_tokens,
+                                     max_d_h=args.max_d_h, sim=args.sim,
+                                     build_root=args.build_dir)
+    _report(result, args.json, _print_attention)
+    return 1 if result.get("mismatches") else 0
 
 
 def main(argv=None) -> int:

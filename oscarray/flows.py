@@ -411,3 +411,274 @@ def numpy_euler_rate(n: int, form: str, *, min_seconds: float = 0.5, seed: int =
     step_s = elapsed / steps
     return {"form": form, "n": n, "steps": steps, "step_us": step_s * 1e6,
             "terms_per_s": n * n / step_s}
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper A's attention head: case.npz -> engine -> result.npz (+ heatmaps)
+
+# The rtl engine's smallest build: cases up to the subject-verb shape (T = 9, d_h = 32) share
+# one simulator build, keyword spotting (T = 49, d_h = 16) a second (64 x 32).
+ATTENTION_RTL_MIN_TOKENS = 16
+ATTENTION_RTL_MIN_D_H = 32
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def attention_rtl_capacity(tokens: int, d_h: int, max_tokens=None, max_d_h=None
+                           ) -> tuple[int, int]:
+    """(max_tokens, max_d_h) of the head the rtl engine builds for a case of (T, d_h): the
+    given values, else T and d_h rounded up to powers of two, at least 16 and 32 (each
+    distinct capacity is one simulator build, cached), at most the head's limits."""
+    from .golden.attention_fixed import MAX_TOKENS
+    from .hdl.attention import MAX_D_H
+    if max_tokens is None:
+        max_tokens = min(MAX_TOKENS, max(ATTENTION_RTL_MIN_TOKENS, _next_power_of_two(tokens)))
+    if max_d_h is None:
+        max_d_h = min(MAX_D_H, max(ATTENTION_RTL_MIN_D_H, _next_power_of_two(d_h)))
+    return max_tokens, max_d_h
+
+
+def _attention_golden_float(case, **options) -> dict:
+    from .golden.attention import attention_float
+    return attention_float(case)
+
+
+def _attention_check_fixed(case, **options):
+    """Every refusal of the fixed-point head (validate_fixed, front_end, the array engine's
+    loader for the ODE modes), before any work."""
+    from .golden.attention_fixed import engine_cases, front_end, validate_fixed
+    case = validate_fixed(case)
+    fe = front_end(case)
+    if case.mode != "analytic":
+        engine_cases(case, fe)
+
+
+def _attention_golden_fixed(case, **options) -> dict:
+    from .golden.attention_fixed import attention_fixed
+    result = attention_fixed(case)
+    result["e_w"] = np.array(result["scales"]["w"], dtype=np.int64).reshape(case.heads,
+                                                                             case.tokens)
+    return result
+
+
+def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
+    """The RTL head runs the analytic mode only (so far); then hdl.attention.check_case:
+    the fixed-point refusals, the build's capacity, the score shift register."""
+    from .hdl.attention import check_case
+    if case.mode != "analytic":
+        raise ValueError(f"mode: {case.mode!r}: the RTL head does the analytic mode only so "
+                         f"far; run the ODE modes with --engine golden-fixed (the same "
+                         f"arithmetic on the array engine's model) or golden-float")
+    max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
+    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h)
+
+
+# The integers the RTL gives (golden attention_fixed's names); compared with golden-fixed.
+ATTENTION_RTL_INTEGERS = ("attn_int", "out_int", "x_int", "theta_int", "h_int", "e_w")
+
+
+def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None,
+                   progress=None) -> dict:
+    """The attention head RTL in cocotb (analytic mode), decoded like golden-fixed's result:
+    the RTL's integers, the float keys from them, the host's scales, cycles per head."""
+    from .golden.attention_fixed import (
+        DEFAULT_CONFIG,
+        FRAC,
+        quantize_tensor,
+        score_constant,
+    )
+    from .hdl.attention import relu_eps_int
+    from .sim.attention import run_attention_rtl
+    from .sim.runner import SimulationFailed
+
+    config = DEFAULT_CONFIG
+    max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
+    _say(progress, f"rtl: simulating a head of capacity T <= {max_tokens}, d_h <= {max_d_h} "
+                   f"(the first run of a capacity builds it, about a minute; then cached)")
+    rtl = run_attention_rtl(case, config, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
+                            build_root=build_root)
+    if rtl["error"].any():
+        raise SimulationFailed(
+            f"the attention head raised its error flag on head(s) "
+            f"{np.flatnonzero(rtl['error']).tolist()} (a row with no W exponent in [9, 26], "
+            f"which check_case should have refused)", failed=[], log_path=None, result=None)
+    _, e_q = quantize_tensor(case.q, config.qk_bits)
+    _, e_k = quantize_tensor(case.k, config.qk_bits)
+    _, e_v = quantize_tensor(case.v)
+    c, c_bits = score_constant(case.d_h)
+    e_w = rtl["e_w"].astype(np.int64)
+    scales = {"q": e_q, "k": e_k, "v": e_v, "qk_bits": config.qk_bits, "anchors": FRAC,
+              "anchor_phase_acc_bits": config.acc_bits, "score_constant": c,
+              "score_constant_bits": c_bits, "w": e_w.tolist(),
+              "relu_eps_int": [[relu_eps_int(int(e)) for e in row] for row in e_w],
+              "h": (e_w + FRAC).tolist(), "x": FRAC, "attn": FRAC, "out": e_v,
+              "phase_bits": config.phase_bits, "acc_bits": config.acc_bits, "engine": []}
+    return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -e_v,
+            "x_star": rtl["x_int"] * 2.0 ** -FRAC,
+            "steps": np.zeros((case.heads, case.tokens), np.int64),
+            **{key: rtl[key].astype(np.int64) for key in ATTENTION_RTL_INTEGERS},
+            "cycles": rtl["cycles"].astype(np.int64), "scales": scales, "sim": rtl["sim"]}
+
+
+# An engine is a function (AttentionCase, **options) -> dict of the result's arrays (and
+# "scales", a dict); only the rtl engine takes options (max_tokens, max_d_h, sim, build_root).
+ATTENTION_ENGINES = {
+    "golden-float": _attention_golden_float,
+    "golden-fixed": _attention_golden_fixed,
+    "rtl": _attention_rtl,
+}
+
+# What an engine adds to the float model's validation, run before any work (raises a
+# ValueError naming the problem); engines without an entry accept every valid case.
+ATTENTION_CASE_CHECKS: dict = {"golden-fixed": _attention_check_fixed,
+                               "rtl": _attention_check_rtl}
+
+# The arrays of result.npz (besides "scales", "engine" and "cycles"), in order.
+ATTENTION_RESULT_KEYS = ("attn", "out", "x_star", "steps", "attn_int", "out_int", "x_int",
+                         "theta_int", "phi_int", "anchor_int", "w_int", "h_int", "g_int",
+                         "e_w", "converged")
+
+
+def _check_plots_dir(plots) -> Path | None:
+    """A folder that is, or can be created as, a folder (created only after the work)."""
+    if plots is None:
+        return None
+    plots = Path(plots)
+    for folder in (plots, *plots.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"--plots {plots}: {folder} is a file, not a folder")
+            break
+    return plots
+
+
+def attention_example(name: str, out, seed: int = 0, progress=None) -> dict:
+    """Write golden/attention.random_case(name, seed) to `out` as a case npz, with every
+    optional entry at its default written out (so the file shows what it can hold)."""
+    from .golden.attention import DEFAULTS, SHAPES, random_case, validate_case
+    from .golden.npz import write_npz
+
+    if name not in SHAPES:
+        raise ValueError(f"unknown example {name!r}; choose one of {', '.join(SHAPES)}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, not {seed}")
+    out = _check_output_path("--out", out)
+    arrays = random_case(name, seed, **{k: v for k, v in DEFAULTS.items() if k != "seed"})
+    arrays["seed"] = seed              # the ODE modes' random start: the same seed
+    case = validate_case(arrays)
+    write_npz(out, {key: np.asarray(value) for key, value in arrays.items()})
+    _say(progress, f"example {name}: written {out}")
+    return {"example": name, "seed": seed, "out": str(out),
+            "shape": [case.heads, case.tokens, case.d_h, case.d_osc], "mode": case.mode}
+
+
+def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None,
+                  max_tokens=None, max_d_h=None, sim=None, build_root=None) -> dict:
+    """Run an attention case on one engine; write result.npz to `out` and the heatmaps
+    (engine versus golden-float analytic, per head) into the folder `plots` if given.
+
+    Everything is checked (engine, output paths, the whole case, the engine's refusals)
+    before any work, and files are written whole or not at all. The summary compares the
+    result with the float model in the analytic mode (x* = h / |h|, the reference of the
+    fixed-point error budget for every mode); the rtl engine's integers are also compared
+    with golden-fixed's (`mismatches`, 0 when bit-exact).
+    """
+    from .golden.attention import attention_float, load_case
+    from .golden.attention_fixed import ATTN_TARGET, OUT_TARGET
+    from .golden.npz import write_npz
+
+    if engine not in ATTENTION_ENGINES:
+        raise ValueError(f"unknown attention engine {engine!r}; choose one of "
+                         f"{', '.join(ATTENTION_ENGINES)}")
+    out = _check_output_path("--out", out)
+    plots = _check_plots_dir(plots)
+    case = load_case(case_path)
+    options = ({"max_tokens": max_tokens, "max_d_h": max_d_h} if engine == "rtl" else {})
+    if engine in ATTENTION_CASE_CHECKS:
+        ATTENTION_CASE_CHECKS[engine](case, **options)
+
+    _say(progress, f"{engine}: {case.heads} head(s), T = {case.tokens}, d_h = {case.d_h}, "
+                   f"d_osc = {case.d_osc}, {case.mode}")
+    start = time.perf_counter()
+    if engine == "rtl":
+        options.update(sim=sim, build_root=build_root, progress=progress)
+    result = ATTENTION_ENGINES[engine](case, **options)
+    elapsed = time.perf_counter() - start
+    reference = (result if engine == "golden-float" and case.mode == "analytic"
+                 else attention_float(dataclasses.replace(case, mode="analytic")))
+    mismatches = None
+    if engine == "rtl":
+        golden = _attention_golden_fixed(case)
+        mismatches = int(sum(np.count_nonzero(result[key] != golden[key])
+                             for key in ATTENTION_RTL_INTEGERS))
+
+    arrays = {key: np.asarray(result[key]) for key in ATTENTION_RESULT_KEYS if key in result}
+    if "scales" in result:
+        arrays["scales"] = np.asarray(json.dumps(result["scales"], default=_json_default))
+    if "cycles" in result:
+        arrays["cycles"] = np.asarray(result["cycles"], np.int64)
+    arrays["engine"] = np.asarray(engine)
+    if out is not None:
+        write_npz(out, arrays)
+    plot = None
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        plot = plot_attention(result["attn"], reference["attn"],
+                              plots / f"{Path(case_path).stem}_{engine}.png", engine=engine,
+                              title=f"{Path(case_path).name}: {engine}, {case.mode}")
+
+    v_max = float(np.abs(case.v).max())
+    out_err = float(np.abs(result["out"] - reference["out"]).max())
+    steps = np.asarray(result["steps"])
+    return {"engine": engine, "case": str(case_path),
+            "shape": [case.heads, case.tokens, case.d_h, case.d_osc],
+            "mode": case.mode, "sigma": case.sigma, "p": case.p, "causal": case.causal,
+            "max_attn_err": float(np.abs(result["attn"] - reference["attn"]).max()),
+            "max_out_err_rel": out_err / v_max if v_max > 0 else out_err,
+            "attn_target": ATTN_TARGET, "out_target_rel": OUT_TARGET,
+            "steps_max": int(steps.max()), "not_converged": int(np.count_nonzero(steps < 0)),
+            "cycles": None if "cycles" not in result else [int(c) for c in result["cycles"]],
+            "mismatches": mismatches, "sim": result.get("sim"), "elapsed_s": elapsed,
+            "out": None if out is None else str(out), "plot": None if plot is None else str(plot)}
+
+
+def plot_attention(attn, reference, path, engine: str = "engine", title=None) -> Path:
+    """One PNG, one row per head: the engine's attention (query i down, key j across) beside
+    golden-float's analytic one on the same (square-root) color scale, and their difference."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    attn, reference = np.asarray(attn, float), np.asarray(reference, float)
+    heads = attn.shape[0]
+    top = max(float(attn.max()), float(reference.max()), 1e-12)
+    figure, axes = plt.subplots(heads, 3, figsize=(12, 3.6 * heads + 0.6), squeeze=False)
+    for head in range(heads):
+        diff = attn[head] - reference[head]
+        spread = max(float(np.abs(diff).max()), 1e-12)
+        # A square-root color scale: a causal row 0 is 1 where the rest are ~1/T.
+        weights = PowerNorm(0.5, vmin=0.0, vmax=top)
+        panels = ((attn[head], engine, "viridis", weights),
+                  (reference[head], "golden-float (analytic)", "viridis", weights),
+                  (diff, f"{engine} - golden-float", "RdBu_r",
+                   matplotlib.colors.Normalize(-spread, spread)))
+        for ax, (image, name, cmap, norm) in zip(axes[head], panels):
+            shown = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest")
+            figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(f"head {head}: {name}", fontsize=10)
+            ax.set_xlabel("key j")
+            ax.set_ylabel("query i")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+__all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
+            "attention_rtl_capacity", "plot_attention"]

@@ -171,6 +171,46 @@ def test_ode_readout_uses_the_engine_phases_with_the_same_pipeline():
     assert result["out_int"][0].tolist() == ref["out"]
 
 
+def test_right_shifts_of_63_and_more_round_to_zero():
+    # R(m, s) = floor((m + 2**(s-1)) / 2**s) = 0 for |m| < 2**62 and s >= 63; at s = 64 the
+    # half 2**63 does not fit int64 (it used to wrap, giving R(m, 64) = -1).
+    values = [0, 1, -1, 12345, -12345, 2 ** 61, 2 ** 62 - 1, -(2 ** 62)]
+    for s in (62, 63, 64, 65, 100, 4000):
+        got = af._shift(np.array(values, np.int64), s)
+        assert got.tolist() == [R(v, s) for v in values], s
+    assert af._shift(np.int64(2 ** 62 - 1), 64) == 0
+    shifts = np.array([1, 63, 64, 65, -3])          # per-element shifts, as the W step uses
+    assert af._shift(np.full(5, 2 ** 40 + 1, np.int64), shifts).tolist() == \
+        [R(2 ** 40 + 1, int(s)) for s in shifts]
+
+
+def test_tiny_scores_shift_w_by_64_and_round_to_zero():
+    # q, k ~ 2**-18.5: F = e_q + e_k + C = 90 and every row's e_w = 26, so W = R(m, 64) + eps
+    # = eps(26) = 67109 (the case the RTL found: golden gave 67108 before the clamp).
+    case = random_case((1, 4, 8, 2), seed=0, causal=False)
+    case["q"], case["k"] = case["q"] * 2.0 ** -18.5, case["k"] * 2.0 ** -18.5
+    fe = af.front_end(af.validate_fixed(case))
+    assert fe.e_q + fe.e_k + fe.score_bits == 90 and (fe.e_w == 26).all()
+    assert (fe.w == 67109).all()
+    ref = reference_head(case, 0)
+    result = attention_fixed(case)
+    assert result["w_int"][0].tolist() == ref["W"]
+    assert result["h_int"][0].tolist() == ref["h"]
+    assert result["attn_int"][0].tolist() == ref["attn"]
+
+
+@pytest.mark.parametrize("scale", [2.0 ** -30, 2.0 ** -18.5, 1e-3, 1.0, 11.0])
+def test_w_exponents_lie_in_9_to_26(scale):
+    case = random_case((1, 6, 16, 2), seed=2, causal=False)
+    case["q"], case["k"] = case["q"] * scale, case["k"] * scale
+    e_w = af.front_end(af.validate_fixed(case)).e_w
+    assert 9 <= e_w.min() and e_w.max() <= 26
+    if scale < 1e-2:
+        assert (e_w == 26).all()        # every score rounds away: W = eps(26) alone
+    if scale == 11.0:
+        assert e_w.min() == 9           # near the largest scores the format holds
+
+
 # ---------------------------------------------------------------------------------------------
 # Formats
 

@@ -1,0 +1,925 @@
+"""Paper A's oscillator attention head (d_osc = 2, relu_eps) in hardware: the "analytic" mode.
+
+The arithmetic is specified bit for bit by `oscarray.golden.attention_fixed` (read its module
+docstring: the steps below carry its numbers); this module builds it for one head at a time.
+The host does step 0 (`head_writes`: q, k at B bits, v at 18, the unit anchors a_j in Q2.16,
+the constant c and the score shift F = e_q + e_k + C) and writes it through the `load` stream;
+`start` runs every row i = 0 .. T-1 of the head, and the `o` stream gives each row's results.
+
+One row, as the sequencer runs it (n = i + 1 attended tokens when causal, else T; every pass
+issues one item per clock into a fixed-latency pipeline and ends when its last item leaves):
+
+    SCORES    for j < n, d < d_h: raw_ij = sum_d q_id k_jd (one B x B MAC, step 1);
+              m_ij = max(raw_ij, 0) * c (step 2) into the score buffer; the row's max.
+    EXPONENT  e_w = the largest e in [E_MIN, E_MAX] with R(max m, F - e) + eps(e) <= 2**17 - 1
+              (step 3; `WeightExponent`: one e per clock over the whole range, so the clock
+              count does not depend on the data; eps(e) is a ROM of the host constant).
+              Outside that range no e fits (the golden model refuses such a case): `error`.
+    WEIGHTS   for j < n: W_ij = R(m_ij, F - e_w) + eps (step 3), h_i += W_ij a_j (step 4).
+    NORMALIZE (x, y) = R(h_i, n_i) (step 6, `Normalizer`).
+    VECTOR    theta_i = z of the vectoring CORDIC (x, y, 0).
+    ROTATE    x_i = (cos, sin) = the rotation CORDIC of (2**16, 0) by theta_i (step 8).
+    READOUT   for j < n: u_ij, g_ij = u**p (step 9, `Numerator`) into the numerator buffer;
+              S_i = sum_j g_ij.
+    RECIP     (r_i, L_i) = reciprocal(S_i) (step 5, `Reciprocal`: one divide-mode CORDIC).
+    ATTN      for j < n: attn_ij = R(g_ij r_i, 16 + L_i) (step 10) into the attn buffer.
+    OUT       for d < d_h, j < n: out_id = R(sum_j attn_ij v_jd, 16) (step 11).
+    EMIT      the row on `o`: e_w, h_x, h_y, theta, cos, sin, attn_i0 .. attn_i(T-1) (0 where
+              not attended), out_i0 .. out_i(d_h-1) (`row_items` per row).
+
+Every pass of a row waits for the one before. This first version gives each operation its
+own multiplier, used in its pass only (10 in all: q k B x B, relu(raw) c 43 x 17 at d_h = 32,
+W a_x and W a_y 17 x 18, cos a_x and sin a_y 18 x 18, u u 18 x 18, g2 g2 19 x 19,
+g r 21 x 17, attn v 17 x 18): at most two work in any clock, so they can share two
+multipliers later. Clocks per head: `cycles_per_head` (checked clock for clock against the
+RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 49, with L the CORDICs'
+latencies (pipelined: 33, 32, 20 at P = 20; iterative: 105, 63, 58) and the `o` stream
+always ready. The two MAC passes (2 n d_h) are the work; the rest is per-row overhead that
+a later version can overlap with the next row.
+
+Right shifts of W's rounding are clamped (`shift_round`): F - e_w has no upper bound (F grows
+as q and k shrink), and R(m, s) = 0 for every s >= 63 (m < 2**62), as golden `_shift` does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..golden.attention import RELU_EPS, AttentionCase
+from ..golden.attention_fixed import (
+    DATA_BITS,
+    DEFAULT_CONFIG,
+    FRAC,
+    MAX_TOKENS,
+    AttentionFixedConfig,
+    formats,
+    front_end,
+    prepare_anchors,
+    quantize_tensor,
+    score_constant,
+    validate_fixed,
+)
+from .array import round_shift_var
+from .cordic import ARCHITECTURES, Cordic
+
+__all__ = [
+    "E_MAX",
+    "E_MIN",
+    "HEADER",
+    "KINDS",
+    "MAX_D_H",
+    "REGISTERS",
+    "SHIFT_BITS",
+    "TARGETS",
+    "AttentionHead",
+    "AttentionHeadError",
+    "Normalizer",
+    "Numerator",
+    "Reciprocal",
+    "WeightExponent",
+    "bit_length",
+    "check_case",
+    "cordic_latencies",
+    "cycles_per_head",
+    "cycles_per_row",
+    "decode_items",
+    "head_writes",
+    "load_layout",
+    "output_layout",
+    "relu_eps_int",
+    "row_items",
+    "shift_round",
+]
+
+DATA_MAX = (1 << (DATA_BITS - 1)) - 1      # 2**17 - 1: W, the reciprocal's m
+W_BITS = DATA_BITS - 1                      # W: 17 bits unsigned
+SHIFT_BITS = 12                             # the score shift register F (signed)
+CYCLE_BITS = 32
+MAX_D_H = 128                               # the golden model's bound for 20-bit q, k
+
+
+def relu_eps_int(e: int) -> int:
+    """eps(e) = floor(1e-3 * 2**e + 1/2): relu_eps's 1e-3 in units of 2**-e (host constant,
+    the same expression as golden `_w_exponent`)."""
+    return math.floor(RELU_EPS * 2.0 ** e + 0.5)
+
+
+#: The exponents a row's W can have: below E_MIN eps(e) = 0 (the golden model refuses the
+#: case), above E_MAX eps(e) alone exceeds 2**17 - 1.
+E_MIN = min(e for e in range(64) if relu_eps_int(e) >= 1)
+E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
+
+#: `load` targets.
+TARGETS = {"q": 0, "k": 1, "v": 2, "anchor": 3, "reg": 4}
+
+#: Run registers (`load` target "reg", address below): tokens T, d_h, causal, p (1, 2 or 4),
+#: score_c (the constant c, 17 bits), score_shift (F = e_q + e_k + C, signed SHIFT_BITS).
+REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_shift": 5}
+
+#: `o` item kinds, in the order a row gives them (HEADER first, then T attn, d_h out).
+KINDS = {"e_w": 0, "h_x": 1, "h_y": 2, "theta": 3, "cos": 4, "sin": 5, "attn": 6, "out": 7}
+HEADER = ("e_w", "h_x", "h_y", "theta", "cos", "sin")
+
+
+class AttentionHeadError(ValueError):
+    """Parameters or a case that this head cannot hold."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic helpers (expressions)
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned counter holding 0 .. n."""
+    return max(1, int(n).bit_length())
+
+
+def bit_length(value) -> Value:
+    """The bit length of an unsigned Value (0 for 0): a priority encoder."""
+    value = Value.cast(value)
+    result = Const(0, _bits(len(value)))
+    for bit in range(len(value)):
+        result = Mux(value[bit], bit + 1, result)
+    return result
+
+
+def shift_round(m: Module, value, amount, right_max: int, left_max: int) -> Value:
+    """R(value, amount) for a signed run-time amount: round half up by 2**amount when
+    amount > 0, the exact left shift by -amount otherwise (the golden `_shift`). The two
+    clamped shift amounts are driven in `m`'s comb domain.
+
+    Right shifts are clamped to `right_max`, left shifts to `left_max`, to keep the shifters
+    small; the caller guarantees that this changes nothing: a right shift of an unsigned
+    W-bit value by W + 1 or more, or of a signed W-bit value by W or more, gives 0 already,
+    and a left shift is clamped only where the result is anyway out of range for its use.
+    """
+    value, amount = Value.cast(value), Value.cast(amount)
+    assert amount.shape().signed
+    right = Signal(range(right_max + 1))
+    left = Signal(range(left_max + 1))
+    m.d.comb += [right.eq(Mux(amount > right_max, right_max, amount)),
+                 left.eq(Mux(-amount > left_max, left_max, -amount))]
+    return Mux(amount > 0, round_shift_var(value, right), value << left)
+
+
+def _signed(value) -> Value:
+    """An unsigned Value as a signed one of one bit more (for signed arithmetic)."""
+    return Cat(value, Const(0, 1)).as_signed()
+
+
+def _round_const(value, shift: int) -> Value:
+    """R(value, shift) for a constant shift > 0."""
+    return (value + (1 << (shift - 1))) >> shift
+
+
+# ---------------------------------------------------------------------------------------------
+# Sub-units
+
+class WeightExponent(wiring.Component):
+    """Step 3's row exponent: the largest e in [E_MIN, E_MAX] with
+    R(m_max, F - e) + eps(e) <= 2**17 - 1.
+
+    After `start` it tries e = E_MIN, E_MIN + 1, ..., E_MAX, one per clock (the value is
+    monotone in e, so the last e that fits is the largest), and raises `done` the clock after
+    the last: E_MAX - E_MIN + 2 clocks from start to done, whatever the data.
+
+    Ports
+    -----
+    start : In(1)                  begin a search (m_max and shift are read while busy)
+    m_max : In(unsigned(M))        the row's largest m_ij = max(raw, 0) c
+    shift : In(signed(SHIFT_BITS)) F = e_q + e_k + C: m 2**-F is the score
+    busy : Out(1)                  searching
+    done : Out(1)                  one clock: e_w, eps, found are the result (held after)
+    e_w : Out(range(E_MAX + 1))    the exponent (E_MIN when none fits)
+    eps : Out(unsigned(17))        eps(e_w) = floor(1e-3 2**e_w + 1/2)
+    found : Out(1)                 some e fits (0: the case is one the golden model refuses)
+    """
+
+    def __init__(self, m_bits: int):
+        self.m_bits = m_bits
+        super().__init__({
+            "start": In(1), "m_max": In(unsigned(m_bits)), "shift": In(signed(SHIFT_BITS)),
+            "busy": Out(1), "done": Out(1), "e_w": Out(range(E_MAX + 1)),
+            "eps": Out(unsigned(W_BITS)), "found": Out(1),
+        })
+
+    cycles = E_MAX - E_MIN + 2      # clocks from start to done
+
+    def elaborate(self, platform):
+        m = Module()
+        e = Signal(range(E_MAX + 1))
+        eps_e = Const(0, W_BITS)
+        for candidate in range(E_MIN, E_MAX + 1):
+            eps_e = Mux(e == candidate, relu_eps_int(candidate), eps_e)
+        # Left shifts past 18 only ever meet m_max = 0 in a row that fits (m << 18 > 2**17).
+        value = shift_round(m, self.m_max, self.shift - e, self.m_bits + 1, W_BITS + 1)
+        fits = (value + eps_e) <= DATA_MAX
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(1), e.eq(E_MIN), self.found.eq(0),
+                         self.e_w.eq(E_MIN), self.eps.eq(relu_eps_int(E_MIN))]
+        with m.Elif(self.busy):
+            with m.If(fits):
+                m.d.sync += [self.e_w.eq(e), self.eps.eq(eps_e), self.found.eq(1)]
+            with m.If(e == E_MAX):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += e.eq(e + 1)
+        return m
+
+
+class Normalizer(wiring.Component):
+    """Step 6, analytic: (x, y) = R(h, n) with n = bitlen(max(|h_x|, |h_y|)) - 16, so that
+    max(|x|, |y|) is in [2**15, 2**16] (combinational; h = 0 gives (0, 0)).
+
+    Ports
+    -----
+    h_x, h_y : In(signed(H))   the drive, H = formats' "h (sum W a)" bits
+    x, y : Out(signed(18))     the vectoring CORDIC's input
+    shift : Out(signed(8))     n (0 for h = 0, as golden `normalize_shift`)
+    """
+
+    def __init__(self, h_bits: int):
+        self.h_bits = h_bits
+        super().__init__({"h_x": In(signed(h_bits)), "h_y": In(signed(h_bits)),
+                          "x": Out(signed(DATA_BITS)), "y": Out(signed(DATA_BITS)),
+                          "shift": Out(signed(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        magnitude = [Mux(h < 0, -h, h)[:self.h_bits] for h in (self.h_x, self.h_y)]
+        peak = Mux(magnitude[0] > magnitude[1], magnitude[0], magnitude[1])
+        n = Signal(signed(8))
+        m.d.comb += n.eq(_signed(bit_length(peak)) - FRAC)
+        for h, out in ((self.h_x, self.x), (self.h_y, self.y)):
+            # n >= -16 (peak >= 1, or h = 0 where any shift gives 0); a right shift by H or
+            # more of a signed H-bit value is 0 already.
+            m.d.comb += out.eq(shift_round(m, h, n, self.h_bits, FRAC)[:DATA_BITS])
+        m.d.comb += self.shift.eq(Mux(peak == 0, 0, n))
+        return m
+
+
+def reciprocal_layout() -> data.StructLayout:
+    """`Reciprocal` result: r (Q2.16, ~2**32 / m) and the shift L (1/S ~ r 2**-(32 + L))."""
+    return data.StructLayout({"r": signed(DATA_BITS), "shift": signed(8)})
+
+
+class Reciprocal(wiring.Component):
+    """Step 5: (r, L) = reciprocal(S) for an unsigned S, one at a time.
+
+    L = bitlen(S) - 17, m = min(R(S, L), 2**17 - 1) (a left shift when L < 0), r = z of the
+    divide-mode CORDIC (x = m, y = 2**16, z = 0); S = 0 gives r = 0, L = 0.
+
+    Ports
+    -----
+    i : In(stream(unsigned(S)))        S; taken only while no other is in flight
+    o : Out(stream(reciprocal_layout()))  (r, L), 1 + L_d clocks after i was taken (L_d:
+                                          the divide CORDIC's, `cordic_latencies`; o ready)
+    """
+
+    def __init__(self, config: AttentionFixedConfig, sum_bits: int,
+                 cordic_arch: str = "pipelined"):
+        self.config = config
+        self.sum_bits = sum_bits
+        self.cordic_arch = cordic_arch
+        super().__init__({"i": In(stream.Signature(unsigned(sum_bits))),
+                          "o": Out(stream.Signature(reciprocal_layout()))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.cordic = cordic = Cordic.create(self.config.divide, self.cordic_arch)
+        busy, pending, zero = Signal(), Signal(), Signal()
+        shift, mantissa = Signal(signed(8)), Signal(signed(DATA_BITS))
+        S = self.i.payload
+        L = _signed(bit_length(S)) - (FRAC + 1)
+        # L >= -16 for S >= 1; a right shift by bits(S) + 1 or more gives 0 already.
+        rounded = shift_round(m, S, L, self.sum_bits + 1, FRAC)
+        m.d.comb += self.i.ready.eq(~busy)
+        with m.If(self.i.valid & ~busy):
+            m.d.sync += [busy.eq(1), pending.eq(1), zero.eq(S == 0),
+                         shift.eq(Mux(S == 0, 0, L)),
+                         mantissa.eq(Mux(S == 0, 1 << FRAC,
+                                         Mux(rounded > DATA_MAX, DATA_MAX, rounded)))]
+        m.d.comb += [cordic.i.valid.eq(pending), cordic.i.payload.x.eq(mantissa),
+                     cordic.i.payload.y.eq(1 << FRAC), cordic.i.payload.z.eq(0)]
+        with m.If(cordic.i.valid & cordic.i.ready):
+            m.d.sync += pending.eq(0)
+        m.d.comb += [self.o.valid.eq(cordic.o.valid), cordic.o.ready.eq(self.o.ready),
+                     self.o.payload.r.eq(Mux(zero, 0, cordic.o.payload.z)),
+                     self.o.payload.shift.eq(shift)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += busy.eq(0)
+        return m
+
+
+class Numerator(wiring.Component):
+    """Step 9 for one (i, j): u = max(0, 2**16 + R(cos a_x + sin a_y, 16)) and
+    g = u (p = 1), R(u u, 16) (p = 2), R(g2 g2, 16) with g2 = R(u u, 16) (p = 4).
+
+    A pipeline of `latency` register stages (products, u, g2, g), one item per clock.
+
+    Ports
+    -----
+    valid : In(1)                        an item is present
+    cos, sin, a_x, a_y : In(signed(18))  x_i (Q2.16) and the anchor a_j (Q2.16)
+    p : In(3)                            1, 2 or 4 (held while items are in flight)
+    o_valid : Out(1)                     g is an item's result (`latency` clocks later)
+    g : Out(unsigned(21))
+    """
+
+    latency = 4
+
+    def __init__(self):
+        shape = signed(DATA_BITS)
+        super().__init__({"valid": In(1), "cos": In(shape), "sin": In(shape),
+                          "a_x": In(shape), "a_y": In(shape), "p": In(3),
+                          "o_valid": Out(1), "g": Out(unsigned(21))})
+
+    def elaborate(self, platform):
+        m = Module()
+        product = signed(2 * DATA_BITS)
+        pc, ps = Signal(product), Signal(product)
+        u = Signal(unsigned(DATA_BITS))
+        u3, g2 = Signal(unsigned(DATA_BITS)), Signal(unsigned(19))
+        valid = Signal(self.latency - 1)
+        m.d.sync += [pc.eq(self.cos * self.a_x), ps.eq(self.sin * self.a_y),
+                     valid.eq(Cat(self.valid, valid[:-1]))]
+        cosine = (1 << FRAC) + _round_const(pc + ps, FRAC)
+        m.d.sync += u.eq(Mux(cosine < 0, 0, cosine))
+        m.d.sync += [u3.eq(u), g2.eq(_round_const(u * u, FRAC))]
+        m.d.sync += [self.o_valid.eq(valid[-1]),
+                     self.g.eq(Mux(self.p == 1, u3,
+                                   Mux(self.p == 2, g2, _round_const(g2 * g2, FRAC))))]
+        return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats, the load and output encodings
+
+def _check_sizes(config, max_tokens, max_d_h):
+    if not isinstance(config, AttentionFixedConfig):
+        raise TypeError(f"config must be an AttentionFixedConfig, not {config!r}")
+    for name, value, top in (("max_tokens", max_tokens, MAX_TOKENS),
+                             ("max_d_h", max_d_h, MAX_D_H)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 1 <= value <= top:
+            raise AttentionHeadError(f"{name} must be 1..{top}, not {value}")
+    widths = formats(max_d_h, max_tokens, 4, config)
+    if widths["score (raw * c)"] > 63:
+        raise AttentionHeadError(f"max_d_h = {max_d_h}: the score product needs "
+                                 f"{widths['score (raw * c)']} bits, more than 63")
+
+
+def _widths(config: AttentionFixedConfig, max_tokens: int, max_d_h: int) -> dict:
+    f = formats(max_d_h, max_tokens, 4, config)
+    raw = f["raw (q.k)"]
+    return {"raw": raw, "m": raw - 1 + W_BITS, "h": f["h (sum W a)"],
+            "g": f["g = u**p (u)"], "sum": f["g row sum (u)"], "out_acc": f["attn . v"] + 1,
+            "out": f["out"], "attn": f["attn (u, Q1.16)"]}
+
+
+def _stride(max_d_h: int) -> int:
+    """Words per token in the q, k, v memories: the next power of two (address = t || d)."""
+    return 1 << max(0, (max_d_h - 1).bit_length())
+
+
+def _addr_bits(max_tokens: int, max_d_h: int) -> int:
+    # The q, k, v words, and the run registers' addresses.
+    return max(1, (max_tokens * _stride(max_d_h) - 1).bit_length(),
+               (len(REGISTERS) - 1).bit_length())
+
+
+def load_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
+                ) -> data.StructLayout:
+    """One `load` write: data (low bits), addr, target (TARGETS)."""
+    data_bits = max(config.qk_bits, 2 * DATA_BITS, SHIFT_BITS, W_BITS)
+    return data.StructLayout({"data": unsigned(data_bits),
+                              "addr": unsigned(_addr_bits(max_tokens, max_d_h)),
+                              "target": unsigned(3)})
+
+
+def _value_bits(config, max_tokens, max_d_h) -> int:
+    w = _widths(config, max_tokens, max_d_h)
+    return max(w["h"], config.phase_bits + 1, w["out"], DATA_BITS)
+
+
+def output_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
+                  ) -> data.StructLayout:
+    """One `o` item: value (signed, low bits) and kind (KINDS)."""
+    return data.StructLayout({"value": signed(_value_bits(config, max_tokens, max_d_h)),
+                              "kind": unsigned(3)})
+
+
+def row_items(tokens: int, d_h: int) -> int:
+    """Items per row on `o`: the header, T attn, d_h out."""
+    return len(HEADER) + tokens + d_h
+
+
+def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
+               max_d_h: int) -> AttentionCase:
+    """The case, validated by the golden model (validate_fixed and front_end: every refusal
+    of the specification), then refused (AttentionHeadError) if this head cannot run it:
+    not the analytic mode, T or d_h above the build's, a score shift outside the register."""
+    _check_sizes(config, max_tokens, max_d_h)
+    case = validate_fixed(case, config)
+    if case.mode != "analytic":
+        raise AttentionHeadError(f"mode: {case.mode!r} is not built in RTL yet (only "
+                                 f"'analytic')")
+    if case.tokens > max_tokens or case.d_h > max_d_h:
+        raise AttentionHeadError(f"q: (T, d_h) = ({case.tokens}, {case.d_h}) exceeds this "
+                                 f"head's ({max_tokens}, {max_d_h})")
+    front_end(case, config)           # its refusals (a row whose scores leave no eps)
+    _, shift = _case_constants(case, config)
+    if not -(1 << (SHIFT_BITS - 1)) <= shift < (1 << (SHIFT_BITS - 1)):
+        raise AttentionHeadError(f"q, k: the score shift F = {shift} does not fit the "
+                                 f"{SHIFT_BITS}-bit register (q and k far from 1)")
+    return case
+
+
+def _case_constants(case: AttentionCase, config: AttentionFixedConfig):
+    """(c, F): the score constant and F = e_q + e_k + C (host step 0)."""
+    _, e_q = quantize_tensor(case.q, config.qk_bits)
+    _, e_k = quantize_tensor(case.k, config.qk_bits)
+    c, c_bits = score_constant(case.d_h)
+    return c, e_q + e_k + c_bits
+
+
+def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
+                max_d_h: int) -> list[np.ndarray]:
+    """The `load` writes of each head of `case` (host step 0: golden `quantize_tensor`,
+    `prepare_anchors`, `score_constant`): one (M, 3) int64 array of (target, addr, data) per
+    head, registers last. q, k, v of token t, component d at address t * stride + d (stride
+    = max_d_h rounded up to a power of two); anchor t at t, data a_x | a_y << 18; signed
+    values as two's complement of their width."""
+    case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+    q, _ = quantize_tensor(case.q, config.qk_bits)
+    k, _ = quantize_tensor(case.k, config.qk_bits)
+    v, _ = quantize_tensor(case.v)
+    a, _ = prepare_anchors(case.anchors, config)
+    c, shift = _case_constants(case, config)
+    stride = _stride(max_d_h)
+    tokens, d_h = case.tokens, case.d_h
+    addr = (np.arange(tokens)[:, None] * stride + np.arange(d_h)[None, :]).reshape(-1)
+    qk_mask, data_mask = (1 << config.qk_bits) - 1, (1 << DATA_BITS) - 1
+    registers = {"tokens": tokens, "d_h": d_h, "causal": int(case.causal), "p": case.p,
+                 "score_c": c, "score_shift": shift & ((1 << SHIFT_BITS) - 1)}
+    heads = []
+    for head in range(case.heads):
+        rows = []
+        for name, values, mask in (("q", q, qk_mask), ("k", k, qk_mask), ("v", v, data_mask)):
+            words = values[head].reshape(-1).astype(np.int64) & mask
+            rows.append(np.stack([np.full(addr.size, TARGETS[name]), addr, words], 1))
+        anchor = (a[head, :, 0] & data_mask) | ((a[head, :, 1] & data_mask) << DATA_BITS)
+        rows.append(np.stack([np.full(tokens, TARGETS["anchor"]), np.arange(tokens),
+                              anchor], 1))
+        rows.append(np.array([(TARGETS["reg"], REGISTERS[key], value)
+                              for key, value in registers.items()]))
+        heads.append(np.concatenate(rows).astype(np.int64))
+    return heads
+
+
+def decode_items(items: np.ndarray, tokens: int, d_h: int) -> dict:
+    """One head's `o` items ((N, 2) int64 of (value, kind)) as arrays: e_w (T,), h (T, 2),
+    theta (T,), x (T, 2), attn (T, T), out (T, d_h). Raises ValueError if the kinds are not
+    in the order the head gives them."""
+    per_row = row_items(tokens, d_h)
+    items = np.asarray(items, np.int64).reshape(-1, 2)
+    if items.shape[0] != tokens * per_row:
+        raise ValueError(f"{items.shape[0]} items for {tokens} rows of {per_row}")
+    kinds = [KINDS[name] for name in HEADER] + [KINDS["attn"]] * tokens \
+        + [KINDS["out"]] * d_h
+    rows = items.reshape(tokens, per_row, 2)
+    if not np.array_equal(rows[:, :, 1], np.tile(kinds, (tokens, 1))):
+        raise ValueError("the head's items are not in row order (e_w, h, theta, x, attn, out)")
+    values = rows[:, :, 0]
+    header = {name: values[:, index] for index, name in enumerate(HEADER)}
+    start = len(HEADER)
+    return {"e_w": header["e_w"], "h": np.stack([header["h_x"], header["h_y"]], -1),
+            "theta": header["theta"], "x": np.stack([header["cos"], header["sin"]], -1),
+            "attn": values[:, start:start + tokens], "out": values[:, start + tokens:]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Clocks
+
+def cordic_latencies(config: AttentionFixedConfig = DEFAULT_CONFIG,
+                     cordic_arch: str = "pipelined") -> tuple[int, int, int]:
+    """(L_v, L_r, L_d): clocks from a CORDIC's input handshake to its output (vector, rotate,
+    divide): the pipeline latency, or the iterative CORDIC's cycles per result."""
+    if cordic_arch not in ARCHITECTURES:
+        raise AttentionHeadError(f"unknown cordic_arch {cordic_arch!r}; choose one of "
+                                 f"{', '.join(ARCHITECTURES)}")
+    configs = (config.vector, config.rotate, config.divide)
+    if cordic_arch == "pipelined":
+        return tuple(c.latency_pipelined for c in configs)
+    from .cordic_iterative import schedule_program
+    return tuple(schedule_program(c).length + 1 for c in configs)
+
+
+#: Clocks of a row besides the passes' items and the CORDICs: ROW 1, SCORES drain 4,
+#: EXPONENT E_MAX - E_MIN + 2 (19), WEIGHTS drain 3, NORMALIZE 1, VECTOR and ROTATE 1 each
+#: (the handshake clock), READOUT drain 1 + Numerator.latency (5), RECIP 2 (the Reciprocal's
+#: register and the handshake), ATTN drain 3, OUT drain 3, EMIT's header 6.
+ROW_OVERHEAD = 1 + 4 + (E_MAX - E_MIN + 2) + 3 + 1 + 1 + 1 + (1 + Numerator.latency) + 2 \
+    + 3 + 3 + len(HEADER)
+
+
+def cycles_per_row(attended: int, tokens: int, d_h: int,
+                   config: AttentionFixedConfig = DEFAULT_CONFIG,
+                   cordic_arch: str = "pipelined") -> int:
+    """Clocks of one row with n = `attended` tokens (the `o` stream always ready):
+    SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1, ROTATE L_r + 1,
+    READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 6 + T + d_h."""
+    n = attended
+    return 2 * n * d_h + 3 * n + tokens + d_h + sum(cordic_latencies(config, cordic_arch)) \
+        + ROW_OVERHEAD
+
+
+def cycles_per_head(tokens: int, d_h: int, causal: bool,
+                    config: AttentionFixedConfig = DEFAULT_CONFIG,
+                    cordic_arch: str = "pipelined") -> int:
+    """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
+    over the rows (n = i + 1 when causal, else T). Closed form:
+    T (T + d_h + L + 49) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
+    L = L_v + L_r + L_d."""
+    return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch)
+               for i in range(tokens))
+
+
+# ---------------------------------------------------------------------------------------------
+# The head
+
+class AttentionHead(wiring.Component):
+    """Paper A's head in the analytic mode, one head at a time (module docstring).
+
+    Parameters
+    ----------
+    config : AttentionFixedConfig   formats (phase bits P, q/k bits B)
+    max_tokens : int                T capacity (the memories and buffers; 1..2048)
+    max_d_h : int                   d_h capacity (1..128; the score product fits 63 bits)
+    cordic_arch : str               "pipelined" (default) or "iterative" for the three
+                                    CORDICs (vector, rotate, divide), each used once a row
+
+    Ports
+    -----
+    start : In(1)        runs rows 0 .. T-1 of the loaded head (ignored while busy)
+    busy : Out(1)        a head is running
+    done : Out(1)        the last run has finished (until the next start)
+    error : Out(1)       some row of the last run had no W exponent in [E_MIN, E_MAX] (a case
+                         the golden model refuses; its row used E_MIN)
+    cycles : Out(32)     clocks from start to done (counts while busy)
+    load : In(stream)    writes (target, addr, data) while not busy (ready = not busy):
+                         q, k (B-bit two's complement), v (18-bit) at address t * stride + d;
+                         anchor t: a_x | a_y << 18 (Q2.16); reg (REGISTERS): tokens, d_h,
+                         causal, p, score_c, score_shift. `head_writes` encodes a case.
+    o : Out(stream)      per row, `row_items` items of (value, kind): e_w, h_x, h_y, theta
+                         (P-bit unsigned), cos, sin, attn_i0 .. attn_i(T-1), out_i0 ..
+                         out_i(d_h-1). The head waits while an item is not taken.
+    """
+
+    def __init__(self, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int = 64,
+                 max_d_h: int = 32, cordic_arch: str = "pipelined"):
+        try:
+            _check_sizes(config, max_tokens, max_d_h)
+            cordic_latencies(config, cordic_arch)
+        except Exception:
+            self._MustUse__silence = True
+            raise
+        self.config = config
+        self.max_tokens, self.max_d_h = int(max_tokens), int(max_d_h)
+        self.cordic_arch = cordic_arch
+        self.widths = _widths(config, self.max_tokens, self.max_d_h)
+        super().__init__({
+            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
+            "cycles": Out(CYCLE_BITS),
+            "load": In(stream.Signature(load_layout(config, self.max_tokens, self.max_d_h))),
+            "o": Out(stream.Signature(output_layout(config, self.max_tokens, self.max_d_h))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, w = self.config, self.widths
+        cap, dcap = self.max_tokens, self.max_d_h
+        stride_bits = max(0, (dcap - 1).bit_length())
+        token_bits = max(1, (cap - 1).bit_length())
+        B, P = cfg.qk_bits, cfg.phase_bits
+        pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
+
+        # -- memories -------------------------------------------------------------------------
+        depth = cap << stride_bits
+        mem = {
+            "q": Memory(shape=signed(B), depth=depth, init=[]),
+            "k": Memory(shape=signed(B), depth=depth, init=[]),
+            "v": Memory(shape=signed(DATA_BITS), depth=depth, init=[]),
+            "anchor": Memory(shape=pair, depth=cap, init=[]),
+            # Row buffers: the scores m_ij, the numerators g_ij, attn_ij, out_id.
+            "score": Memory(shape=unsigned(w["m"]), depth=cap, init=[]),
+            "numer": Memory(shape=unsigned(w["g"]), depth=cap, init=[]),
+            "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[]),
+            "out": Memory(shape=signed(w["out"]), depth=dcap, init=[]),
+        }
+        rd, wr = {}, {}
+        for name, memory in mem.items():
+            m.submodules[f"mem_{name}"] = memory
+            rd[name], wr[name] = memory.read_port(), memory.write_port()
+
+        # -- run registers --------------------------------------------------------------------
+        tokens = Signal(range(cap + 1))
+        d_h = Signal(range(dcap + 1))
+        causal = Signal()
+        p = Signal(3)
+        score_c = Signal(W_BITS)
+        score_shift = Signal(signed(SHIFT_BITS))
+        registers = [tokens, d_h, causal, p, score_c, score_shift]
+        assert len(registers) == len(REGISTERS)
+
+        # -- units ----------------------------------------------------------------------------
+        m.submodules.exponent = exponent = WeightExponent(w["m"])
+        m.submodules.normalizer = normalizer = Normalizer(w["h"])
+        m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
+        m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
+        m.submodules.reciprocal = recip = Reciprocal(cfg, w["sum"], self.cordic_arch)
+        m.submodules.numerator = numer = Numerator()
+        m.d.comb += [vector.o.ready.eq(1), rotate.o.ready.eq(1), recip.o.ready.eq(1)]
+
+        # -- sequencer state ------------------------------------------------------------------
+        busy = Signal()
+        row = Signal(range(cap))
+        attended = Signal(range(cap + 1))           # n
+        j = Signal(range(cap + 1))                  # token counter of a pass
+        d = Signal(range(dcap + 1))                 # component counter of a pass
+        issuing = Signal()
+        sent = Signal()                             # a CORDIC / reciprocal input was taken
+        last_j = j == attended - 1
+        last_d = d == d_h - 1
+        m.d.comb += [self.busy.eq(busy), self.load.ready.eq(~busy)]
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        def begin_pass():
+            m.d.sync += [j.eq(0), d.eq(0), issuing.eq(1)]
+
+        def advance(inner, inner_last, outer, outer_last):
+            """Next (inner, outer) of a pass's nested loop; stop after the last."""
+            with m.If(inner_last):
+                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
+                with m.If(outer_last):
+                    m.d.sync += issuing.eq(0)
+            with m.Else():
+                m.d.sync += inner.eq(inner + 1)
+
+        def delayed(value, clocks: int, name: str):
+            for clock in range(clocks):
+                later = Signal.like(value, name=f"{name}_d{clock + 1}")
+                m.d.sync += later.eq(value)
+                value = later
+            return value
+
+        # Addresses: q of token i, k and v of token j (t || d); the row buffers at j.
+        m.d.comb += [rd["q"].addr.eq(Cat(d[:stride_bits], row[:token_bits])),
+                     rd["k"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
+                     rd["v"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
+                     rd["anchor"].addr.eq(j), rd["score"].addr.eq(j),
+                     rd["numer"].addr.eq(j)]
+
+        # A pass's items carry (valid, first, last, final, j, d) down its pipeline.
+        tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "final": 1,
+                                 "j": range(cap + 1), "d": range(dcap + 1)})
+
+        in_state = {name: Signal(name=f"in_{name.lower()}")
+                    for name in ("SCORES", "WEIGHTS", "READOUT", "ATTN", "OUT")}
+
+        def issue_tag(name, first, last, final):
+            t = Signal(tag, name=f"{name}_tag")
+            m.d.comb += [t.valid.eq(issuing & in_state[name]), t.first.eq(first),
+                         t.last.eq(last), t.final.eq(final), t.j.eq(j), t.d.eq(d)]
+            return t
+
+        # SCORES (steps 1-2): c1 product, c2 accumulate, c3 scale, c4 buffer and max.
+        s0 = issue_tag("SCORES", d == 0, last_d, last_d & last_j)
+        s2, s4 = delayed(s0, 2, "s"), delayed(s0, 4, "s")
+        qk = Signal(signed(2 * B))
+        raw = Signal(signed(w["raw"]))
+        score = Signal(unsigned(w["m"]))
+        score_max = Signal(unsigned(w["m"]))
+        m.d.sync += qk.eq(rd["q"].data * rd["k"].data)
+        with m.If(s2.valid):
+            m.d.sync += raw.eq(Mux(s2.first, 0, raw) + qk)
+        relu = Mux(raw < 0, 0, raw)[:w["raw"] - 1]
+        m.d.sync += score.eq(relu * score_c)
+        m.d.comb += [wr["score"].addr.eq(s4.j), wr["score"].data.eq(score),
+                     wr["score"].en.eq(s4.valid & s4.last)]
+        m.d.comb += [exponent.m_max.eq(score_max), exponent.shift.eq(score_shift)]
+        with m.If(s4.valid & s4.last & (score > score_max)):
+            m.d.sync += score_max.eq(score)
+
+        # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
+        w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
+        w3 = delayed(w0, 3, "w")
+        weight = Signal(unsigned(W_BITS))
+        anchor = Signal(pair)
+        px, py = Signal(signed(W_BITS + DATA_BITS + 1)), Signal(signed(W_BITS + DATA_BITS + 1))
+        h_x, h_y = Signal(signed(w["h"])), Signal(signed(w["h"]))
+        # R(m, F - e_w) <= 2**17 - 1 in a row that fits: its left shifts are below 18.
+        rounded = shift_round(m, rd["score"].data, score_shift - exponent.e_w, w["m"] + 1,
+                               W_BITS + 1)
+        m.d.sync += [weight.eq(rounded + exponent.eps), anchor.eq(rd["anchor"].data),
+                     px.eq(weight * anchor.x), py.eq(weight * anchor.y)]
+        with m.If(w3.valid):
+            m.d.sync += [h_x.eq(h_x + px), h_y.eq(h_y + py)]
+        m.d.comb += [normalizer.h_x.eq(h_x), normalizer.h_y.eq(h_y)]
+
+        # The analytic state and x_i.
+        norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        theta = Signal(P)
+        cos, sin = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        m.d.comb += [vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
+                     vector.i.payload.z.eq(0),
+                     rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
+                     rotate.i.payload.z.eq(theta)]
+
+        # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
+        r0 = issue_tag("READOUT", 1, last_j, last_j)
+        r1 = delayed(r0, 1, "r")
+        r5 = delayed(r1, Numerator.latency, "r")
+        total = Signal(unsigned(w["sum"]))
+        m.d.comb += [numer.valid.eq(r1.valid), numer.cos.eq(cos), numer.sin.eq(sin),
+                     numer.a_x.eq(rd["anchor"].data.x), numer.a_y.eq(rd["anchor"].data.y),
+                     numer.p.eq(p)]
+        m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
+                     wr["numer"].en.eq(r5.valid)]
+        with m.If(r5.valid):
+            m.d.sync += total.eq(total + numer.g)
+        m.d.comb += recip.i.payload.eq(total)
+
+        # ATTN (step 10): c1 product, c2 rounding, c3 buffer.
+        a0 = issue_tag("ATTN", 1, last_j, last_j)
+        a3 = delayed(a0, 3, "a")
+        r_value, r_shift = Signal(signed(DATA_BITS)), Signal(signed(8))
+        gr = Signal(unsigned(w["g"] + DATA_BITS))
+        attn = Signal(unsigned(w["attn"]))
+        m.d.sync += gr.eq(rd["numer"].data * r_value[:DATA_BITS - 1])
+        # 16 + L is in 0 .. bits(S) - 1 (S >= 1; S = 0 gives L = 0).
+        m.d.sync += attn.eq(round_shift_var(gr, (r_shift + FRAC)[:6]))
+        m.d.comb += [wr["attn"].addr.eq(a3.j), wr["attn"].data.eq(attn),
+                     wr["attn"].en.eq(a3.valid)]
+
+        # OUT (step 11): c1 product, c2 accumulate, c3 rounding into the out buffer.
+        o0 = issue_tag("OUT", j == 0, last_j, last_j & last_d)
+        o2, o3 = delayed(o0, 2, "o"), delayed(o0, 3, "o")
+        av = Signal(signed(w["attn"] + DATA_BITS + 1))
+        out_acc = Signal(signed(w["out_acc"]))
+        m.d.sync += av.eq(rd["attn"].data * rd["v"].data)
+        with m.If(o2.valid):
+            m.d.sync += out_acc.eq(Mux(o2.first, 0, out_acc) + av)
+        m.d.comb += [wr["out"].addr.eq(o3.d), wr["out"].data.eq(_round_const(out_acc, FRAC)),
+                     wr["out"].en.eq(o3.valid & o3.last)]
+
+        # EMIT: item k of the row; the buffers are read one item ahead.
+        item = Signal(range(len(HEADER) + cap + dcap + 1))
+        fire = self.o.valid & self.o.ready
+        next_item = item + fire
+        emit_attn = item - len(HEADER)
+        in_emit = Signal()
+        m.d.comb += [rd["attn"].addr.eq(Mux(in_emit, next_item - len(HEADER), j)),
+                     rd["out"].addr.eq(next_item - len(HEADER) - tokens)]
+        value, kind = self.o.payload.value, self.o.payload.kind
+        header = {"e_w": exponent.e_w, "h_x": h_x, "h_y": h_y, "theta": theta,
+                  "cos": cos, "sin": sin}
+        with m.If(item < len(HEADER)):
+            with m.Switch(item):
+                for index, name in enumerate(HEADER):
+                    with m.Case(index):
+                        m.d.comb += [value.eq(header[name]), kind.eq(KINDS[name])]
+        with m.Elif(emit_attn < tokens):
+            m.d.comb += [value.eq(Mux(emit_attn < attended, rd["attn"].data, 0)),
+                         kind.eq(KINDS["attn"])]
+        with m.Else():
+            m.d.comb += [value.eq(rd["out"].data), kind.eq(KINDS["out"])]
+        last_item = item == len(HEADER) + tokens + d_h - 1
+
+        with m.FSM(name="sequencer"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), self.done.eq(0), self.error.eq(0),
+                                 self.cycles.eq(0), row.eq(0)]
+                    m.next = "ROW"
+
+            with m.State("ROW"):
+                m.d.sync += [attended.eq(Mux(causal, row + 1, tokens)), score_max.eq(0),
+                             h_x.eq(0), h_y.eq(0), total.eq(0)]
+                begin_pass()
+                m.next = "SCORES"
+
+            with m.State("SCORES"):
+                m.d.comb += in_state["SCORES"].eq(1)
+                with m.If(issuing):
+                    advance(d, last_d, j, last_j)
+                with m.If(s4.valid & s4.final):
+                    m.d.comb += exponent.start.eq(1)
+                    m.next = "EXPONENT"
+
+            with m.State("EXPONENT"):
+                with m.If(exponent.done):
+                    with m.If(~exponent.found):
+                        m.d.sync += self.error.eq(1)
+                    begin_pass()
+                    m.next = "WEIGHTS"
+
+            with m.State("WEIGHTS"):
+                m.d.comb += in_state["WEIGHTS"].eq(1)
+                with m.If(issuing):
+                    advance(j, last_j, d, 1)
+                with m.If(w3.valid & w3.final):
+                    m.next = "NORMALIZE"
+
+            with m.State("NORMALIZE"):
+                m.d.sync += [norm_x.eq(normalizer.x), norm_y.eq(normalizer.y), sent.eq(0)]
+                m.next = "VECTOR"
+
+            with m.State("VECTOR"):
+                m.d.comb += vector.i.valid.eq(~sent)
+                with m.If(vector.i.ready):
+                    m.d.sync += sent.eq(1)
+                with m.If(vector.o.valid):
+                    m.d.sync += [theta.eq(vector.o.payload.z), sent.eq(0)]
+                    m.next = "ROTATE"
+
+            with m.State("ROTATE"):
+                m.d.comb += rotate.i.valid.eq(~sent)
+                with m.If(rotate.i.ready):
+                    m.d.sync += sent.eq(1)
+                with m.If(rotate.o.valid):
+                    m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y),
+                                 sent.eq(0)]
+                    begin_pass()
+                    m.next = "READOUT"
+
+            with m.State("READOUT"):
+                m.d.comb += in_state["READOUT"].eq(1)
+                with m.If(issuing):
+                    advance(j, last_j, d, 1)
+                with m.If(r5.valid & r5.final):
+                    m.next = "RECIP"
+
+            with m.State("RECIP"):
+                m.d.comb += recip.i.valid.eq(~sent)
+                with m.If(recip.i.ready):
+                    m.d.sync += sent.eq(1)
+                with m.If(recip.o.valid):
+                    m.d.sync += [r_value.eq(recip.o.payload.r), r_shift.eq(recip.o.payload.shift),
+                                 sent.eq(0)]
+                    begin_pass()
+                    m.next = "ATTN"
+
+            with m.State("ATTN"):
+                m.d.comb += in_state["ATTN"].eq(1)
+                with m.If(issuing):
+                    advance(j, last_j, d, 1)
+                with m.If(a3.valid & a3.final):
+                    begin_pass()
+                    m.next = "OUT"
+
+            with m.State("OUT"):
+                m.d.comb += in_state["OUT"].eq(1)
+                with m.If(issuing):
+                    advance(j, last_j, d, last_d)
+                with m.If(o3.valid & o3.final):
+                    m.d.sync += item.eq(0)
+                    m.next = "EMIT"
+
+            with m.State("EMIT"):
+                m.d.comb += [in_emit.eq(1), self.o.valid.eq(1)]
+                m.d.sync += item.eq(next_item)
+                with m.If(fire & last_item):
+                    with m.If(row == tokens - 1):
+                        m.d.sync += [busy.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                        m.next = "ROW"
+
+        # -- load port: writes while idle -------------------------------------------------------
+        load = self.load.payload
+        with m.If(self.load.valid & ~busy):
+            with m.Switch(load.target):
+                for name in ("q", "k", "v"):
+                    with m.Case(TARGETS[name]):
+                        port = wr[name]
+                        m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
+                                     port.data.eq(load.data[:len(port.data)])]
+                with m.Case(TARGETS["anchor"]):
+                    m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),
+                                 wr["anchor"].data.eq(load.data[:2 * DATA_BITS])]
+                with m.Case(TARGETS["reg"]):
+                    with m.Switch(load.addr):
+                        for register, address in zip(registers, REGISTERS.values()):
+                            with m.Case(address):
+                                m.d.sync += register.eq(load.data[:len(register)])
+        return m

@@ -1,0 +1,99 @@
+"""Run attention cases on the attention head RTL in cocotb (`attention_tb.py`).
+
+One build serves every case up to its capacity (max_tokens, max_d_h): the head is
+elaborated without contents, and each head of each case is written through the `load` port
+(`head_writes`, the host's step 0), run, and read back from the `o` stream.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..golden.attention_fixed import DEFAULT_CONFIG, AttentionFixedConfig
+from ..hdl.attention import (
+    AttentionHead,
+    check_case,
+    cordic_latencies,
+    decode_items,
+    head_writes,
+    load_layout,
+    output_layout,
+    row_items,
+)
+from .runner import run_cocotb
+from .streams import layout_fields
+
+__all__ = ["run_attention_rtl", "run_attention_rtl_batch"]
+
+
+def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG, *,
+                            max_tokens: int = 16, max_d_h: int = 32,
+                            cordic_arch: str = "pipelined", sim: str | None = None,
+                            build_root: Path | None = None, ready_prob=1.0, seed: int = 0,
+                            verbose: bool = False) -> list[dict]:
+    """Run every head of every case on one head of capacity (max_tokens, max_d_h), one after
+    another in one simulation. `ready_prob`: the chance per clock that the `o` stream is
+    ready (random backpressure), one float or one per case.
+
+    Returns one dict per case: attn_int (H, T, T), out_int (H, T, d_h), theta_int (H, T),
+    x_int (H, T, 2), h_int (H, T, 2), e_w (H, T) (the RTL's integers, as golden
+    attention_fixed names them), cycles (H,) (clocks from start to done per head), error
+    (H,) bool, sim. Every case is checked (`check_case`) before anything is built.
+    """
+    cases = [check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+             for case in cases]
+    if not cases:
+        return []
+    cordic_latencies(config, cordic_arch)          # refuses an unknown architecture
+    readies = list(ready_prob) if isinstance(ready_prob, (list, tuple, np.ndarray)) \
+        else [float(ready_prob)] * len(cases)
+    if len(readies) != len(cases):
+        raise ValueError(f"ready_prob: {len(readies)} values for {len(cases)} cases")
+    head = AttentionHead(config, max_tokens=max_tokens, max_d_h=max_d_h,
+                         cordic_arch=cordic_arch)
+    name = (f"attention_t{max_tokens}_d{max_d_h}_b{config.qk_bits}_p{config.phase_bits}"
+            + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}"))
+    _, load_widths, _ = layout_fields(load_layout(config, max_tokens, max_d_h))
+    _, out_widths, out_signs = layout_fields(output_layout(config, max_tokens, max_d_h))
+    with tempfile.TemporaryDirectory(prefix="oscarray-attention-") as tmp:
+        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        arrays = {"count": len(cases)}
+        for c, case in enumerate(cases):
+            writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+            arrays[f"heads_{c}"] = len(writes)
+            arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d_h)
+            arrays[f"ready_{c}"] = readies[c]
+            for h, rows in enumerate(writes):
+                arrays[f"writes_{c}_{h}"] = rows
+        np.savez(in_path, **arrays)
+        result = run_cocotb(
+            head, name=name, test_module="oscarray.sim.attention_tb", sim=sim,
+            build_root=build_root, verbose=verbose,
+            params={"in_path": str(in_path), "out_path": str(out_path),
+                    "load_widths": load_widths, "out_widths": out_widths,
+                    "out_signs": out_signs, "seed": seed})
+        out = dict(np.load(out_path))
+    results = []
+    for c, case in enumerate(cases):
+        heads = [decode_items(out[f"items_{c}_{h}"], case.tokens, case.d_h)
+                 for h in range(case.heads)]
+        results.append({
+            "attn_int": np.stack([r["attn"] for r in heads]),
+            "out_int": np.stack([r["out"] for r in heads]),
+            "theta_int": np.stack([r["theta"] for r in heads]),
+            "x_int": np.stack([r["x"] for r in heads]),
+            "h_int": np.stack([r["h"] for r in heads]),
+            "e_w": np.stack([r["e_w"] for r in heads]),
+            "cycles": np.array([int(out[f"cycles_{c}_{h}"]) for h in range(case.heads)]),
+            "error": np.array([bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]),
+            "sim": result.sim,
+        })
+    return results
+
+
+def run_attention_rtl(case, config: AttentionFixedConfig = DEFAULT_CONFIG, **options) -> dict:
+    """Run one case (every head) on the attention head RTL; see `run_attention_rtl_batch`."""
+    return run_attention_rtl_batch([case], config, **options)[0]

@@ -1,0 +1,20 @@
+"""Fixtures shared by several test modules."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def attention_build_root(tmp_path_factory):
+    """One simulator build folder for the attention head, shared by every test module and,
+    under pytest-xdist, by every worker of the run (the runner caches a build per
+    configuration and serializes identical builds on a file lock): the T <= 16, d_h <= 32
+    head that tests/test_attention_rtl.py runs on Verilator is built once and the CLI tests
+    (tests/test_attention_cli.py) reuse it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent              # the run's folder, above the per-worker ones
+    root = base / "attention-sim"
+    root.mkdir(exist_ok=True)
+    return root
