@@ -807,22 +807,27 @@ class ArrayEngine(wiring.Component):
             m.submodules[f"mem_{name}" + (NO_INIT_SUFFIX if no_init else "")] = memory
             rd[name], wr[name] = memory.read_port(), memory.write_port()
         # The k banks: one address for both ports (single-port RAM). A run reads (k_run_addr),
-        # the load port writes (k_load_*, registered: the write lands the clock after the
-        # transfer, so possibly in the first clock of a run started at once; no run reads k
-        # that early). The read port is enabled only during a run and never with a write (no
-        # read-during-write behaviour to emulate, and Yosys sees the ports exclusive: iCE40
-        # SPRAM).
+        # the load port writes. A k write travels from lane to lane like the walk's columns
+        # (one register per lane: a net to every bank was the 64-lane build's critical path,
+        # 15.9 ns of routing) and lands in bank l l + 1 clocks after its transfer; the walk
+        # reaches lane l no earlier than L + 4 + l clocks after a start, so every write lands
+        # before a run reads it. Reads and writes never meet (no read-during-write behaviour
+        # to emulate, and Yosys sees the ports exclusive: iCE40 SPRAM).
         k_run_addr = [Signal(word_bits, name=f"k_run_addr{lane}") for lane in range(lanes)]
-        k_load_addr = Signal(word_bits)
-        k_load_data, k_load_enable = Signal(signed(COUPLING_BITS)), Signal(lanes)
-        m.d.sync += k_load_enable.eq(0)
+        k_write_layout = data.StructLayout({"valid": 1, "bank": range(max(lanes, 2)),
+                                            "addr": word_bits, "data": COUPLING_BITS})
+        k_write = [Signal(k_write_layout, name=f"k_write{lane}") for lane in range(lanes)]
+        k_write_in = Signal(k_write_layout)
+        m.d.sync += k_write[0].eq(k_write_in)
+        for lane in range(1, lanes):
+            m.d.sync += k_write[lane].eq(k_write[lane - 1])
         busy = Signal()
         for lane in range(lanes):
-            writing = k_load_enable[lane]
-            k_addr = Mux(writing, k_load_addr, k_run_addr[lane])
+            writing = k_write[lane].valid & (k_write[lane].bank == lane)
+            k_addr = Mux(writing, k_write[lane].addr, k_run_addr[lane])
             m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
-                         rd[f"k{lane}"].en.eq(busy & ~writing), wr[f"k{lane}"].en.eq(writing),
-                         wr[f"k{lane}"].data.eq(k_load_data)]
+                         rd[f"k{lane}"].en.eq(~writing), wr[f"k{lane}"].en.eq(writing),
+                         wr[f"k{lane}"].data.eq(k_write[lane].data)]
 
         # -- run registers ---------------------------------------------------------------------
         n = Signal(range(cap + 1), init=regs["n"])
@@ -1237,15 +1242,11 @@ class ArrayEngine(wiring.Component):
                         m.d.comb += [port.addr.eq(load_item.addr), port.en.eq(1),
                                      port.data.eq(load_item.data[:len(Value.cast(port.data))])]
                 with m.Case(TARGETS["k"]):
-                    # Registered, with the bank decoded to one enable per bank: the k banks
-                    # spread over the whole device, so their write enables start from flip-
-                    # flops. The write lands the clock after the transfer (before any run
-                    # reads k: a run starts with the phase pass).
-                    bank = load_item.addr[word_bits:]
-                    m.d.sync += [k_load_addr.eq(load_item.addr[:word_bits]),
-                                 k_load_data.eq(load_item.data[:COUPLING_BITS])]
-                    for lane in range(lanes):
-                        m.d.sync += k_load_enable[lane].eq(bank == lane)
+                    # Into the lanes' write chain (see the k banks).
+                    m.d.comb += [k_write_in.valid.eq(1),
+                                 k_write_in.bank.eq(load_item.addr[word_bits:]),
+                                 k_write_in.addr.eq(load_item.addr[:word_bits]),
+                                 k_write_in.data.eq(load_item.data[:COUPLING_BITS])]
                 with m.Case(TARGETS["reg"]):
                     with m.Switch(load_item.addr):
                         for register, (key, address) in zip(registers, REGISTERS.items()):
