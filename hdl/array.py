@@ -69,9 +69,10 @@ from .cordic import ARCHITECTURES, Cordic
 __all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_config",
            "check_case", "check_lanes", "TARGETS", "REGISTERS", "MAX_CAPACITY", "MAX_LANES",
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
-           "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word", "iterative_cycles_per_result", "ENGINE_FORMS",
-           "round_shift_var", "round_shift_split", "round_shift_finish", "check_forms", "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16",
-           "dsp16_platform"]
+           "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word",
+           "iterative_cycles_per_result", "ENGINE_FORMS", "round_shift_var", "delay_line",
+           "round_shift_split", "round_shift_finish", "check_forms", "check_cordic_arch",
+           "NO_INIT_SUFFIX", "mul_dsp16", "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
 ENGINE_FORMS = FORMS
@@ -500,6 +501,15 @@ def _widen18(x):
     """x sign-extended to 18 bits."""
     x = Value.cast(x)
     return Cat(x, x[-1].replicate(18 - len(x))).as_signed()
+
+
+def delay_line(m: Module, value, clocks: int, name: str):
+    """`value` delayed by `clocks` registers (in domain sync), named name_d1, name_d2, ..."""
+    for clock in range(clocks):
+        later = Signal.like(value, name=f"{name}_d{clock + 1}")
+        m.d.sync += later.eq(value)
+        value = later
+    return value
 
 
 def ecp5_platform(platform) -> bool:
@@ -994,13 +1004,6 @@ class ArrayEngine(wiring.Component):
         with m.Elif(settle != 0):
             m.d.sync += settle.eq(settle - 1)
 
-        def delayed(value, clocks: int, name: str):
-            for clock in range(clocks):
-                later = Signal.like(value, name=f"{name}_d{clock + 1}")
-                m.d.sync += later.eq(value)
-                value = later
-            return value
-
         # The systolic chains (matvec): lane l's k address (a clock ahead of its column, so k
         # arrives with it), column and flags.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1,
@@ -1039,8 +1042,8 @@ class ArrayEngine(wiring.Component):
                 late = Mux(answered, held_flags, 0)
                 late_word = held_word
             else:
-                late = delayed(flags, latency + 1, "lane_flags")
-                late_word = delayed(a1_word, latency, "lane_word")
+                late = delay_line(m, flags, latency + 1, "lane_flags")
+                late_word = delay_line(m, a1_word, latency, "lane_word")
             late_flags = late[:flag_layout.size]
             late_rel_row = late[flag_layout.size:].as_signed()
             lane_flags = [Mux(pairwise_form, late_flags, Value.cast(sys)) for sys in sys_flags]

@@ -65,7 +65,7 @@ from ..golden.attention_fixed import (
     score_constant,
     validate_fixed,
 )
-from .array import round_shift_var
+from .array import delay_line, round_shift_var
 from .cordic import ARCHITECTURES, Cordic
 
 __all__ = [
@@ -665,6 +665,16 @@ class AttentionHead(wiring.Component):
         def begin_pass():
             m.d.sync += [j.eq(0), d.eq(0), issuing.eq(1)]
 
+        def call_once(unit):
+            """Give `unit` (a CORDIC or the reciprocal) its one input of this state, and return
+            the condition of its result: `sent` is cleared then, for the next call."""
+            m.d.comb += unit.i.valid.eq(~sent)
+            with m.If(unit.i.ready):
+                m.d.sync += sent.eq(1)
+            with m.If(unit.o.valid):
+                m.d.sync += sent.eq(0)
+            return unit.o.valid
+
         def advance(inner, inner_last, outer, outer_last):
             """Next (inner, outer) of a pass's nested loop; stop after the last."""
             with m.If(inner_last):
@@ -673,13 +683,6 @@ class AttentionHead(wiring.Component):
                     m.d.sync += issuing.eq(0)
             with m.Else():
                 m.d.sync += inner.eq(inner + 1)
-
-        def delayed(value, clocks: int, name: str):
-            for clock in range(clocks):
-                later = Signal.like(value, name=f"{name}_d{clock + 1}")
-                m.d.sync += later.eq(value)
-                value = later
-            return value
 
         # Addresses: q of token i, k and v of token j (t || d); the row buffers at j.
         m.d.comb += [rd["q"].addr.eq(Cat(d[:stride_bits], row[:token_bits])),
@@ -703,7 +706,7 @@ class AttentionHead(wiring.Component):
 
         # SCORES (steps 1-2): c1 product, c2 accumulate, c3 scale, c4 buffer and max.
         s0 = issue_tag("SCORES", d == 0, last_d, last_d & last_j)
-        s2, s4 = delayed(s0, 2, "s"), delayed(s0, 4, "s")
+        s2, s4 = delay_line(m, s0, 2, "s"), delay_line(m, s0, 4, "s")
         qk = Signal(signed(2 * B))
         raw = Signal(signed(w["raw"]))
         score = Signal(unsigned(w["m"]))
@@ -721,7 +724,7 @@ class AttentionHead(wiring.Component):
 
         # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
         w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
-        w3 = delayed(w0, 3, "w")
+        w3 = delay_line(m, w0, 3, "w")
         weight = Signal(unsigned(W_BITS))
         anchor = Signal(pair)
         px, py = Signal(signed(W_BITS + DATA_BITS + 1)), Signal(signed(W_BITS + DATA_BITS + 1))
@@ -746,8 +749,8 @@ class AttentionHead(wiring.Component):
 
         # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
         r0 = issue_tag("READOUT", 1, last_j, last_j)
-        r1 = delayed(r0, 1, "r")
-        r5 = delayed(r1, Numerator.latency, "r")
+        r1 = delay_line(m, r0, 1, "r")
+        r5 = delay_line(m, r1, Numerator.latency, "r")
         total = Signal(unsigned(w["sum"]))
         m.d.comb += [numer.valid.eq(r1.valid), numer.cos.eq(cos), numer.sin.eq(sin),
                      numer.a_x.eq(rd["anchor"].data.x), numer.a_y.eq(rd["anchor"].data.y),
@@ -760,7 +763,7 @@ class AttentionHead(wiring.Component):
 
         # ATTN (step 10): c1 product, c2 rounding, c3 buffer.
         a0 = issue_tag("ATTN", 1, last_j, last_j)
-        a3 = delayed(a0, 3, "a")
+        a3 = delay_line(m, a0, 3, "a")
         r_value, r_shift = Signal(signed(DATA_BITS)), Signal(signed(8))
         gr = Signal(unsigned(w["g"] + DATA_BITS))
         attn = Signal(unsigned(w["attn"]))
@@ -772,7 +775,7 @@ class AttentionHead(wiring.Component):
 
         # OUT (step 11): c1 product, c2 accumulate, c3 rounding into the out buffer.
         o0 = issue_tag("OUT", j == 0, last_j, last_j & last_d)
-        o2, o3 = delayed(o0, 2, "o"), delayed(o0, 3, "o")
+        o2, o3 = delay_line(m, o0, 2, "o"), delay_line(m, o0, 3, "o")
         av = Signal(signed(w["attn"] + DATA_BITS + 1))
         out_acc = Signal(signed(w["out_acc"]))
         m.d.sync += av.eq(rd["attn"].data * rd["v"].data)
@@ -844,20 +847,13 @@ class AttentionHead(wiring.Component):
                 m.next = "VECTOR"
 
             with m.State("VECTOR"):
-                m.d.comb += vector.i.valid.eq(~sent)
-                with m.If(vector.i.ready):
-                    m.d.sync += sent.eq(1)
-                with m.If(vector.o.valid):
-                    m.d.sync += [theta.eq(vector.o.payload.z), sent.eq(0)]
+                with m.If(call_once(vector)):
+                    m.d.sync += theta.eq(vector.o.payload.z)
                     m.next = "ROTATE"
 
             with m.State("ROTATE"):
-                m.d.comb += rotate.i.valid.eq(~sent)
-                with m.If(rotate.i.ready):
-                    m.d.sync += sent.eq(1)
-                with m.If(rotate.o.valid):
-                    m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y),
-                                 sent.eq(0)]
+                with m.If(call_once(rotate)):
+                    m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y)]
                     begin_pass()
                     m.next = "READOUT"
 
@@ -869,12 +865,8 @@ class AttentionHead(wiring.Component):
                     m.next = "RECIP"
 
             with m.State("RECIP"):
-                m.d.comb += recip.i.valid.eq(~sent)
-                with m.If(recip.i.ready):
-                    m.d.sync += sent.eq(1)
-                with m.If(recip.o.valid):
-                    m.d.sync += [r_value.eq(recip.o.payload.r), r_shift.eq(recip.o.payload.shift),
-                                 sent.eq(0)]
+                with m.If(call_once(recip)):
+                    m.d.sync += [r_value.eq(recip.o.payload.r), r_shift.eq(recip.o.payload.shift)]
                     begin_pass()
                     m.next = "ATTN"
 

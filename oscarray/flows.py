@@ -367,6 +367,11 @@ def plot_array(result, path, dt=None, title=None) -> Path:
     axes[-1].set_ylim(0, 1.02)
     axes[-1].set_ylabel("order parameter r")
     axes[-1].set_xlabel(t_label)
+    return _save_figure(plt, figure, path, title)
+
+
+def _save_figure(plt, figure, path, title=None) -> Path:
+    """Write `figure` as a PNG at `path` (with `title` above it) and close it."""
     if title:
         figure.suptitle(title)
     figure.tight_layout()
@@ -671,13 +676,7 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None) ->
             ax.set_title(f"head {head}: {name}", fontsize=10)
             ax.set_xlabel("key j")
             ax.set_ylabel("query i")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
-    return path
+    return _save_figure(plt, figure, path, title)
 
 
 __all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
