@@ -130,8 +130,12 @@ def _largest_exponent(values: np.ndarray, bits: int) -> int:
 
 
 def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps, tol=None,
-                  drive=None, form="matvec") -> QuantizedCase:
-    """Validate a float case against the format and convert it to the engine's integers."""
+                  drive=None, form="matvec", drive_exponent=None) -> QuantizedCase:
+    """Validate a float case against the format and convert it to the engine's integers.
+
+    drive_exponent (drive form): the drive's unit 2**-drive_exponent, fixed by the caller
+    instead of chosen from the data (the attention head's hn is Q2.16 whatever its size, so
+    its step scale D, s depends on dt alone); the drive must fit 18 bits there."""
     if form not in FORMS:
         raise ArrayFormatError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
     theta0, omega = np.asarray(theta0, float), np.asarray(omega, float)
@@ -156,6 +160,12 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
         drive = np.asarray(drive, float)
         # The drive enters the rotation directly: its magnitude must fit the 18-bit input.
         unit_exp = _largest_exponent(np.hypot(drive[:, 0], drive[:, 1]), SCALE_BITS)
+        if drive_exponent is not None:
+            if drive_exponent > unit_exp and np.any(drive):
+                raise ArrayFormatError(
+                    f"drive up to {np.max(np.hypot(drive[:, 0], drive[:, 1])):.4g} does not "
+                    f"fit the {SCALE_BITS}-bit rotation input at 2**-{drive_exponent}")
+            unit_exp = int(drive_exponent)
         drive_int = np.round(drive * 2.0 ** unit_exp).astype(np.int64)
         e, t, k = unit_exp - f, 0, np.zeros((n, n), np.int64)
     else:

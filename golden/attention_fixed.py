@@ -83,9 +83,11 @@ The ODE modes on the array engine (golden/array_fixed.py)
 --------------------------------------------------------
 ArrayFixedConfig(capacity N, phase_bits P, acc_bits A), omega = 0, the case's dt, max_steps
 Euler steps at most, and the engine's tol = tol * dt radians per step.
-    ode-drive    one run per head: T free oscillators, drive = hn 2**-16 handed to the
-                 engine's loader (quantize_case), which re-expresses it exactly (a left shift:
-                 its exponent is never below ours; checked).
+    ode-drive    one run per head: T free oscillators, drive = hn << k (`drive_shift`: the
+                 largest k with max |hn|**2 4**k <= (2**17 - 1)**2), unit 2**-(16 + k)
+                 (quantize_case's drive_exponent). The step scale is then D, s0 + k with
+                 (D, s0) dt's at k = 0: the hardware finds k from a running max of squares,
+                 never a square root.
     ode-pairwise one run per head: oscillators 0..T-1 free (the tokens), T..2T-1 pinned at
                  acc = phi_acc_j; K[i, T + j] = kn_ij 2**-e_k, every other K zero (again an
                  exact left shift in the loader).
@@ -614,7 +616,7 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
     """The array-engine cases of an ODE mode, built and checked before any Euler step.
 
     ode-drive: one oscillator per token, drive = hn (Q2.16) given to the engine's loader as
-    the exact values hn * 2**-16 (the loader's exponent choice is then an exact left shift).
+    the exact values hn * 2**-16 at exponent 16 + drive_shift(the run's hn).
     ode-pairwise: T free oscillators (tokens) and T pinned ones at the anchor phases
     (phi << (A - P)), K[i, T + j] = kn_ij * 2**-e, zero elsewhere.
     "warm": one case per (head, token) with one free oscillator (token i's start is token
@@ -641,6 +643,7 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
                 continue
             if case.mode == "ode-drive":
                 values = hn[head, group] * 2.0 ** -FRAC
+                exponent = FRAC + drive_shift(hn[head, group])
                 n_osc, K = n, np.zeros((n, n))
                 pinned = np.zeros(n, bool)
                 theta0 = np.zeros(n)
@@ -653,12 +656,12 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
                 pinned = np.arange(n_osc) >= n
                 theta0 = np.zeros(n_osc)
                 free = np.arange(n)
-                values = None
+                values, exponent = None, None
                 acc = np.concatenate([start, fe.phi_acc[head]])
             try:
                 quantized = quantize_case(config.engine(n_osc), theta0, np.zeros(n_osc), K,
                                           pinned, case.dt, case.max_steps, tol=tol,
-                                          drive=values,
+                                          drive=values, drive_exponent=exponent,
                                           form="drive" if values is not None else "pairwise")
             except ArrayFormatError as error:
                 raise AttentionFixedError(f"dt, tol: the array engine refuses head {head}: "
@@ -667,6 +670,20 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
             _check_loaded(quantized, values, K)
             runs.append(EngineRun(head, group, quantized, free))
     return runs
+
+
+def drive_shift(hn) -> int:
+    """k: the largest left shift with every drive's (x 2**k)**2 + (y 2**k)**2 <= (2**17 - 1)**2,
+    the rotation's 18-bit input (0 for an all-zero run). Exact in integers: in hardware two
+    squares, a running max and a compare per k, where the loader's choice (by the rounded
+    float length) would need a square root."""
+    hn = np.asarray(hn, np.int64)
+    peak = int(np.max(hn[..., 0] ** 2 + hn[..., 1] ** 2, initial=0))
+    limit = DATA_MAX ** 2
+    k = 0
+    while peak and peak << (2 * (k + 1)) <= limit:
+        k += 1
+    return k
 
 
 def _check_loaded(quantized, values, K):

@@ -109,6 +109,41 @@ def _add_attention(commands):
     attention.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+BENCH_ATTENTION_EPILOG = """\
+One row per shape, device and mechanism: a build of the head sized for the shape (T, d_h;
+UP5K with iterative CORDICs, ECP5-85F pipelined), the shape's example case (oscarray
+attention --example SHAPE --seed S) on the same head in a cycle-accurate simulation (clocks
+per head from its cycles port, checked against cycles_per_head; bit-exact against
+golden-fixed; max |attn - golden-float analytic|), us per inference (all heads on one head
+engine) at Fmax, and NumPy float64 (golden attention_float, analytic) on this machine.
+A shape the head cannot run (tinystories: d_osc 8) is refused with its reason and gets no
+row; the ODE mechanisms are not in RTL yet (no rows); a head too big for a device gets a row
+with fits false, the reason and Yosys's estimate, and no area, Fmax or us.
+Exit codes: 0 done; 1 the RTL differs from golden-fixed, a simulation or a build failed;
+  2 a bad argument, or every asked shape refused.
+"""
+
+
+def _add_bench_attention(bench_designs):
+    from .bench_attention import DEVICE_BUILDS
+    from .golden.attention import SHAPES
+    bench = bench_designs.add_parser(
+        "attention", help="the attention head (analytic) versus NumPy",
+        epilog=BENCH_ATTENTION_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--shape", nargs="+", choices=list(SHAPES), default=list(SHAPES),
+                       help="the example cases to run (default: all; tinystories is refused)")
+    bench.add_argument("--device", nargs="+", choices=list(DEVICE_BUILDS),
+                       default=list(DEVICE_BUILDS))
+    bench.add_argument("--seed", type=int, default=0, metavar="S",
+                       help="the example cases' random draw (default 0)")
+    bench.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                       help="simulator (default: $SIM, else verilator)")
+    bench.add_argument("--build-dir", default="build/bench_attention", metavar="DIR",
+                       help="builds and simulator builds (default build/bench_attention)")
+    bench.add_argument("--output", default="out/bench_attention.json")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oscarray", description="Bit-exact emulator of oscillator attention hardware.")
@@ -173,9 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     bench_array.add_argument("--n", type=int, default=None,
                              help="oscillators (default: the largest dense N the memory holds)")
     bench_array.add_argument("--lanes", type=int, default=None,
-                             help="MAC lanes (default 2 on UP5K, 8 on ECP5-85F)")
+                             help="MAC lanes (default 2 on UP5K, 64 on ECP5-85F)")
     bench_array.add_argument("--output", default="out/bench_array.json")
     bench_array.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_bench_attention(bench_designs)
 
     demo = commands.add_parser("demo", help="the built-in example, end to end")
     demo.add_argument("--vectors", type=int, default=20000)
@@ -284,14 +320,16 @@ def _run(args) -> int:
     if args.command == "bench" and args.design == "array":
         from .bench_array import ARRAY_BENCH_COLUMNS, bench_array
         result = bench_array(args.device, n=args.n, lanes=args.lanes, progress=progress)
-        result["written"] = str(flows.write_json(result, args.output))
-
-        def print_text(r):
-            print(f"array engine versus NumPy float64; {r['date']}, {r['machine']}")
-            _print_table(r["rows"], ARRAY_BENCH_COLUMNS)
-            print(f"written: {r['written']}")
-        _report(result, args.json, print_text)
+        _bench_report(result, args, "array engine versus NumPy float64", ARRAY_BENCH_COLUMNS)
         return 0
+
+    if args.command == "bench" and args.design == "attention":
+        from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention
+        result = bench_attention(args.shape, args.device, seed=args.seed,
+                                 build_root=args.build_dir, sim=args.sim, progress=progress)
+        _bench_report(result, args, "attention head (paper A, analytic) versus NumPy float64",
+                      ATTENTION_BENCH_COLUMNS, _attention_bench_notes(result))
+        return 0 if all(row["bit_exact"] for row in result["rows"]) else 1
 
     if args.command == "bench":
         result = flows.bench_cordic(vectors=args.vectors, mode=args.mode, boards=args.boards,
@@ -305,6 +343,45 @@ def _run(args) -> int:
         return run_demo(vectors=args.vectors, out_dir=args.out_dir, build=not args.skip_build,
                         progress=progress)
     raise AssertionError(args.command)
+
+
+def _bench_report(result: dict, args, title: str, columns, notes=()):
+    """A bench's result: written to --output (result["written"]), then printed as one JSON
+    object or as the title line, the table, the notes and where it was written."""
+    from . import flows
+    result["written"] = str(flows.write_json(result, args.output))
+
+    def print_text(r):
+        print(f"{title}; {r['date']}, {r['machine']}")
+        _print_table(r["rows"], columns)
+        for note in notes:
+            print(note)
+        print(f"written: {r['written']}")
+    _report(result, args.json, print_text)
+
+
+def _attention_bench_notes(result: dict) -> list[str]:
+    """What `bench attention` could not put in its table: heads too big for a device,
+    RTL not bit-exact, refused shapes, mechanisms not in RTL."""
+    notes = []
+    for row in result["rows"]:
+        where = f"{row['shape']} on {row['device']}"
+        if not row["fits"]:
+            usage = row.get("netlist") or {}
+            capacity = row.get("capacity") or {}
+            needs = ", ".join(f"{key} {usage[key]} of {capacity.get(key, '?')}"
+                              for key in ("lut", "ff", "dsp", "bram") if key in usage)
+            notes.append(f"{where} ({row['cordic_arch']} CORDICs): does not fit, no area, "
+                         f"Fmax or us" + (f"; Yosys's netlist needs {needs}" if needs else "")
+                         + f" ({row['does_not_fit']})")
+        if not row["bit_exact"]:
+            notes.append(f"{where}: the RTL differs from golden-fixed in "
+                         f"{row['mismatches']} integer(s)")
+    for refused in result["refused"]:
+        notes.append(f"{refused['shape']}: refused, no row: {refused['reason']}")
+    for missing in result["not_in_rtl"]:
+        notes.append(f"{missing['mechanism']}: {missing['reason']}")
+    return notes
 
 
 def _run_array(args, progress) -> int:

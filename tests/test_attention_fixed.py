@@ -502,3 +502,26 @@ def test_fixed_point_refusals_are_attention_case_errors():
         AttentionFixedConfig(phase_bits=30)
     with pytest.raises(ValueError, match="inputs must be"):
         error_budget(random_case("sva"), inputs="typical")
+
+
+def test_drive_shift_is_the_largest_that_keeps_every_drive_in_the_rotation_input():
+    rng = np.random.default_rng(7)
+    limit = ((1 << 17) - 1) ** 2
+    for scale in (2 ** 16, 2 ** 12, 300, 3):
+        hn = rng.integers(-scale, scale + 1, size=(20, 2))
+        k = af.drive_shift(hn)
+        length2 = (hn ** 2).sum(axis=-1) << (2 * k)
+        assert length2.max() <= limit < (length2.max() << 2)
+    assert af.drive_shift(np.zeros((3, 2), np.int64)) == 0
+    assert af.drive_shift(np.array([[1 << 16, 0]])) == 0     # |hn| = 1: no room to shift
+
+
+def test_ode_drive_hands_the_engine_hn_shifted_by_drive_shift():
+    case = random_case("sva", seed=2, mode="ode-drive", causal=True, **ODE)
+    checked = af.validate_fixed(case)
+    fe = af.front_end(checked)
+    hn = af.normalized_drive(fe)[0]
+    (run,) = af.engine_cases(checked, fe)
+    k = af.drive_shift(hn)
+    assert np.array_equal(run.quantized.drive, hn << k)
+    assert run.quantized.e == af.FRAC + k - run.quantized.config.frac_bits
