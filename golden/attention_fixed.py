@@ -247,7 +247,8 @@ from .cordic import error_budget as cordic_budget
 __all__ = [
     "ATTN_TARGET", "DATA_BITS", "FRAC", "INPUTS", "OUT_TARGET", "AttentionFixedConfig",
     "AttentionFixedError", "EngineRun", "FrontEnd", "analytic_phases", "attention_fixed",
-    "detector_floor", "engine_cases", "error_budget", "formats", "front_end",
+    "detector_floor", "drive_constants", "drive_shift", "engine_cases", "error_budget",
+    "formats", "front_end",
     "normalize_shift", "normalized_couplings", "normalized_drive", "ode_phases",
     "prepare_anchors", "quantize_tensor", "readout_fixed", "reciprocal", "reciprocal_error",
     "rotation_error", "score_constant", "unit_from_phase", "validate_fixed",
@@ -670,6 +671,19 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
             _check_loaded(quantized, values, K)
             runs.append(EngineRun(head, group, quantized, free))
     return runs
+
+
+def drive_constants(case: AttentionCase, config: AttentionFixedConfig = DEFAULT_CONFIG
+                    ) -> dict:
+    """What the host gives the hardware for an ode-drive run (its scales at k = 0):
+    d (the step scale mantissa D), s0 (its shift for drives at 2**-16; a run at shift k
+    uses s0 + k), tol (accumulator units) and acc0 ((H, T) uint64 start accumulators: the
+    random or zero draw; "warm" uses token 0's)."""
+    probe = quantize_case(config.engine(2), np.zeros(1), np.zeros(1), np.zeros((1, 1)),
+                          np.zeros(1, bool), case.dt, case.max_steps, tol=case.tol * case.dt,
+                          drive=np.array([[1.0, 0.0]]), drive_exponent=FRAC, form="drive")
+    return {"d": probe.d, "s0": probe.s, "tol": probe.tol,
+            "acc0": _initial_acc(case, config)}
 
 
 def drive_shift(hn) -> int:

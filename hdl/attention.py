@@ -44,6 +44,7 @@ as q and k shrink), and R(m, s) = 0 for every s >= 63 (m < 2**62), as golden `_s
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -51,6 +52,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..golden.array_fixed import ArrayFixedConfig
 from ..golden.attention import RELU_EPS, AttentionCase
 from ..golden.attention_fixed import (
     DATA_BITS,
@@ -58,6 +60,8 @@ from ..golden.attention_fixed import (
     FRAC,
     MAX_TOKENS,
     AttentionFixedConfig,
+    drive_constants,
+    engine_cases,
     formats,
     front_end,
     prepare_anchors,
@@ -65,7 +69,9 @@ from ..golden.attention_fixed import (
     score_constant,
     validate_fixed,
 )
-from .array import delay_line, round_shift_var
+from .array import STEP_COUNT_BITS, ArrayEngine, delay_line, round_shift_var
+from .array import TARGETS as ENGINE_TARGETS
+from .array import REGISTERS as ENGINE_REGISTERS
 from .cordic import ARCHITECTURES, Cordic
 
 __all__ = [
@@ -73,6 +79,7 @@ __all__ = [
     "E_MIN",
     "HEADER",
     "KINDS",
+    "MODES",
     "MAX_D_H",
     "REGISTERS",
     "SHIFT_BITS",
@@ -85,6 +92,7 @@ __all__ = [
     "WeightExponent",
     "bit_length",
     "check_case",
+    "check_modes",
     "cordic_latencies",
     "cycles_per_head",
     "cycles_per_row",
@@ -115,16 +123,28 @@ def relu_eps_int(e: int) -> int:
 E_MIN = min(e for e in range(64) if relu_eps_int(e) >= 1)
 E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
 
-#: `load` targets.
-TARGETS = {"q": 0, "k": 1, "v": 2, "anchor": 3, "reg": 4}
+#: The modes a head can be built with (`modes`); "analytic" is always built.
+MODES = ("analytic", "ode-drive")
+
+#: `load` targets. "engine" (ode-drive builds) passes a write on to the array engine's own
+#: `load` port: engine target in the address bits from ENGINE_INDEX_BITS up, its address
+#: (an oscillator index or a register number) below.
+TARGETS = {"q": 0, "k": 1, "v": 2, "anchor": 3, "reg": 4, "engine": 5}
+ENGINE_INDEX_BITS = 12                      # oscillator indices up to MAX_TOKENS
 
 #: Run registers (`load` target "reg", address below): tokens T, d_h, causal, p (1, 2 or 4),
-#: score_c (the constant c, 17 bits), score_shift (F = e_q + e_k + C, signed SHIFT_BITS).
-REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_shift": 5}
+#: score_c (the constant c, 17 bits), score_shift (F = e_q + e_k + C, signed SHIFT_BITS);
+#: ode-drive builds: mode (index in MODES), warm (one engine run per token), step_shift (the
+#: engine's step shift s0 for drives at 2**-16; a run with drives shifted by k uses s0 + k).
+REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_shift": 5,
+             "mode": 6, "warm": 7, "step_shift": 8}
 
 #: `o` item kinds, in the order a row gives them (HEADER first, then T attn, d_h out).
-KINDS = {"e_w": 0, "h_x": 1, "h_y": 2, "theta": 3, "cos": 4, "sin": 5, "attn": 6, "out": 7}
-HEADER = ("e_w", "h_x", "h_y", "theta", "cos", "sin")
+#: steps: the Euler steps of the row's engine run (0 in the analytic mode and for a zero
+#: drive); converged: its detector fired (1 in the analytic mode and for a zero drive).
+KINDS = {"e_w": 0, "h_x": 1, "h_y": 2, "theta": 3, "cos": 4, "sin": 5, "attn": 6, "out": 7,
+         "steps": 8, "converged": 9}
+HEADER = ("e_w", "h_x", "h_y", "theta", "cos", "sin", "steps", "converged")
 
 
 class AttentionHeadError(ValueError):
@@ -390,15 +410,16 @@ def _stride(max_d_h: int) -> int:
 
 
 def _addr_bits(max_tokens: int, max_d_h: int) -> int:
-    # The q, k, v words, and the run registers' addresses.
+    # The q, k, v words, the run registers' addresses and the engine writes' (target, index).
     return max(1, (max_tokens * _stride(max_d_h) - 1).bit_length(),
-               (len(REGISTERS) - 1).bit_length())
+               (len(REGISTERS) - 1).bit_length(), ENGINE_INDEX_BITS + 3)
 
 
 def load_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
                 ) -> data.StructLayout:
     """One `load` write: data (low bits), addr, target (TARGETS)."""
-    data_bits = max(config.qk_bits, 2 * DATA_BITS, SHIFT_BITS, W_BITS)
+    data_bits = max(config.qk_bits, 2 * DATA_BITS, SHIFT_BITS, W_BITS, config.acc_bits + 1,
+                    STEP_COUNT_BITS)
     return data.StructLayout({"data": unsigned(data_bits),
                               "addr": unsigned(_addr_bits(max_tokens, max_d_h)),
                               "target": unsigned(3)})
@@ -406,14 +427,14 @@ def load_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
 
 def _value_bits(config, max_tokens, max_d_h) -> int:
     w = _widths(config, max_tokens, max_d_h)
-    return max(w["h"], config.phase_bits + 1, w["out"], DATA_BITS)
+    return max(w["h"], config.phase_bits + 1, w["out"], DATA_BITS, STEP_COUNT_BITS + 1)
 
 
 def output_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
                   ) -> data.StructLayout:
     """One `o` item: value (signed, low bits) and kind (KINDS)."""
     return data.StructLayout({"value": signed(_value_bits(config, max_tokens, max_d_h)),
-                              "kind": unsigned(3)})
+                              "kind": unsigned(4)})
 
 
 def row_items(tokens: int, d_h: int) -> int:
@@ -421,20 +442,38 @@ def row_items(tokens: int, d_h: int) -> int:
     return len(HEADER) + tokens + d_h
 
 
+def check_modes(modes) -> tuple:
+    """modes as a tuple in MODES order, always with "analytic" (AttentionHeadError for an
+    unknown mode, TypeError for a bare string)."""
+    if isinstance(modes, str) or not isinstance(modes, (tuple, list, set, frozenset)):
+        raise TypeError(f"modes must be a tuple of mode names such as ('analytic', "
+                        f"'ode-drive'), not {modes!r}")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise AttentionHeadError(f"modes: {', '.join(map(repr, unknown))} not built in RTL "
+                                 f"(choose from {', '.join(MODES)})")
+    return tuple(mode for mode in MODES if mode in modes or mode == "analytic")
+
+
 def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
-               max_d_h: int) -> AttentionCase:
-    """The case, validated by the golden model (validate_fixed and front_end: every refusal
-    of the specification), then refused (AttentionHeadError) if this head cannot run it:
-    not the analytic mode, T or d_h above the build's, a score shift outside the register."""
+               max_d_h: int, modes=("analytic",)) -> AttentionCase:
+    """The case, validated by the golden model (validate_fixed, front_end and, in the ODE
+    modes, the engine's loader: every refusal of the specification), then refused
+    (AttentionHeadError) if this head cannot run it: a mode not in `modes`, T or d_h above
+    the build's, a score shift outside the register."""
     _check_sizes(config, max_tokens, max_d_h)
+    modes = check_modes(modes)
     case = validate_fixed(case, config)
-    if case.mode != "analytic":
-        raise AttentionHeadError(f"mode: {case.mode!r} is not built in RTL yet (only "
-                                 f"'analytic')")
+    if case.mode not in modes:
+        built = "built in RTL yet" if case.mode not in MODES else "in this build"
+        raise AttentionHeadError(f"mode: {case.mode!r} is not {built} (this head: "
+                                 f"{', '.join(map(repr, modes))})")
     if case.tokens > max_tokens or case.d_h > max_d_h:
         raise AttentionHeadError(f"q: (T, d_h) = ({case.tokens}, {case.d_h}) exceeds this "
                                  f"head's ({max_tokens}, {max_d_h})")
-    front_end(case, config)           # its refusals (a row whose scores leave no eps)
+    fe = front_end(case, config)      # its refusals (a row whose scores leave no eps)
+    if case.mode != "analytic":
+        engine_cases(case, fe, config)    # the loader's refusals (dt, tol; s0 + k > 62)
     _, shift = _case_constants(case, config)
     if not -(1 << (SHIFT_BITS - 1)) <= shift < (1 << (SHIFT_BITS - 1)):
         raise AttentionHeadError(f"q, k: the score shift F = {shift} does not fit the "
@@ -451,13 +490,13 @@ def _case_constants(case: AttentionCase, config: AttentionFixedConfig):
 
 
 def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
-                max_d_h: int) -> list[np.ndarray]:
+                max_d_h: int, modes=MODES) -> list[np.ndarray]:
     """The `load` writes of each head of `case` (host step 0: golden `quantize_tensor`,
     `prepare_anchors`, `score_constant`): one (M, 3) int64 array of (target, addr, data) per
     head, registers last. q, k, v of token t, component d at address t * stride + d (stride
     = max_d_h rounded up to a power of two); anchor t at t, data a_x | a_y << 18; signed
     values as two's complement of their width."""
-    case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+    case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes)
     q, _ = quantize_tensor(case.q, config.qk_bits)
     k, _ = quantize_tensor(case.k, config.qk_bits)
     v, _ = quantize_tensor(case.v)
@@ -468,7 +507,13 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
     addr = (np.arange(tokens)[:, None] * stride + np.arange(d_h)[None, :]).reshape(-1)
     qk_mask, data_mask = (1 << config.qk_bits) - 1, (1 << DATA_BITS) - 1
     registers = {"tokens": tokens, "d_h": d_h, "causal": int(case.causal), "p": case.p,
-                 "score_c": c, "score_shift": shift & ((1 << SHIFT_BITS) - 1)}
+                 "score_c": c, "score_shift": shift & ((1 << SHIFT_BITS) - 1),
+                 "mode": MODES.index(case.mode), "warm": int(case.init == "warm"),
+                 "step_shift": 0}
+    engine = None
+    if case.mode == "ode-drive":
+        engine = drive_constants(case, config)
+        registers["step_shift"] = engine["s0"]
     heads = []
     for head in range(case.heads):
         rows = []
@@ -478,10 +523,27 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
         anchor = (a[head, :, 0] & data_mask) | ((a[head, :, 1] & data_mask) << DATA_BITS)
         rows.append(np.stack([np.full(tokens, TARGETS["anchor"]), np.arange(tokens),
                               anchor], 1))
+        if engine is not None:
+            rows.append(_engine_writes(case, engine, head))
         rows.append(np.array([(TARGETS["reg"], REGISTERS[key], value)
                               for key, value in registers.items()]))
         heads.append(np.concatenate(rows).astype(np.int64))
     return heads
+
+
+def _engine_writes(case: AttentionCase, engine: dict, head: int) -> np.ndarray:
+    """The array engine's writes of one ode-drive head: the start accumulators ("warm": token
+    0's only, the later tokens start where the last run ended) and its run registers (s is
+    the head's to write: s0 + k)."""
+    starts = engine["acc0"][head, :1 if case.init == "warm" else case.tokens]
+    registers = {"n": 1 if case.init == "warm" else case.tokens, "drive_form": 1,
+                 "pairwise_form": 0, "t": 0, "d": engine["d"], "tol": engine["tol"],
+                 "tol_enable": 1, "max_steps": case.max_steps}
+    writes = [(ENGINE_TARGETS["acc"], index, int(acc)) for index, acc in enumerate(starts)]
+    writes += [(ENGINE_TARGETS["reg"], ENGINE_REGISTERS[key], value)
+               for key, value in registers.items()]
+    return np.array([(TARGETS["engine"], (target << ENGINE_INDEX_BITS) | address, value)
+                     for target, address, value in writes], np.int64)
 
 
 def decode_items(items: np.ndarray, tokens: int, d_h: int) -> dict:
@@ -502,6 +564,7 @@ def decode_items(items: np.ndarray, tokens: int, d_h: int) -> dict:
     start = len(HEADER)
     return {"e_w": header["e_w"], "h": np.stack([header["h_x"], header["h_y"]], -1),
             "theta": header["theta"], "x": np.stack([header["cos"], header["sin"]], -1),
+            "steps": header["steps"], "converged": header["converged"].astype(bool),
             "attn": values[:, start:start + tokens], "out": values[:, start + tokens:]}
 
 
@@ -564,7 +627,11 @@ class AttentionHead(wiring.Component):
     max_tokens : int                T capacity (the memories and buffers; 1..2048)
     max_d_h : int                   d_h capacity (1..128; the score product fits 63 bits)
     cordic_arch : str               "pipelined" (default) or "iterative" for the three
-                                    CORDICs (vector, rotate, divide), each used once a row
+                                    CORDICs (vector, rotate, divide), each used once a row,
+                                    and the array engine's
+    modes : tuple of str            MODES to build: "analytic" (always) and "ode-drive" (an
+                                    `ArrayEngine` of capacity max_tokens, drive form, 1 lane;
+                                    see `ode_drive_cycles` for the run's passes)
 
     Ports
     -----
@@ -584,10 +651,11 @@ class AttentionHead(wiring.Component):
     """
 
     def __init__(self, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int = 64,
-                 max_d_h: int = 32, cordic_arch: str = "pipelined"):
+                 max_d_h: int = 32, cordic_arch: str = "pipelined", modes=("analytic",)):
         try:
             _check_sizes(config, max_tokens, max_d_h)
             cordic_latencies(config, cordic_arch)
+            self.modes = check_modes(modes)
         except Exception:
             self._MustUse__silence = True
             raise
@@ -602,10 +670,193 @@ class AttentionHead(wiring.Component):
             "o": Out(stream.Signature(output_layout(config, self.max_tokens, self.max_d_h))),
         })
 
+    def _ode_drive_datapath(self, m, *, rd, wr, row, tokens, causal, attended, h, row_e_w,
+                            w_sum, weight, w_valid, recip, drive_recip, call_once, sent, r,
+                            theta, total, pass_c, row_steps, row_converged, busy, warm,
+                            step_shift):
+        """The ode-drive mode's pieces around the head's own (module docstring of golden
+        attention_fixed, steps 5-7): s_i, hn_i and the run's drive shift k in pass A, the
+        array engine's run(s), and pass C's row start. Returns begin_head, begin_row (sync
+        statements for the IDLE and ROW states) and states (the FSM states it adds)."""
+        cfg, w, cap = self.config, self.widths, self.max_tokens
+        P, A = cfg.phase_bits, cfg.acc_bits
+        h_x, h_y = h
+        r_value, r_shift = r
+        pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
+        info_layout = data.StructLayout({"e_w": unsigned(len(row_e_w)),
+                                         "h_x": signed(w["h"]), "h_y": signed(w["h"])})
+        run_layout = data.StructLayout({"steps": unsigned(STEP_COUNT_BITS), "converged": 1})
+        memories = {"hn": Memory(shape=pair, depth=cap, init=[]),
+                    "info": Memory(shape=info_layout, depth=cap, init=[]),
+                    "theta": Memory(shape=unsigned(P), depth=cap, init=[]),
+                    "run": Memory(shape=run_layout, depth=cap, init=[])}
+        for name, memory in memories.items():
+            m.submodules[f"mem_ode_{name}"] = memory
+            rd[f"ode_{name}"], wr[f"ode_{name}"] = memory.read_port(), memory.write_port()
+
+        engine_config = ArrayFixedConfig(capacity=max(2, cap), phase_bits=P, acc_bits=A)
+        m.submodules.engine = engine = ArrayEngine(engine_config, lanes=1, forms=("drive",),
+                                                   cordic_arch=self.cordic_arch)
+        m.d.comb += engine.order.ready.eq(1)        # r(t) is not part of the head's result
+
+        # The host's engine writes pass through while the head is idle (the engine is then
+        # idle too: its load is ready); the states below drive the port themselves.
+        load, eload = self.load.payload, engine.load
+        m.d.comb += [
+            eload.valid.eq(self.load.valid & ~busy & (load.target == TARGETS["engine"])),
+            eload.payload.target.eq(load.addr[ENGINE_INDEX_BITS:ENGINE_INDEX_BITS + 3]),
+            eload.payload.addr.eq(load.addr[:ENGINE_INDEX_BITS]),
+            eload.payload.data.eq(load.data)]
+
+        with m.If(w_valid):
+            m.d.sync += w_sum.eq(w_sum + weight)
+
+        product = signed(w["h"] + DATA_BITS)
+        prod_x, prod_y = Signal(product), Signal(product)
+        hn_x, hn_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        square, peak = Signal(unsigned(2 * DATA_BITS)), Signal(unsigned(2 * DATA_BITS))
+        # drive_shift: k = #{j >= 1: peak 4**j <= (2**17 - 1)**2} (monotone in j), 0 for 0.
+        limit = DATA_MAX ** 2
+        fits = [peak <= (limit >> (2 * j)) for j in range(1, 18)]
+        k = Signal(range(18))
+        m.d.comb += k.eq(Mux(peak == 0, 0, sum(fits)))
+        shifted = Cat((rd["ode_hn"].data.x << k)[:DATA_BITS],
+                      (rd["ode_hn"].data.y << k)[:DATA_BITS])
+
+        run_base, run_n = Signal(range(cap)), Signal(range(cap + 1))
+        issued, written = Signal(range(cap + 1)), Signal(range(cap + 1))
+        write_valid, write_addr = Signal(), Signal(range(cap))
+        run_steps, run_converged = Signal(STEP_COUNT_BITS), Signal()
+        info = rd["ode_info"].data
+        run = rd["ode_run"].data
+        half = 1 << (A - P - 1)
+
+        def begin_head():
+            m.d.sync += peak.eq(0)
+
+        def begin_row():
+            with m.If(warm):
+                m.d.sync += peak.eq(0)
+
+        def start_readout_pass():
+            m.d.sync += [row.eq(0), pass_c.eq(1)]
+            m.next = "ROW_C"
+
+        def states():
+            with m.State("DRIVE_RECIP"):
+                m.d.comb += drive_recip.eq(1)
+                with m.If(call_once(recip)):
+                    m.d.sync += [r_value.eq(recip.o.payload.r),
+                                 r_shift.eq(recip.o.payload.shift)]
+                    m.next = "DRIVE_PRODUCT"
+
+            with m.State("DRIVE_PRODUCT"):
+                r_unsigned = r_value[:DATA_BITS - 1]
+                m.d.sync += [prod_x.eq(h_x * r_unsigned), prod_y.eq(h_y * r_unsigned)]
+                m.next = "DRIVE_ROUND"
+
+            with m.State("DRIVE_ROUND"):
+                # hn = R(h r, 32 + L): 32 + L is in 16 .. 32 + bits(T) (L = bits(s) - 17).
+                amount = (r_shift + 2 * FRAC)[:6]
+                m.d.sync += [hn_x.eq(round_shift_var(prod_x, amount)),
+                             hn_y.eq(round_shift_var(prod_y, amount))]
+                m.next = "DRIVE_STORE"
+
+            with m.State("DRIVE_STORE"):
+                m.d.comb += [wr["ode_hn"].addr.eq(row), wr["ode_hn"].en.eq(1),
+                             wr["ode_hn"].data.x.eq(hn_x), wr["ode_hn"].data.y.eq(hn_y),
+                             wr["ode_info"].addr.eq(row), wr["ode_info"].en.eq(1),
+                             wr["ode_info"].data.e_w.eq(row_e_w),
+                             wr["ode_info"].data.h_x.eq(h_x), wr["ode_info"].data.h_y.eq(h_y)]
+                m.d.sync += square.eq(hn_x * hn_x + hn_y * hn_y)
+                m.next = "DRIVE_PEAK"
+
+            with m.State("DRIVE_PEAK"):
+                m.d.sync += [peak.eq(Mux(square > peak, square, peak)), issued.eq(0),
+                             write_valid.eq(0)]
+                with m.If(warm):
+                    m.d.sync += [run_base.eq(row), run_n.eq(1)]
+                    m.next = "ENGINE_DRIVES"
+                with m.Elif(row == tokens - 1):
+                    m.d.sync += [run_base.eq(0), run_n.eq(tokens)]
+                    m.next = "ENGINE_DRIVES"
+                with m.Else():
+                    m.d.sync += row.eq(row + 1)
+                    m.next = "ROW"
+
+            with m.State("ENGINE_DRIVES"):
+                # hn of oscillator `issued` is read, and written shifted by k a clock later.
+                m.d.comb += rd["ode_hn"].addr.eq(run_base + issued)
+                m.d.sync += write_valid.eq(issued < run_n)
+                with m.If(issued < run_n):
+                    m.d.sync += [issued.eq(issued + 1), write_addr.eq(issued)]
+                with m.If(write_valid):
+                    m.d.comb += [eload.valid.eq(1),
+                                 eload.payload.target.eq(ENGINE_TARGETS["drive"]),
+                                 eload.payload.addr.eq(write_addr),
+                                 eload.payload.data.eq(shifted)]
+                with m.Elif(issued == run_n):
+                    m.next = "ENGINE_SHIFT"
+
+            with m.State("ENGINE_SHIFT"):
+                m.d.comb += [eload.valid.eq(1), eload.payload.target.eq(ENGINE_TARGETS["reg"]),
+                             eload.payload.addr.eq(ENGINE_REGISTERS["s"]),
+                             eload.payload.data.eq(step_shift + k)]
+                m.next = "ENGINE_START"
+
+            with m.State("ENGINE_START"):
+                m.d.comb += engine.start.eq(1)
+                m.d.sync += written.eq(0)
+                m.next = "ENGINE_WAIT"
+
+            with m.State("ENGINE_WAIT"):
+                with m.If(engine.done):
+                    m.next = "ENGINE_PHASES"
+
+            with m.State("ENGINE_PHASES"):
+                # theta_i = R(acc_i, A - P) mod 2**P of each final accumulator (step 7).
+                m.d.comb += engine.phases.ready.eq(1)
+                acc = engine.phases.payload
+                m.d.comb += [wr["ode_theta"].addr.eq(run_base + written),
+                             wr["ode_theta"].data.eq(((acc + half) >> (A - P))[:P]),
+                             wr["ode_theta"].en.eq(engine.phases.valid)]
+                with m.If(engine.phases.valid):
+                    m.d.sync += written.eq(written + 1)
+                    with m.If(written == run_n - 1):
+                        with m.If(warm):
+                            m.d.comb += [wr["ode_run"].addr.eq(row), wr["ode_run"].en.eq(1),
+                                         wr["ode_run"].data.steps.eq(engine.steps_taken),
+                                         wr["ode_run"].data.converged.eq(engine.converged)]
+                            with m.If(row == tokens - 1):
+                                start_readout_pass()
+                            with m.Else():
+                                m.d.sync += row.eq(row + 1)
+                                m.next = "ROW"
+                        with m.Else():
+                            m.d.sync += [run_steps.eq(engine.steps_taken),
+                                         run_converged.eq(engine.converged)]
+                            start_readout_pass()
+
+            with m.State("ROW_C"):
+                m.d.comb += [rd["ode_info"].addr.eq(row), rd["ode_theta"].addr.eq(row),
+                             rd["ode_run"].addr.eq(row)]
+                m.next = "ROW_C_LOAD"
+
+            with m.State("ROW_C_LOAD"):
+                m.d.sync += [attended.eq(Mux(causal, row + 1, tokens)), total.eq(0),
+                             sent.eq(0), h_x.eq(info.h_x), h_y.eq(info.h_y),
+                             row_e_w.eq(info.e_w), theta.eq(rd["ode_theta"].data),
+                             row_steps.eq(Mux(warm, run.steps, run_steps)),
+                             row_converged.eq(Mux(warm, run.converged, run_converged))]
+                m.next = "ROTATE"
+
+        return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
+
     def elaborate(self, platform):
         m = Module()
         cfg, w = self.config, self.widths
         cap, dcap = self.max_tokens, self.max_d_h
+        ode = "ode-drive" in self.modes
         stride_bits = max(0, (dcap - 1).bit_length())
         token_bits = max(1, (cap - 1).bit_length())
         B, P = cfg.qk_bits, cfg.phase_bits
@@ -636,7 +887,10 @@ class AttentionHead(wiring.Component):
         p = Signal(3)
         score_c = Signal(W_BITS)
         score_shift = Signal(signed(SHIFT_BITS))
-        registers = [tokens, d_h, causal, p, score_c, score_shift]
+        mode = Signal(range(len(MODES)))
+        warm = Signal()
+        step_shift = Signal(6)
+        registers = [tokens, d_h, causal, p, score_c, score_shift, mode, warm, step_shift]
         assert len(registers) == len(REGISTERS)
 
         # -- units ----------------------------------------------------------------------------
@@ -737,6 +991,7 @@ class AttentionHead(wiring.Component):
         with m.If(w3.valid):
             m.d.sync += [h_x.eq(h_x + px), h_y.eq(h_y + py)]
         m.d.comb += [normalizer.h_x.eq(h_x), normalizer.h_y.eq(h_y)]
+        row_e_w = Signal.like(exponent.e_w)
 
         # The analytic state and x_i.
         norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
@@ -759,7 +1014,9 @@ class AttentionHead(wiring.Component):
                      wr["numer"].en.eq(r5.valid)]
         with m.If(r5.valid):
             m.d.sync += total.eq(total + numer.g)
-        m.d.comb += recip.i.payload.eq(total)
+        drive_recip = Signal()              # the reciprocal serves step 6's s_i (ode-drive)
+        w_sum = Signal(unsigned(w["sum"]))
+        m.d.comb += recip.i.payload.eq(Mux(drive_recip, w_sum, total))
 
         # ATTN (step 10): c1 product, c2 rounding, c3 buffer.
         a0 = issue_tag("ATTN", 1, last_j, last_j)
@@ -793,8 +1050,15 @@ class AttentionHead(wiring.Component):
         m.d.comb += [rd["attn"].addr.eq(Mux(in_emit, next_item - len(HEADER), j)),
                      rd["out"].addr.eq(next_item - len(HEADER) - tokens)]
         value, kind = self.o.payload.value, self.o.payload.kind
-        header = {"e_w": exponent.e_w, "h_x": h_x, "h_y": h_y, "theta": theta,
-                  "cos": cos, "sin": sin}
+        # The ODE readout pass (pass_c) reports its row's engine run; a zero drive never
+        # moves: 0 steps, converged (as the golden model).
+        pass_c = Signal()
+        row_steps, row_converged = Signal(STEP_COUNT_BITS), Signal()
+        zero_row = (h_x == 0) & (h_y == 0)
+        header = {"e_w": row_e_w, "h_x": h_x, "h_y": h_y, "theta": theta,
+                  "cos": cos, "sin": sin,
+                  "steps": Mux(pass_c & ~zero_row, row_steps, 0),
+                  "converged": Mux(pass_c & ~zero_row, row_converged, 1)}
         with m.If(item < len(HEADER)):
             with m.Switch(item):
                 for index, name in enumerate(HEADER):
@@ -806,17 +1070,30 @@ class AttentionHead(wiring.Component):
         with m.Else():
             m.d.comb += [value.eq(rd["out"].data), kind.eq(KINDS["out"])]
         last_item = item == len(HEADER) + tokens + d_h - 1
+        if ode:
+            ode_states = self._ode_drive_datapath(
+                m, rd=rd, wr=wr, row=row, tokens=tokens, causal=causal,
+                attended=attended, h=(h_x, h_y), row_e_w=row_e_w, w_sum=w_sum,
+                weight=weight, w_valid=delay_line(m, w0, 2, "wsum").valid,
+                recip=recip, drive_recip=drive_recip, call_once=call_once, sent=sent,
+                r=(r_value, r_shift), theta=theta, total=total, pass_c=pass_c,
+                row_steps=row_steps, row_converged=row_converged, busy=busy, warm=warm,
+                step_shift=step_shift)
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), self.done.eq(0), self.error.eq(0),
-                                 self.cycles.eq(0), row.eq(0)]
+                                 self.cycles.eq(0), row.eq(0), pass_c.eq(0)]
+                    if ode:
+                        ode_states.begin_head()
                     m.next = "ROW"
 
             with m.State("ROW"):
                 m.d.sync += [attended.eq(Mux(causal, row + 1, tokens)), score_max.eq(0),
-                             h_x.eq(0), h_y.eq(0), total.eq(0)]
+                             h_x.eq(0), h_y.eq(0), total.eq(0), w_sum.eq(0)]
+                if ode:
+                    ode_states.begin_row()
                 begin_pass()
                 m.next = "SCORES"
 
@@ -832,6 +1109,7 @@ class AttentionHead(wiring.Component):
                 with m.If(exponent.done):
                     with m.If(~exponent.found):
                         m.d.sync += self.error.eq(1)
+                    m.d.sync += row_e_w.eq(exponent.e_w)
                     begin_pass()
                     m.next = "WEIGHTS"
 
@@ -841,6 +1119,9 @@ class AttentionHead(wiring.Component):
                     advance(j, last_j, d, 1)
                 with m.If(w3.valid & w3.final):
                     m.next = "NORMALIZE"
+                    if ode:
+                        with m.If(mode == MODES.index("ode-drive")):
+                            m.next = "DRIVE_RECIP"
 
             with m.State("NORMALIZE"):
                 m.d.sync += [norm_x.eq(normalizer.x), norm_y.eq(normalizer.y), sent.eq(0)]
@@ -896,6 +1177,11 @@ class AttentionHead(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                         m.next = "ROW"
+                        with m.If(pass_c):
+                            m.next = "ROW_C"
+
+            if ode:
+                ode_states.states()
 
         # -- load port: writes while idle -------------------------------------------------------
         load = self.load.payload
