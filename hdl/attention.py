@@ -32,7 +32,7 @@ own multiplier, used in its pass only (10 in all: q k B x B, relu(raw) c 43 x 17
 W a_x and W a_y 17 x 18, cos a_x and sin a_y 18 x 18, u u 18 x 18, g2 g2 19 x 19,
 g r 21 x 17, attn v 17 x 18): at most two work in any clock, so they can share two
 multipliers later. Clocks per head: `cycles_per_head` (checked clock for clock against the
-RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 49, with L the CORDICs'
+RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 51, with L the CORDICs'
 latencies (pipelined: 33, 32, 20 at P = 20; iterative: 105, 63, 58) and the `o` stream
 always ready. The two MAC passes (2 n d_h) are the work; the rest is per-row overhead that
 a later version can overlap with the next row.
@@ -69,7 +69,7 @@ from ..golden.attention_fixed import (
     score_constant,
     validate_fixed,
 )
-from .array import STEP_COUNT_BITS, ArrayEngine, delay_line, round_shift_var
+from .array import STEP_COUNT_BITS, ArrayEngine, cycles_per_run, delay_line, round_shift_var
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from .cordic import ARCHITECTURES, Cordic
@@ -99,6 +99,7 @@ __all__ = [
     "decode_items",
     "head_writes",
     "load_layout",
+    "ode_drive_cycles",
     "output_layout",
     "relu_eps_int",
     "row_items",
@@ -588,7 +589,8 @@ def cordic_latencies(config: AttentionFixedConfig = DEFAULT_CONFIG,
 #: Clocks of a row besides the passes' items and the CORDICs: ROW 1, SCORES drain 4,
 #: EXPONENT E_MAX - E_MIN + 2 (19), WEIGHTS drain 3, NORMALIZE 1, VECTOR and ROTATE 1 each
 #: (the handshake clock), READOUT drain 1 + Numerator.latency (5), RECIP 2 (the Reciprocal's
-#: register and the handshake), ATTN drain 3, OUT drain 3, EMIT's header 6.
+#: register and the handshake), ATTN drain 3, OUT drain 3, EMIT's header 8 (steps and
+#: converged included).
 ROW_OVERHEAD = 1 + 4 + (E_MAX - E_MIN + 2) + 3 + 1 + 1 + 1 + (1 + Numerator.latency) + 2 \
     + 3 + 3 + len(HEADER)
 
@@ -598,7 +600,7 @@ def cycles_per_row(attended: int, tokens: int, d_h: int,
                    cordic_arch: str = "pipelined") -> int:
     """Clocks of one row with n = `attended` tokens (the `o` stream always ready):
     SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1, ROTATE L_r + 1,
-    READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 6 + T + d_h."""
+    READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 8 + T + d_h."""
     n = attended
     return 2 * n * d_h + 3 * n + tokens + d_h + sum(cordic_latencies(config, cordic_arch)) \
         + ROW_OVERHEAD
@@ -609,10 +611,36 @@ def cycles_per_head(tokens: int, d_h: int, causal: bool,
                     cordic_arch: str = "pipelined") -> int:
     """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
     over the rows (n = i + 1 when causal, else T). Closed form:
-    T (T + d_h + L + 49) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
+    T (T + d_h + L + 51) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
     L = L_v + L_r + L_d."""
     return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch)
                for i in range(tokens))
+
+
+def ode_drive_cycles(tokens: int, d_h: int, causal: bool, runs,
+                     config: AttentionFixedConfig = DEFAULT_CONFIG,
+                     cordic_arch: str = "pipelined") -> int:
+    """`cycles` after an ode-drive head (the `o` stream always ready). `runs`: (m, steps) of
+    each array-engine run, in order: one (T, steps) per head, or (1, steps_i) per token when
+    warm (a zero drive runs too: CONVERGE_STEPS calm steps).
+
+    Pass A, per row: ROW 1, SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, DRIVE_RECIP L_d + 2,
+    DRIVE_PRODUCT, _ROUND, _STORE, _PEAK 1 each. Per run: ENGINE_DRIVES m + 2, ENGINE_SHIFT 1,
+    ENGINE_START 1, the engine's `cycles_per_run` + 1 (ENGINE_WAIT), ENGINE_PHASES m.
+    Pass C, per row: ROW_C, ROW_C_LOAD 1 each, ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2,
+    ATTN n + 3, OUT n d_h + 3, EMIT len(HEADER) + T + d_h."""
+    _, l_r, l_d = cordic_latencies(config, cordic_arch)
+    engine_config = ArrayFixedConfig(capacity=max(2, tokens), phase_bits=config.phase_bits,
+                                     acc_bits=config.acc_bits)
+    total = 0
+    for i in range(tokens):
+        n = i + 1 if causal else tokens
+        total += n * d_h + n + l_d + 33                                    # pass A
+        total += n * d_h + 2 * n + tokens + d_h + l_r + l_d + 16 + len(HEADER)   # pass C
+    for m, steps in runs:
+        total += 2 * m + 5 + cycles_per_run(engine_config, m, "drive", steps,
+                                            cordic_arch=cordic_arch)
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1177,8 +1205,9 @@ class AttentionHead(wiring.Component):
                     with m.Else():
                         m.d.sync += row.eq(row + 1)
                         m.next = "ROW"
-                        with m.If(pass_c):
-                            m.next = "ROW_C"
+                        if ode:
+                            with m.If(pass_c):
+                                m.next = "ROW_C"
 
             if ode:
                 ode_states.states()

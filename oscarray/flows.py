@@ -469,25 +469,36 @@ def _attention_golden_fixed(case, **options) -> dict:
 
 
 def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
-    """The RTL head runs the analytic mode only (so far); then hdl.attention.check_case:
-    the fixed-point refusals, the build's capacity, the score shift register."""
-    from .hdl.attention import check_case
-    if case.mode != "analytic":
-        raise ValueError(f"mode: {case.mode!r}: the RTL head does the analytic mode only so "
-                         f"far; run the ODE modes with --engine golden-fixed (the same "
+    """The RTL head runs the analytic and ode-drive modes (ode-pairwise not yet); then
+    hdl.attention.check_case: the fixed-point refusals, the build's capacity, the score
+    shift register."""
+    from .hdl.attention import MODES, check_case
+    if case.mode not in MODES:
+        raise ValueError(f"mode: {case.mode!r}: the RTL head does {' and '.join(MODES)} so "
+                         f"far; run {case.mode} with --engine golden-fixed (the same "
                          f"arithmetic on the array engine's model) or golden-float")
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
-    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h)
+    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES)
 
 
 # The integers the RTL gives (golden attention_fixed's names); compared with golden-fixed.
-ATTENTION_RTL_INTEGERS = ("attn_int", "out_int", "x_int", "theta_int", "h_int", "e_w")
+ATTENTION_RTL_INTEGERS = ("attn_int", "out_int", "x_int", "theta_int", "h_int", "e_w",
+                          "steps", "converged")
+
+
+def attention_rtl_mismatches(case, rtl: dict) -> int:
+    """How many of the RTL's integers (`ATTENTION_RTL_INTEGERS` of an rtl engine result)
+    differ from golden-fixed's on `case`: 0 when the RTL is bit-exact."""
+    golden = _attention_golden_fixed(case)
+    return int(sum(np.count_nonzero(rtl[key] != golden[key]) for key in ATTENTION_RTL_INTEGERS))
 
 
 def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None,
-                   progress=None) -> dict:
-    """The attention head RTL in cocotb (analytic mode), decoded like golden-fixed's result:
-    the RTL's integers, the float keys from them, the host's scales, cycles per head."""
+                   progress=None, cordic_arch="pipelined") -> dict:
+    """The attention head RTL in cocotb (analytic or ode-drive), decoded like golden-fixed's
+    result:
+    the RTL's integers, the float keys from them, the host's scales, cycles per head.
+    `cordic_arch`: the head's three CORDICs ("pipelined" or "iterative")."""
     from .golden.attention_fixed import (
         DEFAULT_CONFIG,
         FRAC,
@@ -503,7 +514,7 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
     _say(progress, f"rtl: simulating a head of capacity T <= {max_tokens}, d_h <= {max_d_h} "
                    f"(the first run of a capacity builds it, about a minute; then cached)")
     rtl = run_attention_rtl(case, config, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
-                            build_root=build_root)
+                            build_root=build_root, cordic_arch=cordic_arch)
     if rtl["error"].any():
         raise SimulationFailed(
             f"the attention head raised its error flag on head(s) "
@@ -522,8 +533,8 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
               "phase_bits": config.phase_bits, "acc_bits": config.acc_bits, "engine": []}
     return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -e_v,
             "x_star": rtl["x_int"] * 2.0 ** -FRAC,
-            "steps": np.zeros((case.heads, case.tokens), np.int64),
             **{key: rtl[key].astype(np.int64) for key in ATTENTION_RTL_INTEGERS},
+            "converged": rtl["converged"].astype(bool),
             "cycles": rtl["cycles"].astype(np.int64), "scales": scales, "sim": rtl["sim"]}
 
 
@@ -559,19 +570,29 @@ def _check_plots_dir(plots) -> Path | None:
     return plots
 
 
-def attention_example(name: str, out, seed: int = 0, progress=None) -> dict:
-    """Write golden/attention.random_case(name, seed) to `out` as a case npz, with every
-    optional entry at its default written out (so the file shows what it can hold)."""
-    from .golden.attention import DEFAULTS, SHAPES, random_case, validate_case
-    from .golden.npz import write_npz
+def attention_example_arrays(name: str, seed: int = 0) -> dict:
+    """The example case `name` (a key of golden/attention.SHAPES) as the arrays of its npz:
+    golden/attention.random_case(name, seed) with every optional entry at its default
+    written out (causal, analytic, ...), and `seed` as the case's seed."""
+    from .golden.attention import DEFAULTS, SHAPES, random_case
 
     if name not in SHAPES:
         raise ValueError(f"unknown example {name!r}; choose one of {', '.join(SHAPES)}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, not {seed}")
-    out = _check_output_path("--out", out)
     arrays = random_case(name, seed, **{k: v for k, v in DEFAULTS.items() if k != "seed"})
     arrays["seed"] = seed              # the ODE modes' random start: the same seed
+    return arrays
+
+
+def attention_example(name: str, out, seed: int = 0, progress=None) -> dict:
+    """Write `attention_example_arrays(name, seed)` to `out` as a case npz (every optional
+    entry written out, so the file shows what it can hold)."""
+    from .golden.attention import validate_case
+    from .golden.npz import write_npz
+
+    arrays = attention_example_arrays(name, seed)   # its refusals come before the path's
+    out = _check_output_path("--out", out)
     case = validate_case(arrays)
     write_npz(out, {key: np.asarray(value) for key, value in arrays.items()})
     _say(progress, f"example {name}: written {out}")
@@ -613,11 +634,7 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
     elapsed = time.perf_counter() - start
     reference = (result if engine == "golden-float" and case.mode == "analytic"
                  else attention_float(dataclasses.replace(case, mode="analytic")))
-    mismatches = None
-    if engine == "rtl":
-        golden = _attention_golden_fixed(case)
-        mismatches = int(sum(np.count_nonzero(result[key] != golden[key])
-                             for key in ATTENTION_RTL_INTEGERS))
+    mismatches = attention_rtl_mismatches(case, result) if engine == "rtl" else None
 
     arrays = {key: np.asarray(result[key]) for key in ATTENTION_RESULT_KEYS if key in result}
     if "scales" in result:
@@ -680,4 +697,5 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None) ->
 
 
 __all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
-            "attention_rtl_capacity", "plot_attention"]
+            "attention_example_arrays", "attention_rtl_capacity", "attention_rtl_mismatches",
+            "plot_attention"]

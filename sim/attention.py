@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden.attention_fixed import DEFAULT_CONFIG, AttentionFixedConfig
+from ..golden.attention import NOT_CONVERGED
+from ..golden.attention_fixed import DEFAULT_CONFIG, AttentionFixedConfig, validate_fixed
 from ..hdl.attention import (
+    MODES,
     AttentionHead,
     check_case,
+    check_modes,
     cordic_latencies,
     decode_items,
     head_writes,
@@ -33,17 +36,23 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
                             max_tokens: int = 16, max_d_h: int = 32,
                             cordic_arch: str = "pipelined", sim: str | None = None,
                             build_root: Path | None = None, ready_prob=1.0, seed: int = 0,
-                            verbose: bool = False) -> list[dict]:
+                            verbose: bool = False, modes=None) -> list[dict]:
     """Run every head of every case on one head of capacity (max_tokens, max_d_h), one after
     another in one simulation. `ready_prob`: the chance per clock that the `o` stream is
     ready (random backpressure), one float or one per case.
 
     Returns one dict per case: attn_int (H, T, T), out_int (H, T, d_h), theta_int (H, T),
-    x_int (H, T, 2), h_int (H, T, 2), e_w (H, T) (the RTL's integers, as golden
+    x_int (H, T, 2), h_int (H, T, 2), e_w (H, T), steps (H, T) (NOT_CONVERGED where the
+    engine's detector did not fire), converged (H, T) (the RTL's integers, as golden
     attention_fixed names them), cycles (H,) (clocks from start to done per head), error
-    (H,) bool, sim. Every case is checked (`check_case`) before anything is built.
+    (H,) bool, sim. `modes`: the head's build (default: "ode-drive" too when some case
+    needs it). Every case is checked (`check_case`) before anything is built.
     """
-    cases = [check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+    if modes is None:
+        needs_ode = any(validate_fixed(case, config).mode != "analytic" for case in cases)
+        modes = MODES if needs_ode else ("analytic",)
+    modes = check_modes(modes)
+    cases = [check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes)
              for case in cases]
     if not cases:
         return []
@@ -53,16 +62,18 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     if len(readies) != len(cases):
         raise ValueError(f"ready_prob: {len(readies)} values for {len(cases)} cases")
     head = AttentionHead(config, max_tokens=max_tokens, max_d_h=max_d_h,
-                         cordic_arch=cordic_arch)
+                         cordic_arch=cordic_arch, modes=modes)
     name = (f"attention_t{max_tokens}_d{max_d_h}_b{config.qk_bits}_p{config.phase_bits}"
-            + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}"))
+            + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}")
+            + ("_ode" if "ode-drive" in modes else ""))
     _, load_widths, _ = layout_fields(load_layout(config, max_tokens, max_d_h))
     _, out_widths, out_signs = layout_fields(output_layout(config, max_tokens, max_d_h))
     with tempfile.TemporaryDirectory(prefix="oscarray-attention-") as tmp:
         in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         arrays = {"count": len(cases)}
         for c, case in enumerate(cases):
-            writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h)
+            writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h,
+                                 modes=modes)
             arrays[f"heads_{c}"] = len(writes)
             arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d_h)
             arrays[f"ready_{c}"] = readies[c]
@@ -87,6 +98,9 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
             "x_int": np.stack([r["x"] for r in heads]),
             "h_int": np.stack([r["h"] for r in heads]),
             "e_w": np.stack([r["e_w"] for r in heads]),
+            "steps": np.where(np.stack([r["converged"] for r in heads]),
+                              np.stack([r["steps"] for r in heads]), NOT_CONVERGED),
+            "converged": np.stack([r["converged"] for r in heads]),
             "cycles": np.array([int(out[f"cycles_{c}_{h}"]) for h in range(case.heads)]),
             "error": np.array([bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]),
             "sim": result.sim,

@@ -43,9 +43,12 @@ from oscarray.hdl.attention import (
     cycles_per_row,
     decode_items,
     head_writes,
+    ode_drive_cycles,
     relu_eps_int,
     row_items,
 )
+from oscarray.golden.array_fixed import CONVERGE_STEPS
+from oscarray.golden.attention import NOT_CONVERGED
 
 CONFIG = DEFAULT_CONFIG
 DATA_MAX = 2 ** 17 - 1
@@ -235,7 +238,7 @@ SMALL = dict(max_tokens=8, max_d_h=8)
 MAX_CLOCKS = 50_000      # a head that stops giving items fails instead of hanging
 
 
-def simulate_head(dut, writes, items, ready_prob=1.0, seed=0):
+def simulate_head(dut, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CLOCKS):
     """Load `writes`, start, collect `items` from `o`; returns (items (N, 2), cycles, error)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -253,7 +256,7 @@ def simulate_head(dut, writes, items, ready_prob=1.0, seed=0):
         got, clocks = [], 0
         while len(got) < items:
             clocks += 1
-            assert clocks < MAX_CLOCKS, f"{len(got)} of {items} items after {clocks} clocks"
+            assert clocks < clock_limit, f"{len(got)} of {items} items after {clocks} clocks"
             ready = int(rng.random() < ready_prob)
             ctx.set(dut.o.ready, ready)
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
@@ -426,7 +429,7 @@ def test_cycle_formula_closed_form():
     assert L == 33 + 32 + 20
     for T, d_h, causal in ((9, 32, True), (9, 32, False), (12, 16, True), (1, 1, False)):
         N = T * (T + 1) // 2 if causal else T * T
-        closed = T * (T + d_h + L + 49) + (2 * d_h + 3) * N
+        closed = T * (T + d_h + L + 51) + (2 * d_h + 3) * N
         assert cycles_per_head(T, d_h, causal) == closed
     # the two MAC passes are the work: 2 n d_h clocks of a row
     assert cycles_per_row(9, 9, 32) - cycles_per_row(8, 9, 32) == 2 * 32 + 3
@@ -503,3 +506,122 @@ def test_rtl_bit_exact_on_verilator(attention_build_root):
     np.testing.assert_array_equal(results[names.index("zero-drive-full")]["theta_int"], 0)
     assert any((f.e_w == E_MAX).any() for f in fe.values())    # a row with no positive score
     assert fe["full-capacity"].w.shape[1:] == (BUILD["max_tokens"],) * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# ode-drive: the head with its array engine
+
+ODE = dict(mode=np.array("ode-drive"), dt=np.array(1.0), tol=np.array(3e-5),
+           max_steps=np.array(3000))
+ODE_MODES = ("analytic", "ode-drive")
+
+
+def ode_case(shape, seed, causal, init="random", p=2):
+    return dict(random_case(shape, seed=seed, causal=np.array(causal), p=np.array(p)), **ODE,
+                init=np.array(init))
+
+
+def engine_runs(case, gold, head):
+    """(m, steps) of each engine run of a head, from golden-fixed's report: one run per head
+    (every non-zero row reports its steps) or one per token ("warm"); a zero drive's run
+    takes CONVERGE_STEPS calm steps; NOT_CONVERGED ran max_steps."""
+    zero = (gold["h_int"][head] == 0).all(-1)
+    ran = np.where(gold["steps"][head] == NOT_CONVERGED, int(case["max_steps"]),
+                   np.where(zero, CONVERGE_STEPS, gold["steps"][head]))
+    if str(case["init"]) == "warm":
+        return [(1, int(steps)) for steps in ran]
+    return [(zero.size, int(ran[~zero].max()) if (~zero).any() else CONVERGE_STEPS)]
+
+
+def assert_ode_bit_exact(rtl: dict, gold: dict, head: int, name=""):
+    for key, golden in (("theta", "theta_int"), ("x", "x_int"), ("attn", "attn_int"),
+                        ("out", "out_int"), ("h", "h_int")):
+        np.testing.assert_array_equal(rtl[key], gold[golden][head], err_msg=f"{name} {key}")
+    steps = np.where(rtl["converged"], rtl["steps"], NOT_CONVERGED)
+    np.testing.assert_array_equal(steps, gold["steps"][head], err_msg=f"{name} steps")
+    np.testing.assert_array_equal(rtl["converged"], gold["converged"][head])
+
+
+@pytest.mark.parametrize("arch,shape,causal,init", [
+    ("pipelined", (1, 5, 6), True, "random"),
+    ("pipelined", (1, 6, 4), False, "warm"),
+    ("iterative", (1, 4, 3), True, "zero"),
+])
+def test_ode_drive_bit_exact_in_amaranth(arch, shape, causal, init):
+    H, T, d_h = shape
+    case = ode_case((H, T, d_h, 2), seed=T + d_h, causal=causal, init=init)
+    gold = attention_fixed(case)
+    dut = AttentionHead(CONFIG, cordic_arch=arch, modes=ODE_MODES, **SMALL)
+    writes = head_writes(case, CONFIG, **SMALL)[0]
+    result = simulate_head(dut, writes, T * row_items(T, d_h), clock_limit=400_000)
+    rtl = decode_items(result["items"], T, d_h)
+    assert_ode_bit_exact(rtl, gold, 0)
+    assert gold["converged"].all() and (gold["steps"] > CONVERGE_STEPS).any()
+    assert result["cycles"] == ode_drive_cycles(T, d_h, causal, engine_runs(case, gold, 0),
+                                                CONFIG, arch)
+
+
+def test_ode_drive_build_still_runs_analytic_cases():
+    case = random_case((1, 4, 5, 2), seed=4, causal=np.array(True), p=np.array(1))
+    gold = attention_fixed(case)
+    dut = AttentionHead(CONFIG, modes=ODE_MODES, **SMALL)
+    result = simulate_head(dut, head_writes(case, CONFIG, **SMALL)[0], 4 * row_items(4, 5))
+    rtl = decode_items(result["items"], 4, 5)
+    assert_head_bit_exact(rtl, gold, front_end(validate_fixed(case)), 0)
+    assert (rtl["steps"] == 0).all() and rtl["converged"].all()
+    assert result["cycles"] == cycles_per_head(4, 5, True, CONFIG)
+
+
+def test_ode_modes_refused_where_not_built():
+    case = ode_case((1, 4, 5, 2), seed=1, causal=True)
+    with pytest.raises(AttentionHeadError, match="not in this build"):
+        check_case(case, CONFIG, **SMALL)
+    pairwise = dict(case, mode=np.array("ode-pairwise"))
+    with pytest.raises(AttentionHeadError, match="not built in RTL yet"):
+        check_case(pairwise, CONFIG, modes=ODE_MODES, **SMALL)
+    with pytest.raises(AttentionHeadError, match="modes"):
+        AttentionHead(CONFIG, modes=("analytic", "ode-pairwise"), **SMALL)
+    with pytest.raises(TypeError, match="modes"):
+        AttentionHead(CONFIG, modes="ode-drive", **SMALL)
+
+
+ODE_BUILD = dict(max_tokens=64, max_d_h=32)
+
+
+def ode_verilator_cases():
+    """The issue's shapes in ode-drive: keyword spotting (H = 2, T = 49, d_h = 16) and
+    subject-verb (H = 1, T = 9, d_h = 32), causal and not; warm and zero starts; a head that
+    stops at max_steps."""
+    cases = {}
+    for shape, name in (((2, 49, 16, 2), "kws"), ((1, 9, 32, 2), "sva")):
+        for causal in (True, False):
+            key = f"{name}-{'causal' if causal else 'full'}"
+            cases[key] = ode_case(shape, seed=20 + causal, causal=causal, p=1 + 3 * causal)
+    cases["sva-warm"] = ode_case((1, 9, 32, 2), seed=5, causal=True, init="warm")
+    cases["kws-zero"] = ode_case((1, 20, 16, 2), seed=6, causal=False, init="zero", p=2)
+    cases["max-steps"] = dict(ode_case((1, 7, 8, 2), seed=7, causal=True),
+                              max_steps=np.array(6))
+    return cases
+
+
+@pytest.mark.slow
+def test_ode_drive_bit_exact_on_verilator(attention_build_root):
+    from oscarray.sim.attention import run_attention_rtl_batch
+    cases = ode_verilator_cases()
+    names = list(cases)
+    results = run_attention_rtl_batch([cases[k] for k in names], CONFIG,
+                                      build_root=attention_build_root, modes=ODE_MODES,
+                                      **ODE_BUILD)
+    for name, rtl in zip(names, results):
+        case = cases[name]
+        gold = attention_fixed(case)
+        assert rtl["sim"] == "verilator"
+        for key in ("attn_int", "out_int", "theta_int", "x_int", "h_int", "steps",
+                    "converged"):
+            np.testing.assert_array_equal(rtl[key], gold[key], err_msg=f"{name}: {key}")
+        T, d_h = case["q"].shape[1:]
+        for head in range(case["q"].shape[0]):
+            assert rtl["cycles"][head] == ode_drive_cycles(
+                T, d_h, bool(case["causal"]), engine_runs(case, gold, head), CONFIG), name
+    gold = attention_fixed(cases["max-steps"])
+    assert not gold["converged"].any()          # the stop at max_steps is exercised
