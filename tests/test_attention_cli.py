@@ -18,7 +18,7 @@ FLOAT_KEYS = {"attn", "out", "x_star", "steps", "engine"}
 RTL_INTS = {"attn_int", "out_int", "x_int", "theta_int", "h_int", "e_w"}
 FIXED_KEYS = FLOAT_KEYS | RTL_INTS | {"phi_int", "anchor_int", "w_int", "g_int", "converged",
                                       "scales"}
-RTL_KEYS = FLOAT_KEYS | RTL_INTS | {"scales", "cycles"}
+RTL_KEYS = FLOAT_KEYS | RTL_INTS | {"scales", "cycles", "converged"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -149,6 +149,7 @@ def fake_rtl(change=None):
     def run_attention_rtl(case, config, **options):
         gold = attention_fixed(case)
         result = {key: gold[key].copy() for key in RTL_INTS - {"e_w"}}
+        result.update(steps=gold["steps"].copy(), converged=gold["converged"].copy())
         result["e_w"] = np.array(gold["scales"]["w"])
         if change:
             result[change][(0,) * result[change].ndim] += 1
@@ -228,8 +229,8 @@ def nan_entry(case):
     case["q"][0, 1, 2] = np.nan
 
 
-def ode_mode(case):
-    case["mode"] = np.array("ode-drive")
+def pairwise_mode(case):
+    case["mode"] = np.array("ode-pairwise")
 
 
 def sphere(case):
@@ -243,7 +244,8 @@ def huge_scores(case):
 REFUSALS = {
     "bad-shape": ("golden-float", bad_shape, [], "k: must have the shape of q"),
     "nan": ("golden-fixed", nan_entry, [], "q: contains NaN or inf"),
-    "ode-with-rtl": ("rtl", ode_mode, [], "the RTL head does the analytic mode only so far"),
+    "pairwise-with-rtl": ("rtl", pairwise_mode, [],
+                          "the RTL head does analytic and ode-drive so far"),
     "d_osc-fixed": ("golden-fixed", sphere, [], "d_osc = 3 is not yet in fixed point"),
     "d_osc-rtl": ("rtl", sphere, [], "d_osc = 3 is not yet in fixed point"),
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
