@@ -71,8 +71,8 @@ __all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_co
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
            "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word",
            "iterative_cycles_per_result", "ENGINE_FORMS", "round_shift_var", "delay_line",
-           "round_shift_split", "round_shift_finish", "check_forms", "check_cordic_arch",
-           "NO_INIT_SUFFIX", "mul_dsp16", "dsp16_platform"]
+           "round_shift_split", "round_shift_finish", "check_forms", "check_names",
+           "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16", "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
 ENGINE_FORMS = FORMS
@@ -329,20 +329,25 @@ def check_config(config: ArrayFixedConfig):
             f"capacity**2 couplings ({MAX_CAPACITY}**2 x 16 bit is already 1 Mbit)")
 
 
-def check_forms(forms) -> tuple:
-    """forms as a tuple in ENGINE_FORMS order: a non-empty collection of form names, each once
-    (ArrayEngineError; TypeError for a bare string or a non-collection)."""
-    if isinstance(forms, str) or not isinstance(forms, (tuple, list, set, frozenset)):
-        raise TypeError(f"forms must be a tuple of form names such as ('matvec', 'drive'), "
-                        f"not {forms!r}")
-    unknown = [f for f in forms if f not in ENGINE_FORMS]
+def check_names(names, allowed: tuple, what: str, example: str, error=ValueError) -> tuple:
+    """names as a tuple in `allowed`'s order: a non-empty collection of names from `allowed`,
+    each once (`error`; TypeError for a bare string or a non-collection)."""
+    if isinstance(names, str) or not isinstance(names, (tuple, list, set, frozenset)):
+        raise TypeError(f"{what} must be a tuple of {what[:-1]} names such as {example}, "
+                        f"not {names!r}")
+    unknown = [name for name in names if name not in allowed]
     if unknown:
-        raise ArrayEngineError(f"unknown form(s) {', '.join(map(repr, unknown))} in forms; "
-                               f"choose from {', '.join(ENGINE_FORMS)}")
-    if not forms or len(set(forms)) != len(forms):
-        raise ArrayEngineError(f"forms must name each form at most once and at least one, "
-                               f"not {tuple(forms)!r}")
-    return tuple(f for f in ENGINE_FORMS if f in forms)
+        raise error(f"unknown {what} {', '.join(map(repr, unknown))}; choose from "
+                    f"{', '.join(allowed)}")
+    if not names or len(set(names)) != len(names):
+        raise error(f"{what} must name each at most once and at least one, not "
+                    f"{tuple(names)!r}")
+    return tuple(name for name in allowed if name in names)
+
+
+def check_forms(forms) -> tuple:
+    """forms as a tuple in ENGINE_FORMS order (`check_names`; ArrayEngineError)."""
+    return check_names(forms, ENGINE_FORMS, "forms", "('matvec', 'drive')", ArrayEngineError)
 
 
 def check_cordic_arch(arch) -> str:

@@ -69,7 +69,8 @@ from ..golden.attention_fixed import (
     score_constant,
     validate_fixed,
 )
-from .array import STEP_COUNT_BITS, ArrayEngine, cycles_per_run, delay_line, round_shift_var
+from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, delay_line,
+                    round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from .cordic import ARCHITECTURES, Cordic
@@ -444,15 +445,9 @@ def row_items(tokens: int, d_h: int) -> int:
 
 
 def check_modes(modes) -> tuple:
-    """modes as a tuple in MODES order, always with "analytic" (AttentionHeadError for an
-    unknown mode, TypeError for a bare string)."""
-    if isinstance(modes, str) or not isinstance(modes, (tuple, list, set, frozenset)):
-        raise TypeError(f"modes must be a tuple of mode names such as ('analytic', "
-                        f"'ode-drive'), not {modes!r}")
-    unknown = [mode for mode in modes if mode not in MODES]
-    if unknown:
-        raise AttentionHeadError(f"modes: {', '.join(map(repr, unknown))} not built in RTL "
-                                 f"(choose from {', '.join(MODES)})")
+    """modes as a tuple in MODES order, always with "analytic" (`check_names`:
+    AttentionHeadError for an unknown mode, TypeError for a bare string)."""
+    modes = check_names(modes, MODES, "modes", "('analytic', 'ode-drive')", AttentionHeadError)
     return tuple(mode for mode in MODES if mode in modes or mode == "analytic")
 
 
