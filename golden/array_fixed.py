@@ -44,7 +44,7 @@ import numpy as np
 from .array import CONVERGENCE_STEPS
 from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
 
-__all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case",
+__all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case", "step_scale",
            "step_fixed", "run_fixed", "step_error_bound", "trajectory_error_bound",
            "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
 
@@ -129,6 +129,22 @@ def _largest_exponent(values: np.ndarray, bits: int) -> int:
     return e
 
 
+def step_scale(config: ArrayFixedConfig, dt: float, unit_exp: int) -> tuple[int, int]:
+    """(D, s): D * 2**-s = dt / 2pi * 2**(A - unit_exp), D in [2**16, 2**17) (18-bit signed),
+    for a rotation result y in units of 2**-unit_exp (one step adds dt/2pi y turns). Scaling
+    y's unit by 2**k leaves D and moves s by k (the hardware adds k to a host's s). The
+    range of s is the caller's to check (quantize_case)."""
+    scale = dt / (2 * math.pi) * 2.0 ** (config.acc_bits - unit_exp)
+    if scale <= 0 or not math.isfinite(scale):
+        raise ArrayFormatError(f"dt = {dt} gives no representable step scale")
+    s = SCALE_BITS - 1 - math.floor(math.log2(scale)) - 1
+    d = round(scale * 2.0 ** s)
+    if d >= 2 ** (SCALE_BITS - 1):
+        s -= 1
+        d = round(scale * 2.0 ** s)
+    return d, s
+
+
 def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps, tol=None,
                   drive=None, form="matvec", drive_exponent=None) -> QuantizedCase:
     """Validate a float case against the format and convert it to the engine's integers.
@@ -177,15 +193,7 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
         bound = int(np.max(np.sum(np.abs(k), axis=1), initial=0)) << f
         t = max(0, bound.bit_length() - (SCALE_BITS - 2))
         unit_exp = e + f - t
-    # One step adds dt/2pi * S turns; S in units of 2**-unit_exp (after the sum shift).
-    scale = dt / (2 * math.pi) * 2.0 ** (a - unit_exp)
-    if scale <= 0 or not math.isfinite(scale):
-        raise ArrayFormatError(f"dt = {dt} gives no representable step scale")
-    s = SCALE_BITS - 1 - math.floor(math.log2(scale)) - 1
-    d = round(scale * 2.0 ** s)
-    if d >= 2 ** (SCALE_BITS - 1):
-        s -= 1
-        d = round(scale * 2.0 ** s)
+    d, s = step_scale(config, dt, unit_exp)
     if s < 0:
         raise ArrayFormatError(f"dt = {dt} is too large for the {a}-bit accumulator "
                                f"(one step would exceed the step scale's range)")

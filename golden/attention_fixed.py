@@ -229,7 +229,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .array_fixed import ArrayFixedConfig, ArrayFormatError, quantize_case, run_fixed
+from .array_fixed import (ArrayFixedConfig, ArrayFormatError, quantize_case, run_fixed,
+                          step_scale)
 from .attention import (
     NOT_CONVERGED,
     RELU_EPS,
@@ -247,7 +248,7 @@ from .cordic import error_budget as cordic_budget
 __all__ = [
     "ATTN_TARGET", "DATA_BITS", "FRAC", "INPUTS", "OUT_TARGET", "AttentionFixedConfig",
     "AttentionFixedError", "EngineRun", "FrontEnd", "analytic_phases", "attention_fixed",
-    "detector_floor", "drive_constants", "drive_shift", "engine_cases", "error_budget",
+    "detector_floor", "drive_shift", "engine_constants", "engine_cases", "error_budget",
     "formats", "front_end",
     "normalize_shift", "normalized_couplings", "normalized_drive", "ode_phases",
     "prepare_anchors", "quantize_tensor", "readout_fixed", "reciprocal", "reciprocal_error",
@@ -673,17 +674,19 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
     return runs
 
 
-def drive_constants(case: AttentionCase, config: AttentionFixedConfig = DEFAULT_CONFIG
-                    ) -> dict:
-    """What the host gives the hardware for an ode-drive run (its scales at k = 0):
-    d (the step scale mantissa D), s0 (its shift for drives at 2**-16; a run at shift k
-    uses s0 + k), tol (accumulator units) and acc0 ((H, T) uint64 start accumulators: the
-    random or zero draw; "warm" uses token 0's)."""
-    probe = quantize_case(config.engine(2), np.zeros(1), np.zeros(1), np.zeros((1, 1)),
-                          np.zeros(1, bool), case.dt, case.max_steps, tol=case.tol * case.dt,
-                          drive=np.array([[1.0, 0.0]]), drive_exponent=FRAC, form="drive")
-    return {"d": probe.d, "s0": probe.s, "tol": probe.tol,
-            "acc0": _initial_acc(case, config)}
+def engine_constants(case: AttentionCase, config: AttentionFixedConfig = DEFAULT_CONFIG
+                     ) -> dict:
+    """What the host gives the hardware for an ODE run: d (the step scale mantissa D) and
+    s_ref, its shift for rotation results in units of 2**-16 (`step_scale`; the hardware
+    adds its run's exponent: ode-drive k, ode-pairwise e - t), tol (accumulator units),
+    acc0 ((H, T) uint64 start accumulators: the random or zero draw; "warm" uses token 0's)
+    and phi_acc ((H, T) the anchors' accumulators, ode-pairwise's pinned oscillators)."""
+    engine = config.engine(2)
+    d, s_ref = step_scale(engine, case.dt, engine.frac_bits)
+    tol = int(round(case.tol * case.dt / (2 * math.pi) * 2.0 ** config.acc_bits))
+    _, phi_acc = prepare_anchors(case.anchors, config)
+    return {"d": d, "s_ref": s_ref, "tol": tol, "acc0": _initial_acc(case, config),
+            "phi_acc": phi_acc}
 
 
 def drive_shift(hn) -> int:

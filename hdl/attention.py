@@ -60,7 +60,7 @@ from ..golden.attention_fixed import (
     FRAC,
     MAX_TOKENS,
     AttentionFixedConfig,
-    drive_constants,
+    engine_constants,
     engine_cases,
     formats,
     front_end,
@@ -508,8 +508,8 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                  "step_shift": 0}
     engine = None
     if case.mode == "ode-drive":
-        engine = drive_constants(case, config)
-        registers["step_shift"] = engine["s0"]
+        engine = engine_constants(case, config)
+        registers["step_shift"] = engine["s_ref"] & 63
     heads = []
     for head in range(case.heads):
         rows = []
