@@ -52,7 +52,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.array_fixed import ArrayFixedConfig
+from ..golden.array_fixed import COUPLING_BITS, ArrayFixedConfig
 from ..golden.attention import RELU_EPS, AttentionCase
 from ..golden.attention_fixed import (
     DATA_BITS,
@@ -125,8 +125,13 @@ def relu_eps_int(e: int) -> int:
 E_MIN = min(e for e in range(64) if relu_eps_int(e) >= 1)
 E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
 
+#: ode-pairwise's coupling exponent e (golden normalized_couplings) of any row: kn_ij ~
+#: 2**e W_ij / s_i with 1/T <= max_j W_ij / s_i <= 1, so e = 14 always fits and e above
+#: 15 + bits(T) never does (T <= 2048).
+E_PW_MIN, E_PW_MAX = 14, 27
+
 #: The modes a head can be built with (`modes`); "analytic" is always built.
-MODES = ("analytic", "ode-drive")
+MODES = ("analytic", "ode-drive", "ode-pairwise")
 
 #: `load` targets. "engine" (ode-drive builds) passes a write on to the array engine's own
 #: `load` port: engine target in the address bits from ENGINE_INDEX_BITS up, its address
@@ -507,7 +512,7 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                  "mode": MODES.index(case.mode), "warm": int(case.init == "warm"),
                  "step_shift": 0}
     engine = None
-    if case.mode == "ode-drive":
+    if case.mode != "analytic":
         engine = engine_constants(case, config)
         registers["step_shift"] = engine["s_ref"] & 63
     heads = []
@@ -528,14 +533,22 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
 
 
 def _engine_writes(case: AttentionCase, engine: dict, head: int) -> np.ndarray:
-    """The array engine's writes of one ode-drive head: the start accumulators ("warm": token
-    0's only, the later tokens start where the last run ended) and its run registers (s is
-    the head's to write: s0 + k)."""
-    starts = engine["acc0"][head, :1 if case.init == "warm" else case.tokens]
-    registers = {"n": 1 if case.init == "warm" else case.tokens, "drive_form": 1,
-                 "pairwise_form": 0, "t": 0, "d": engine["d"], "tol": engine["tol"],
-                 "tol_enable": 1, "max_steps": case.max_steps}
-    writes = [(ENGINE_TARGETS["acc"], index, int(acc)) for index, acc in enumerate(starts)]
+    """The array engine's writes of one ODE head: the start accumulators ("warm": token 0's
+    only, the later tokens start where the last run ended), ode-pairwise's pinned anchors
+    (at T + j, "warm" 1 + j: phi_acc and the pinned flag; the free ones' flags cleared) and
+    the run registers (t and s are the head's to write)."""
+    warm, tokens = case.init == "warm", case.tokens
+    free = 1 if warm else tokens
+    accs = [int(acc) for acc in engine["acc0"][head, :free]]
+    pinned = [0] * free
+    if case.mode == "ode-pairwise":
+        accs += [int(acc) for acc in engine["phi_acc"][head]]
+        pinned += [1] * tokens
+    registers = {"n": len(accs), "drive_form": int(case.mode == "ode-drive"),
+                 "pairwise_form": int(case.mode == "ode-pairwise"), "d": engine["d"],
+                 "tol": engine["tol"], "tol_enable": 1, "max_steps": case.max_steps}
+    writes = [(ENGINE_TARGETS["acc"], index, acc) for index, acc in enumerate(accs)]
+    writes += [(ENGINE_TARGETS["pinned"], index, flag) for index, flag in enumerate(pinned)]
     writes += [(ENGINE_TARGETS["reg"], ENGINE_REGISTERS[key], value)
                for key, value in registers.items()]
     return np.array([(TARGETS["engine"], (target << ENGINE_INDEX_BITS) | address, value)
@@ -693,32 +706,49 @@ class AttentionHead(wiring.Component):
             "o": Out(stream.Signature(output_layout(config, self.max_tokens, self.max_d_h))),
         })
 
-    def _ode_drive_datapath(self, m, *, rd, wr, row, tokens, causal, attended, h, row_e_w,
-                            w_sum, weight, w_valid, recip, drive_recip, call_once, sent, r,
-                            theta, total, pass_c, row_steps, row_converged, busy, warm,
-                            step_shift):
-        """The ode-drive mode's pieces around the head's own (module docstring of golden
-        attention_fixed, steps 5-7): s_i, hn_i and the run's drive shift k in pass A, the
-        array engine's run(s), and pass C's row start. Returns begin_head, begin_row (sync
-        statements for the IDLE and ROW states) and states (the FSM states it adds)."""
+    def _ode_datapath(self, m, *, rd, wr, row, tokens, causal, attended, h, row_e_w,
+                      w_sum, weight, w_tag, recip, drive_recip, call_once, sent, r,
+                      theta, total, pass_c, row_steps, row_converged, busy, warm, mode,
+                      step_shift):
+        """The ODE modes' pieces around the head's own (golden attention_fixed's module
+        docstring, steps 5-7), on one array engine: pass A's s_i and reciprocal, then
+        ode-drive: hn_i = R(h r, 32 + L) and the run's drive shift k;
+        ode-pairwise: W_ij kept, the row's exponent e_i (the head's e = min e_i) and, after
+        the rows, kn_ij = R(W_ij r_i, 32 + L_i - e) written into the engine's k (row i,
+        column base + j), with its sum shift t (and, "warm", each token's shift t');
+        then the engine's run(s), and pass C's row start. Returns begin_head, begin_row
+        (sync statements for the IDLE and ROW states) and states (the FSM states it adds)."""
         cfg, w, cap = self.config, self.widths, self.max_tokens
         P, A = cfg.phase_bits, cfg.acc_bits
+        has_drive, has_pairwise = "ode-drive" in self.modes, "ode-pairwise" in self.modes
         h_x, h_y = h
         r_value, r_shift = r
+        token_bits = max(1, (cap - 1).bit_length())
+        pairwise = mode == MODES.index("ode-pairwise")
         pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
         info_layout = data.StructLayout({"e_w": unsigned(len(row_e_w)),
                                          "h_x": signed(w["h"]), "h_y": signed(w["h"])})
         run_layout = data.StructLayout({"steps": unsigned(STEP_COUNT_BITS), "converged": 1})
-        memories = {"hn": Memory(shape=pair, depth=cap, init=[]),
-                    "info": Memory(shape=info_layout, depth=cap, init=[]),
+        memories = {"info": Memory(shape=info_layout, depth=cap, init=[]),
                     "theta": Memory(shape=unsigned(P), depth=cap, init=[]),
                     "run": Memory(shape=run_layout, depth=cap, init=[])}
+        if has_drive:
+            memories["hn"] = Memory(shape=pair, depth=cap, init=[])
+        if has_pairwise:
+            row_layout = data.StructLayout({"r": unsigned(W_BITS), "shift": signed(8),
+                                            "zero": 1, "attended": range(cap + 1)})
+            memories["w"] = Memory(shape=unsigned(W_BITS), depth=1 << (2 * token_bits),
+                                   init=[])
+            memories["row"] = Memory(shape=row_layout, depth=cap, init=[])
         for name, memory in memories.items():
             m.submodules[f"mem_ode_{name}"] = memory
             rd[f"ode_{name}"], wr[f"ode_{name}"] = memory.read_port(), memory.write_port()
 
-        engine_config = ArrayFixedConfig(capacity=max(2, cap), phase_bits=P, acc_bits=A)
-        m.submodules.engine = engine = ArrayEngine(engine_config, lanes=1, forms=("drive",),
+        oscillators = 2 * cap if has_pairwise else cap
+        engine_config = ArrayFixedConfig(capacity=max(2, oscillators), phase_bits=P,
+                                         acc_bits=A)
+        forms = (("drive",) if has_drive else ()) + (("pairwise",) if has_pairwise else ())
+        m.submodules.engine = engine = ArrayEngine(engine_config, lanes=1, forms=forms,
                                                    cordic_arch=self.cordic_arch)
         m.d.comb += engine.order.ready.eq(1)        # r(t) is not part of the head's result
 
@@ -731,39 +761,109 @@ class AttentionHead(wiring.Component):
             eload.payload.addr.eq(load.addr[:ENGINE_INDEX_BITS]),
             eload.payload.data.eq(load.data)]
 
-        with m.If(w_valid):
+        def engine_write(target, addr, value):
+            m.d.comb += [eload.valid.eq(1), eload.payload.target.eq(ENGINE_TARGETS[target]),
+                         eload.payload.addr.eq(addr), eload.payload.data.eq(value)]
+
+        with m.If(w_tag.valid):
             m.d.sync += w_sum.eq(w_sum + weight)
 
-        product = signed(w["h"] + DATA_BITS)
-        prod_x, prod_y = Signal(product), Signal(product)
-        hn_x, hn_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
-        square, peak = Signal(unsigned(2 * DATA_BITS)), Signal(unsigned(2 * DATA_BITS))
-        # drive_shift: k = #{j >= 1: peak 4**j <= (2**17 - 1)**2} (monotone in j), 0 for 0.
-        limit = DATA_MAX ** 2
-        fits = [peak <= (limit >> (2 * j)) for j in range(1, 18)]
-        k = Signal(range(18))
-        m.d.comb += k.eq(Mux(peak == 0, 0, sum(fits)))
-        shifted = Cat((rd["ode_hn"].data.x << k)[:DATA_BITS],
-                      (rd["ode_hn"].data.y << k)[:DATA_BITS])
+        def count_fitting(value, limits):
+            """#{limits l: value <= l} (limits descending: monotone): a largest shift."""
+            return Mux(value == 0, 0, sum(value <= bound for bound in limits))
 
-        run_base, run_n = Signal(range(cap)), Signal(range(cap + 1))
-        issued, written = Signal(range(cap + 1)), Signal(range(cap + 1))
-        write_valid, write_addr = Signal(), Signal(range(cap))
+        # -- the run: its size, shifts and engine registers ------------------------------------
+        run_base, run_n = Signal(range(cap)), Signal(range(cap + 1))     # free oscillators
+        run_items = Signal(range(2 * cap + 2))                           # all oscillators
+        written = Signal(range(2 * cap + 2))
         run_steps, run_converged = Signal(STEP_COUNT_BITS), Signal()
-        info = rd["ode_info"].data
-        run = rd["ode_run"].data
+        engine_t = Signal(6)
+        run_exponent = Signal(signed(8))        # drive: k; pairwise: e + t' - t
         half = 1 << (A - P - 1)
 
+        # -- ode-drive: hn_i and the drive shift k ----------------------------------------------
+        if has_drive:
+            product = signed(w["h"] + DATA_BITS)
+            prod_x, prod_y = Signal(product), Signal(product)
+            hn_x, hn_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+            square, peak = Signal(unsigned(2 * DATA_BITS)), Signal(unsigned(2 * DATA_BITS))
+            # drive_shift: k = #{j >= 1: peak 4**j <= (2**17 - 1)**2}.
+            k = Signal(range(18))
+            m.d.comb += k.eq(count_fitting(peak, [DATA_MAX ** 2 >> (2 * j)
+                                                  for j in range(1, 18)]))
+            shifted = Cat((rd["ode_hn"].data.x << k)[:DATA_BITS],
+                          (rd["ode_hn"].data.y << k)[:DATA_BITS])
+            issued = Signal(range(cap + 1))
+            write_valid, write_addr = Signal(), Signal(range(cap))
+
+        # -- ode-pairwise: W kept, e_i, kn and its sums -----------------------------------------
+        if has_pairwise:
+            limit = (1 << (COUPLING_BITS - 1)) - 1
+            w_max = Signal(unsigned(W_BITS))
+            with m.If(w_tag.valid):
+                m.d.comb += [wr["ode_w"].addr.eq(Cat(w_tag.j[:token_bits], row[:token_bits])),
+                             wr["ode_w"].data.eq(weight), wr["ode_w"].en.eq(pairwise)]
+                with m.If(weight > w_max):
+                    m.d.sync += w_max.eq(weight)
+            # e_i: the largest e in [E_PW_MIN, E_PW_MAX] with R(max_j W_ij r_i, 32 + L - e)
+            # <= 2**15 - 1, one e per clock (monotone in e).
+            top = Signal(unsigned(W_BITS * 2))          # max_j W_ij r_i
+            e_try = Signal(range(E_PW_MAX + 2))
+            e_row, e_head = Signal(range(E_PW_MAX + 1)), Signal(range(E_PW_MAX + 1))
+            tried = shift_round(m, top, 2 * FRAC + r_shift - e_try, 2 * W_BITS + 1, FRAC)
+            row_info = rd["ode_row"].data
+            kn_row = Signal(range(cap))                 # the head's row i being written
+            col = Signal(range(2 * cap + 2))            # the engine's column
+            base = Mux(warm, 1, tokens)                 # column of anchor 0
+            row_r, row_shift = Signal(unsigned(W_BITS)), Signal(signed(8))
+            row_zero, row_attended = Signal(), Signal(range(cap + 1))
+            anchor = col - base
+            writing = Signal()          # "warm" runs each row twice: find t', then write
+            t_prime = Signal(range(COUPLING_BITS))
+            word = Signal(range(4 * cap * cap + 1))     # engine k word of (row, column 0)
+            kn_tag = data.StructLayout({"valid": 1, "last": 1, "use": 1,
+                                        "col": range(2 * cap + 2)})
+            t0 = Signal(kn_tag)
+            t1, t3 = delay_line(m, t0, 1, "kn"), delay_line(m, t0, 3, "kn")
+            kn_product = Signal(unsigned(2 * W_BITS))
+            kn = Signal(unsigned(COUPLING_BITS))
+            m.d.sync += [kn_product.eq(Mux(t1.use, rd["ode_w"].data * row_r, 0)),
+                         kn.eq(shift_round(m, kn_product, 2 * FRAC + row_shift - e_head,
+                                           2 * W_BITS + 1, FRAC))]
+            kn_value = (kn << Mux(writing & warm, t_prime, 0))[:COUPLING_BITS]
+            row_sum = Signal(COUPLING_BITS + token_bits + 1)
+            sum_max, kn_max = Signal.like(row_sum), Signal(COUPLING_BITS)
+            m.d.comb += t_prime.eq(count_fitting(kn_max, [limit >> j
+                                                          for j in range(1, COUPLING_BITS)]))
+
         def begin_head():
-            m.d.sync += peak.eq(0)
+            if has_drive:
+                m.d.sync += peak.eq(0)
+            if has_pairwise:
+                m.d.sync += [e_head.eq(E_PW_MAX), sum_max.eq(0)]
 
         def begin_row():
-            with m.If(warm):
-                m.d.sync += peak.eq(0)
+            if has_drive:
+                with m.If(warm):
+                    m.d.sync += peak.eq(0)
+            if has_pairwise:
+                m.d.sync += w_max.eq(0)
 
         def start_readout_pass():
             m.d.sync += [row.eq(0), pass_c.eq(1)]
             m.next = "ROW_C"
+
+        def next_row_or(state):
+            """After pass A's row: the next row, or `state` after the last."""
+            with m.If(row == tokens - 1):
+                m.next = state
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+                m.next = "ROW"
+
+        def begin_kn_row(index):
+            m.d.sync += kn_row.eq(index)
+            m.next = "KN_ROW"
 
         def states():
             with m.State("DRIVE_RECIP"):
@@ -771,60 +871,139 @@ class AttentionHead(wiring.Component):
                 with m.If(call_once(recip)):
                     m.d.sync += [r_value.eq(recip.o.payload.r),
                                  r_shift.eq(recip.o.payload.shift)]
-                    m.next = "DRIVE_PRODUCT"
+                    if has_drive:
+                        m.next = "DRIVE_PRODUCT"
+                    if has_pairwise:
+                        with m.If(pairwise):
+                            m.next = "PW_STORE"
 
-            with m.State("DRIVE_PRODUCT"):
-                r_unsigned = r_value[:DATA_BITS - 1]
-                m.d.sync += [prod_x.eq(h_x * r_unsigned), prod_y.eq(h_y * r_unsigned)]
-                m.next = "DRIVE_ROUND"
+            if has_drive:
+                with m.State("DRIVE_PRODUCT"):
+                    r_unsigned = r_value[:DATA_BITS - 1]
+                    m.d.sync += [prod_x.eq(h_x * r_unsigned), prod_y.eq(h_y * r_unsigned)]
+                    m.next = "DRIVE_ROUND"
 
-            with m.State("DRIVE_ROUND"):
-                # hn = R(h r, 32 + L): 32 + L is in 16 .. 32 + bits(T) (L = bits(s) - 17).
-                amount = (r_shift + 2 * FRAC)[:6]
-                m.d.sync += [hn_x.eq(round_shift_var(prod_x, amount)),
-                             hn_y.eq(round_shift_var(prod_y, amount))]
-                m.next = "DRIVE_STORE"
+                with m.State("DRIVE_ROUND"):
+                    # hn = R(h r, 32 + L): 32 + L is in 16 .. 32 + bits(T).
+                    amount = (r_shift + 2 * FRAC)[:6]
+                    m.d.sync += [hn_x.eq(round_shift_var(prod_x, amount)),
+                                 hn_y.eq(round_shift_var(prod_y, amount))]
+                    m.next = "DRIVE_STORE"
 
-            with m.State("DRIVE_STORE"):
-                m.d.comb += [wr["ode_hn"].addr.eq(row), wr["ode_hn"].en.eq(1),
-                             wr["ode_hn"].data.x.eq(hn_x), wr["ode_hn"].data.y.eq(hn_y),
-                             wr["ode_info"].addr.eq(row), wr["ode_info"].en.eq(1),
-                             wr["ode_info"].data.e_w.eq(row_e_w),
-                             wr["ode_info"].data.h_x.eq(h_x), wr["ode_info"].data.h_y.eq(h_y)]
-                m.d.sync += square.eq(hn_x * hn_x + hn_y * hn_y)
-                m.next = "DRIVE_PEAK"
+                with m.State("DRIVE_STORE"):
+                    m.d.comb += [wr["ode_hn"].addr.eq(row), wr["ode_hn"].en.eq(1),
+                                 wr["ode_hn"].data.x.eq(hn_x), wr["ode_hn"].data.y.eq(hn_y)]
+                    m.d.sync += square.eq(hn_x * hn_x + hn_y * hn_y)
+                    store_info()
+                    m.next = "DRIVE_PEAK"
 
-            with m.State("DRIVE_PEAK"):
-                m.d.sync += [peak.eq(Mux(square > peak, square, peak)), issued.eq(0),
-                             write_valid.eq(0)]
-                with m.If(warm):
-                    m.d.sync += [run_base.eq(row), run_n.eq(1)]
-                    m.next = "ENGINE_DRIVES"
-                with m.Elif(row == tokens - 1):
-                    m.d.sync += [run_base.eq(0), run_n.eq(tokens)]
-                    m.next = "ENGINE_DRIVES"
-                with m.Else():
-                    m.d.sync += row.eq(row + 1)
-                    m.next = "ROW"
+                with m.State("DRIVE_PEAK"):
+                    m.d.sync += [peak.eq(Mux(square > peak, square, peak)), issued.eq(0),
+                                 write_valid.eq(0)]
+                    with m.If(warm):
+                        m.d.sync += [run_base.eq(row), run_n.eq(1), run_items.eq(1)]
+                        m.next = "ENGINE_DRIVES"
+                    with m.Else():
+                        m.d.sync += [run_base.eq(0), run_n.eq(tokens), run_items.eq(tokens)]
+                        next_row_or("ENGINE_DRIVES")
 
-            with m.State("ENGINE_DRIVES"):
-                # hn of oscillator `issued` is read, and written shifted by k a clock later.
-                m.d.comb += rd["ode_hn"].addr.eq(run_base + issued)
-                m.d.sync += write_valid.eq(issued < run_n)
-                with m.If(issued < run_n):
-                    m.d.sync += [issued.eq(issued + 1), write_addr.eq(issued)]
-                with m.If(write_valid):
-                    m.d.comb += [eload.valid.eq(1),
-                                 eload.payload.target.eq(ENGINE_TARGETS["drive"]),
-                                 eload.payload.addr.eq(write_addr),
-                                 eload.payload.data.eq(shifted)]
-                with m.Elif(issued == run_n):
-                    m.next = "ENGINE_SHIFT"
+                with m.State("ENGINE_DRIVES"):
+                    # hn of oscillator `issued` is read, and written shifted by k a clock later.
+                    m.d.comb += rd["ode_hn"].addr.eq(run_base + issued)
+                    m.d.sync += [write_valid.eq(issued < run_n), engine_t.eq(0),
+                                 run_exponent.eq(k)]
+                    with m.If(issued < run_n):
+                        m.d.sync += [issued.eq(issued + 1), write_addr.eq(issued)]
+                    with m.If(write_valid):
+                        engine_write("drive", write_addr, shifted)
+                    with m.Elif(issued == run_n):
+                        m.next = "ENGINE_T"
+
+            if has_pairwise:
+                with m.State("PW_STORE"):
+                    m.d.comb += [wr["ode_row"].addr.eq(row), wr["ode_row"].en.eq(1),
+                                 wr["ode_row"].data.r.eq(r_value[:W_BITS]),
+                                 wr["ode_row"].data.shift.eq(r_shift),
+                                 wr["ode_row"].data.zero.eq((h_x == 0) & (h_y == 0)),
+                                 wr["ode_row"].data.attended.eq(attended)]
+                    m.d.sync += [top.eq(w_max * r_value[:W_BITS]), e_try.eq(E_PW_MIN + 1),
+                                 e_row.eq(E_PW_MIN)]
+                    store_info()
+                    m.next = "PW_SEARCH"
+
+                with m.State("PW_SEARCH"):
+                    m.d.sync += e_try.eq(e_try + 1)
+                    with m.If((tried <= limit) & (e_try <= E_PW_MAX)):
+                        m.d.sync += e_row.eq(e_try)
+                    with m.If(e_try == E_PW_MAX + 1):
+                        with m.If(~((h_x == 0) & (h_y == 0)) & (e_row < e_head)):
+                            m.d.sync += e_head.eq(e_row)
+                        next_row_or("KN_START")
+
+                with m.State("KN_START"):
+                    # After pass A: every row's couplings (warm: row 0's, the first run).
+                    m.d.sync += [word.eq(0), sum_max.eq(0), row.eq(0)]
+                    begin_kn_row(0)
+
+                with m.State("KN_ROW"):
+                    m.d.comb += rd["ode_row"].addr.eq(kn_row)
+                    m.d.sync += [writing.eq(~warm), kn_max.eq(0)]
+                    with m.If(warm):                    # one run per token: its own sum
+                        m.d.sync += sum_max.eq(0)
+                    m.next = "KN_LOAD"
+
+                with m.State("KN_LOAD"):
+                    m.d.sync += [row_r.eq(row_info.r), row_shift.eq(row_info.shift),
+                                 row_zero.eq(row_info.zero),
+                                 row_attended.eq(row_info.attended), col.eq(0),
+                                 row_sum.eq(0)]
+                    m.next = "KN_COLS"
+
+                with m.State("KN_COLS"):
+                    columns = Mux(warm, tokens + 1, 2 * tokens)
+                    m.d.comb += [rd["ode_w"].addr.eq(Cat(anchor[:token_bits],
+                                                         kn_row[:token_bits])),
+                                 t0.valid.eq(col < columns), t0.col.eq(col),
+                                 t0.last.eq(col == columns - 1),
+                                 t0.use.eq((col >= base) & (anchor < row_attended)
+                                           & ~row_zero)]
+                    with m.If(col < columns):
+                        m.d.sync += col.eq(col + 1)
+                    with m.If(t3.valid):
+                        with m.If(writing):
+                            engine_write("k", word + t3.col, kn_value)
+                            m.d.sync += row_sum.eq(row_sum + kn_value)
+                        with m.If(kn > kn_max):
+                            m.d.sync += kn_max.eq(kn)
+                    with m.If(t3.valid & t3.last):
+                        with m.If(~writing):             # warm: now write with t'
+                            m.d.sync += [writing.eq(1), col.eq(0), row_sum.eq(0)]
+                        with m.Else():
+                            m.next = "KN_END"
+
+                with m.State("KN_END"):
+                    largest = Mux(row_sum > sum_max, row_sum, sum_max)
+                    m.d.sync += [sum_max.eq(largest), run_exponent.eq(
+                        e_head + Mux(warm, t_prime, 0) - bit_length(largest)),
+                        engine_t.eq(bit_length(largest))]
+                    with m.If(warm):
+                        m.d.sync += [run_base.eq(kn_row), run_n.eq(1),
+                                     run_items.eq(tokens + 1)]
+                        m.next = "ENGINE_T"
+                    with m.Elif(kn_row == tokens - 1):
+                        m.d.sync += [run_base.eq(0), run_n.eq(tokens),
+                                     run_items.eq(2 * tokens)]
+                        m.next = "ENGINE_T"
+                    with m.Else():
+                        m.d.sync += word.eq(word + 2 * tokens)
+                        begin_kn_row(kn_row + 1)
+
+            with m.State("ENGINE_T"):
+                engine_write("reg", ENGINE_REGISTERS["t"], engine_t)
+                m.next = "ENGINE_SHIFT"
 
             with m.State("ENGINE_SHIFT"):
-                m.d.comb += [eload.valid.eq(1), eload.payload.target.eq(ENGINE_TARGETS["reg"]),
-                             eload.payload.addr.eq(ENGINE_REGISTERS["s"]),
-                             eload.payload.data.eq(step_shift + k)]
+                engine_write("reg", ENGINE_REGISTERS["s"], step_shift + run_exponent)
                 m.next = "ENGINE_START"
 
             with m.State("ENGINE_START"):
@@ -837,24 +1016,27 @@ class AttentionHead(wiring.Component):
                     m.next = "ENGINE_PHASES"
 
             with m.State("ENGINE_PHASES"):
-                # theta_i = R(acc_i, A - P) mod 2**P of each final accumulator (step 7).
+                # theta_i = R(acc_i, A - P) mod 2**P of each free oscillator's final
+                # accumulator (step 7); the pinned anchors' are read and dropped.
                 m.d.comb += engine.phases.ready.eq(1)
                 acc = engine.phases.payload
                 m.d.comb += [wr["ode_theta"].addr.eq(run_base + written),
                              wr["ode_theta"].data.eq(((acc + half) >> (A - P))[:P]),
-                             wr["ode_theta"].en.eq(engine.phases.valid)]
+                             wr["ode_theta"].en.eq(engine.phases.valid & (written < run_n))]
                 with m.If(engine.phases.valid):
                     m.d.sync += written.eq(written + 1)
-                    with m.If(written == run_n - 1):
+                    with m.If(written == run_items - 1):
                         with m.If(warm):
-                            m.d.comb += [wr["ode_run"].addr.eq(row), wr["ode_run"].en.eq(1),
+                            m.d.comb += [wr["ode_run"].addr.eq(run_base),
+                                         wr["ode_run"].en.eq(1),
                                          wr["ode_run"].data.steps.eq(engine.steps_taken),
                                          wr["ode_run"].data.converged.eq(engine.converged)]
-                            with m.If(row == tokens - 1):
+                            with m.If(run_base == tokens - 1):
                                 start_readout_pass()
                             with m.Else():
-                                m.d.sync += row.eq(row + 1)
-                                m.next = "ROW"
+                                self._warm_next(m, pairwise if has_pairwise else None,
+                                                has_drive, row, run_base,
+                                                begin_kn_row if has_pairwise else None)
                         with m.Else():
                             m.d.sync += [run_steps.eq(engine.steps_taken),
                                          run_converged.eq(engine.converged)]
@@ -866,6 +1048,7 @@ class AttentionHead(wiring.Component):
                 m.next = "ROW_C_LOAD"
 
             with m.State("ROW_C_LOAD"):
+                info, run = rd["ode_info"].data, rd["ode_run"].data
                 m.d.sync += [attended.eq(Mux(causal, row + 1, tokens)), total.eq(0),
                              sent.eq(0), h_x.eq(info.h_x), h_y.eq(info.h_y),
                              row_e_w.eq(info.e_w), theta.eq(rd["ode_theta"].data),
@@ -873,13 +1056,35 @@ class AttentionHead(wiring.Component):
                              row_converged.eq(Mux(warm, run.converged, run_converged))]
                 m.next = "ROTATE"
 
+        def store_info():
+            m.d.comb += [wr["ode_info"].addr.eq(row), wr["ode_info"].en.eq(1),
+                         wr["ode_info"].data.e_w.eq(row_e_w),
+                         wr["ode_info"].data.h_x.eq(h_x), wr["ode_info"].data.h_y.eq(h_y)]
+
         return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
+
+    @staticmethod
+    def _warm_next(m, pairwise, has_drive, row, run_base, begin_kn_row):
+        """"warm": after token i's run, token i + 1: ode-drive computes its row (pass A
+        goes on), ode-pairwise writes its couplings (pass A is done)."""
+        if pairwise is None:
+            m.d.sync += row.eq(run_base + 1)
+            m.next = "ROW"
+            return
+        if not has_drive:
+            begin_kn_row(run_base + 1)
+            return
+        with m.If(pairwise):
+            begin_kn_row(run_base + 1)
+        with m.Else():
+            m.d.sync += row.eq(run_base + 1)
+            m.next = "ROW"
 
     def elaborate(self, platform):
         m = Module()
         cfg, w = self.config, self.widths
         cap, dcap = self.max_tokens, self.max_d_h
-        ode = "ode-drive" in self.modes
+        ode = len(self.modes) > 1
         stride_bits = max(0, (dcap - 1).bit_length())
         token_bits = max(1, (cap - 1).bit_length())
         B, P = cfg.qk_bits, cfg.phase_bits
@@ -1094,14 +1299,14 @@ class AttentionHead(wiring.Component):
             m.d.comb += [value.eq(rd["out"].data), kind.eq(KINDS["out"])]
         last_item = item == len(HEADER) + tokens + d_h - 1
         if ode:
-            ode_states = self._ode_drive_datapath(
+            ode_states = self._ode_datapath(
                 m, rd=rd, wr=wr, row=row, tokens=tokens, causal=causal,
                 attended=attended, h=(h_x, h_y), row_e_w=row_e_w, w_sum=w_sum,
-                weight=weight, w_valid=delay_line(m, w0, 2, "wsum").valid,
+                weight=weight, w_tag=delay_line(m, w0, 2, "wsum"),
                 recip=recip, drive_recip=drive_recip, call_once=call_once, sent=sent,
                 r=(r_value, r_shift), theta=theta, total=total, pass_c=pass_c,
                 row_steps=row_steps, row_converged=row_converged, busy=busy, warm=warm,
-                step_shift=step_shift)
+                mode=mode, step_shift=step_shift)
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
@@ -1143,7 +1348,7 @@ class AttentionHead(wiring.Component):
                 with m.If(w3.valid & w3.final):
                     m.next = "NORMALIZE"
                     if ode:
-                        with m.If(mode == MODES.index("ode-drive")):
+                        with m.If(mode != MODES.index("analytic")):
                             m.next = "DRIVE_RECIP"
 
             with m.State("NORMALIZE"):
