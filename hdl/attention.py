@@ -100,7 +100,7 @@ __all__ = [
     "decode_items",
     "head_writes",
     "load_layout",
-    "ode_drive_cycles",
+    "ode_cycles",
     "output_layout",
     "relu_eps_int",
     "row_items",
@@ -625,29 +625,45 @@ def cycles_per_head(tokens: int, d_h: int, causal: bool,
                for i in range(tokens))
 
 
-def ode_drive_cycles(tokens: int, d_h: int, causal: bool, runs,
-                     config: AttentionFixedConfig = DEFAULT_CONFIG,
-                     cordic_arch: str = "pipelined") -> int:
-    """`cycles` after an ode-drive head (the `o` stream always ready). `runs`: (m, steps) of
-    each array-engine run, in order: one (T, steps) per head, or (1, steps_i) per token when
-    warm (a zero drive runs too: CONVERGE_STEPS calm steps).
+def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool = False,
+               config: AttentionFixedConfig = DEFAULT_CONFIG,
+               cordic_arch: str = "pipelined") -> int:
+    """`cycles` after an ODE head (the `o` stream always ready). `runs`: (m, steps) of each
+    array-engine run, in order (m oscillators, free and pinned: T or 2T, "warm" 1 or 1 + T):
+    one per head, or one per token when `warm` (a zero drive runs too: CONVERGE_STEPS calm
+    steps).
 
     Pass A, per row: ROW 1, SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, DRIVE_RECIP L_d + 2,
-    DRIVE_PRODUCT, _ROUND, _STORE, _PEAK 1 each. Per run: ENGINE_DRIVES m + 2, ENGINE_SHIFT 1,
-    ENGINE_START 1, the engine's `cycles_per_run` + 1 (ENGINE_WAIT), ENGINE_PHASES m.
+    then ode-drive: DRIVE_PRODUCT, _ROUND, _STORE, _PEAK 1 each; ode-pairwise: PW_STORE 1,
+    PW_SEARCH E_PW_MAX - E_PW_MIN + 1.
+    ode-pairwise's couplings: KN_START 1 once; per written row (c = m columns) KN_ROW,
+    KN_LOAD, KN_END 1 each and KN_COLS c + 3 (twice when warm: t', then the writes).
+    Per run: ode-drive's ENGINE_DRIVES m + 2; ENGINE_T, ENGINE_SHIFT, ENGINE_START 1 each,
+    the engine's `cycles_per_run` + 1 (ENGINE_WAIT), ENGINE_PHASES m.
     Pass C, per row: ROW_C, ROW_C_LOAD 1 each, ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2,
     ATTN n + 3, OUT n d_h + 3, EMIT len(HEADER) + T + d_h."""
+    if mode not in MODES[1:]:
+        raise AttentionHeadError(f"mode {mode!r} has no engine run (choose from "
+                                 f"{', '.join(MODES[1:])})")
     _, l_r, l_d = cordic_latencies(config, cordic_arch)
-    engine_config = ArrayFixedConfig(capacity=max(2, tokens), phase_bits=config.phase_bits,
+    pairwise = mode == "ode-pairwise"
+    engine_config = ArrayFixedConfig(capacity=max(2, 2 * tokens), phase_bits=config.phase_bits,
                                      acc_bits=config.acc_bits)
-    total = 0
+    form = "pairwise" if pairwise else "drive"
+    row_extra = 1 + (E_PW_MAX - E_PW_MIN + 1) if pairwise else 4
+    total = 1 if pairwise else 0
     for i in range(tokens):
         n = i + 1 if causal else tokens
-        total += n * d_h + n + l_d + 33                                    # pass A
+        total += n * d_h + n + l_d + 29 + row_extra                             # pass A
         total += n * d_h + 2 * n + tokens + d_h + l_r + l_d + 16 + len(HEADER)   # pass C
     for m, steps in runs:
-        total += 2 * m + 5 + cycles_per_run(engine_config, m, "drive", steps,
-                                            cordic_arch=cordic_arch)
+        total += m + 4 + cycles_per_run(engine_config, m, form, steps, cordic_arch=cordic_arch)
+        if not pairwise:
+            total += m + 2                                          # ENGINE_DRIVES
+        elif warm:
+            total += 3 + 2 * (m + 3)                                # the token's row
+        else:
+            total += tokens * (3 + m + 3)                           # every row
     return total
 
 
@@ -665,9 +681,10 @@ class AttentionHead(wiring.Component):
     cordic_arch : str               "pipelined" (default) or "iterative" for the three
                                     CORDICs (vector, rotate, divide), each used once a row,
                                     and the array engine's
-    modes : tuple of str            MODES to build: "analytic" (always) and "ode-drive" (an
-                                    `ArrayEngine` of capacity max_tokens, drive form, 1 lane;
-                                    see `ode_drive_cycles` for the run's passes)
+    modes : tuple of str            MODES to build: "analytic" (always), "ode-drive" and
+                                    "ode-pairwise" (one `ArrayEngine`, 1 lane, capacity
+                                    max_tokens, or 2 max_tokens with pairwise's pinned
+                                    anchors; `ode_cycles` lists the passes)
 
     Ports
     -----

@@ -8,9 +8,11 @@ in its fastest form, measured in the same run.
 
 from __future__ import annotations
 
-import datetime
-
 from . import flows
+from .bench_common import DEVICES, check_names, header
+
+__all__ = ["DEVICES", "DEVICE_BUILDS", "header", "largest_dense_n", "ideal_cycles",
+           "numpy_reference", "bench_row", "bench_array", "ARRAY_BENCH_COLUMNS"]
 
 # Memory for the coupling matrix. Bank l holds rows l, l + P, ...: ceil(N / P) N words
 # (`k_bank_depth`). UP5K: four 256 kbit SPRAMs of 16384 16-bit words; each of the P banks must
@@ -19,7 +21,6 @@ from . import flows
 # take 5 (measured: 197 blocks at N = 432, 48 lanes).
 SPRAM_WORDS, SPRAMS = 16384, 4
 DP16KD_WORDS, DP16KDS, OTHER_DP16KDS = 1024, 208, 5
-DEVICES = {"up5k": "icebreaker", "ecp5-85f": "ulx3s-85f"}
 
 
 def largest_dense_n(board: str, lanes: int) -> int:
@@ -72,10 +73,6 @@ def bench_row(board: str, n: int, lanes: int, form: str, built: dict, cycles_per
             else terms / numpy["numpy_matvec_terms_per_s"], **numpy}
 
 
-def header() -> dict:
-    return {"date": datetime.date.today().isoformat(), "machine": flows.machine_description()}
-
-
 # What each device builds: capacity (the largest dense N its memory holds), MAC lanes, the
 # CORDIC architecture that fits, and the forms (the pairwise lanes' CORDICs do not fit at N
 # this large: matvec and drive).
@@ -96,10 +93,7 @@ def bench_array(devices=("up5k", "ecp5-85f"), *, n=None, lanes=None,
     from .boards.array_build import build_array_engine
 
     rows = []
-    for device in devices:
-        if device not in DEVICE_BUILDS:
-            raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICE_BUILDS)}")
-    for device in devices:
+    for device in check_names("devices", devices, DEVICE_BUILDS, "('up5k', 'ecp5-85f')"):
         spec = DEVICE_BUILDS[device]
         board = spec["board"]
         width = lanes or spec["lanes"]

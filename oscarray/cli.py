@@ -117,8 +117,9 @@ per head from its cycles port, checked against cycles_per_head; bit-exact agains
 golden-fixed; max |attn - golden-float analytic|), us per inference (all heads on one head
 engine) at Fmax, and NumPy float64 (golden attention_float, analytic) on this machine.
 A shape the head cannot run (tinystories: d_osc 8) is refused with its reason and gets no
-row; the ODE mechanisms are not in RTL yet (no rows); a head too big for a device gets a row
-with fits false, the reason and Yosys's estimate, and no area, Fmax or us.
+row; the ODE mechanisms get no rows (not in RTL, or not in this bench yet: each is named
+with its reason); a head too big for a device gets a row with fits false, the reason and
+Yosys's estimate, and no area, Fmax or us.
 Exit codes: 0 done; 1 the RTL differs from golden-fixed, a simulation or a build failed;
   2 a bad argument, or every asked shape refused.
 """
@@ -362,24 +363,25 @@ def _bench_report(result: dict, args, title: str, columns, notes=()):
 
 def _attention_bench_notes(result: dict) -> list[str]:
     """What `bench attention` could not put in its table: heads too big for a device,
-    RTL not bit-exact, refused shapes, mechanisms not in RTL."""
+    RTL not bit-exact, refused shapes, mechanisms without rows."""
     notes = []
     for row in result["rows"]:
         where = f"{row['shape']} on {row['device']}"
         if not row["fits"]:
             usage = row.get("netlist") or {}
             capacity = row.get("capacity") or {}
-            needs = ", ".join(f"{key} {usage[key]} of {capacity.get(key, '?')}"
+            needs = ", ".join(f"{key} {usage[key]}/{capacity.get(key, '?')}"
                               for key in ("lut", "ff", "dsp", "bram") if key in usage)
             notes.append(f"{where} ({row['cordic_arch']} CORDICs): does not fit, no area, "
-                         f"Fmax or us" + (f"; Yosys's netlist needs {needs}" if needs else "")
+                         f"Fmax or us" + (f"; Yosys's netlist (lower bounds) / the device: "
+                                          f"{needs}" if needs else "")
                          + f" ({row['does_not_fit']})")
         if not row["bit_exact"]:
             notes.append(f"{where}: the RTL differs from golden-fixed in "
                          f"{row['mismatches']} integer(s)")
     for refused in result["refused"]:
         notes.append(f"{refused['shape']}: refused, no row: {refused['reason']}")
-    for missing in result["not_in_rtl"]:
+    for missing in result["not_benched"]:
         notes.append(f"{missing['mechanism']}: {missing['reason']}")
     return notes
 

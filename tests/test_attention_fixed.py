@@ -29,6 +29,8 @@ from oscarray.golden.attention_fixed import (
 )
 from oscarray.golden.cordic import CordicConfig, cordic_fixed
 
+from oscarray.convergence import example_case
+
 CONFIG = AttentionFixedConfig()
 P = CONFIG.phase_bits
 DATA_MAX = 2 ** 17 - 1
@@ -392,6 +394,24 @@ def test_a_tol_above_the_detector_floor_always_stops_the_run(mode):
         assert 1e-5 < floor < 1e-4
         result = attention_fixed(dict(case, tol=1.05 * floor))
         assert result["converged"].all() and 4 < result["steps"].max() < 3000
+
+
+@pytest.mark.parametrize("shape, mode", [("kws", "ode-drive"), ("sva", "ode-pairwise")])
+def test_the_case_defaults_settle_a_random_case_within_the_targets(shape, mode):
+    # golden/attention.py's DEFAULTS (dt = 1, tol = 6e-5, max_steps = 4000), as
+    # `oscarray attention --example` writes them: tol is above the detector floor of both
+    # forms (else a run may never stop), every head settles well before max_steps, and this
+    # case meets the targets (most do; the module docstring gives the exceptions).
+    case = example_case(shape, 0, mode=mode)
+    assert (case["dt"], case["tol"], case["max_steps"]) == (1.0, 6e-5, 4000)
+    for form in ("ode-drive", "ode-pairwise"):
+        assert af.detector_floor(dict(case, mode=form)) < case["tol"]
+    result, attn_err, out_err, v_max = measure(case)
+    assert result["converged"].all()
+    assert 4 < result["steps"].max() <= case["max_steps"] // 20       # kws: 63, 97; sva: 37
+    assert attn_err <= ATTN_TARGET and out_err <= OUT_TARGET
+    budget = error_budget(case, result=result)
+    assert attn_err <= budget["attn"] and out_err * v_max <= budget["out"]
 
 
 @pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])

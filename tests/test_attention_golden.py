@@ -2,15 +2,19 @@
 second time (plain loops) as the reference, the flow's closed form, the ODE modes against the
 analytic fixed point, and case validation. Every tolerance says where it comes from."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
+from oscarray.convergence import example_case
+from oscarray.convergence import main as convergence_main
 from oscarray.golden.attention import (DEFAULTS, MODES, NOT_CONVERGED, SHAPES,
                                        AttentionCaseError, attention_float,
                                        closed_form_alignment, closed_form_phase, euler_phase,
-                                       euler_sphere, load_case, random_case, validate_case)
+                                       euler_sphere, load_case, random_case, unit_anchors,
+                                       validate_case)
 
 EPS = np.finfo(np.float64).eps
 
@@ -152,7 +156,7 @@ def test_analytic_state_is_an_attracting_fixed_point_of_the_flow():
 def test_ode_modes_settle_to_the_analytic_fixed_point(shape, mode, p):
     # max_steps large enough for the slowest random row (|hn| ~ 0.02 needs t ~ 500).
     tol, dt, max_steps = 1e-3, 0.05, 40_000
-    case = random_case(shape, seed=11, mode=mode, p=p, tol=tol, max_steps=max_steps)
+    case = random_case(shape, seed=11, mode=mode, p=p, tol=tol, dt=dt, max_steps=max_steps)
     result = attention_float(case)
     attn_ref, _, x_ref = reference_analytic(case)
     steps = result["steps"]
@@ -193,7 +197,7 @@ def test_sphere_flow_recounted_with_a_separate_loop(mode):
     # below rounds differently from the model (~1e-16 a step, contracting), so the states
     # agree to 1e-12 and the counts exactly (no state lands within 1e-12 of tol here).
     tol, dt = 1e-3, 0.05
-    case = random_case((2, 10, 8, 4), seed=17, mode=mode, max_steps=20_000)
+    case = random_case((2, 10, 8, 4), seed=17, mode=mode, tol=tol, dt=dt, max_steps=20_000)
     result = attention_float(case)
     start = np.random.default_rng(DEFAULTS["seed"]).standard_normal((2, 10, 4))
     for head in range(2):
@@ -235,7 +239,7 @@ def test_unconverged_oscillators_report_the_sentinel(init):
     # random starts: most oscillators report NOT_CONVERGED, and the readout still uses their
     # (unit) states.
     result = attention_float(random_case("kws", seed=2, mode="ode-drive", init=init,
-                                         max_steps=3))
+                                         dt=0.05, max_steps=3))
     steps = result["steps"]
     assert NOT_CONVERGED == -1
     assert np.all((steps == NOT_CONVERGED) | ((steps >= 0) & (steps <= 3)))
@@ -289,8 +293,10 @@ def test_exact_antipode_behaviour_is_as_documented():
     # Causal token 0 at d_osc = 2 with anchor (-1, 0): x* = (-1, 0), and the "zero" start
     # theta = 0 is its exact antipode. The drive form sees velocity 0 exactly and stays
     # (steps -1), and the readout row, (1 + x.a_0)^p = 0, is left zero. The pairwise form
-    # gets sin(pi_float - 0) = 1.2e-16 and escapes: at rate (1 + dt) per step from 6e-18 to
-    # tol = 1e-3 needs at least ln(1e-3 / 6e-18) / ln(1.05) = 680 steps.
+    # gets sin(pi_float - 0) = 1.2e-16 and escapes: its first step (|hn| = 1) takes theta to
+    # e0 = dt 1.2e-16, and e' = e + dt sin(e) <= (1 + dt) e grows at most (1 + dt) a step, so
+    # coming within tol of pi takes at least 1 + ln((pi - tol) / e0) / ln(1 + dt) steps (56
+    # at the defaults dt = 1, tol = 6e-5; 837 at dt = 0.05).
     q = np.zeros((1, 2, 4))
     v = np.ones((1, 2, 4))
     case = dict(q=q, k=q, v=v, anchors=np.array([[[-1.0, 0.0], [0.0, 1.0]]]), init="zero")
@@ -300,7 +306,9 @@ def test_exact_antipode_behaviour_is_as_documented():
     np.testing.assert_array_equal(stuck["attn"][0, 0], [0.0, 0.0])
     np.testing.assert_array_equal(stuck["out"][0, 0], np.zeros(4))
     escaped = attention_float(dict(case, mode="ode-pairwise"))
-    assert 680 <= escaped["steps"][0, 0] <= DEFAULTS["max_steps"]
+    dt, tol = DEFAULTS["dt"], DEFAULTS["tol"]
+    least = 1 + math.log((math.pi - tol) / (dt * math.sin(math.pi))) / math.log(1 + dt)
+    assert least <= escaped["steps"][0, 0] <= DEFAULTS["max_steps"]
     assert angle_between(escaped["x_star"][0, 0], np.array([-1.0, 0.0])) < DEFAULTS["tol"]
     # d_osc = 3, x = e_1 against anchor -e_1: the projection is exactly 0 in both forms.
     anchors = np.array([[[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
@@ -308,6 +316,67 @@ def test_exact_antipode_behaviour_is_as_documented():
         result = attention_float(dict(case, anchors=anchors, mode=mode))
         assert result["steps"][0, 0] == NOT_CONVERGED
         np.testing.assert_array_equal(result["x_star"][0, 0], [1.0, 0.0, 0.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence at the defaults: the issue asks for >= 99.9 % of oscillators within tol after
+# max_steps on random cases (measured on thousands: golden/attention.py's docstring and
+# `python -m oscarray.convergence`). Here a handful of `--example` cases, every oscillator.
+
+@pytest.mark.parametrize("shape, seeds", [("kws", range(4)), ("sva", range(10))])
+@pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
+def test_defaults_settle_every_oscillator_of_random_cases(shape, seeds, mode):
+    tol, p = DEFAULTS["tol"], DEFAULTS["p"]
+    tokens = SHAPES[shape][1]
+    steps = []
+    for seed in seeds:
+        case = example_case(shape, seed, mode=mode)     # dt, tol, max_steps, init: DEFAULTS
+        result = attention_float(case)
+        analytic = attention_float(dict(case, mode="analytic"))
+        assert np.all(result["steps"] >= 0)             # no NOT_CONVERGED
+        assert np.all(angle_between(result["x_star"], analytic["x_star"]) < tol)
+        # The readout bound of test_ode_modes_settle_to_the_analytic_fixed_point; at this tol
+        # it keeps attn far inside the fixed-point target 2**-11.
+        dw = p * 2 ** (p - 1) * tol
+        anchors = unit_anchors(case["anchors"])
+        row_sums = np.maximum(0, 1 + np.einsum("hid,hjd->hij", analytic["x_star"],
+                                               anchors)) ** p
+        row_sums = np.where(np.tril(np.ones((tokens, tokens), bool)), row_sums, 0).sum(-1)
+        bound = (dw + analytic["attn"] * tokens * dw) / (row_sums - tokens * dw)[..., None]
+        error = np.abs(result["attn"] - analytic["attn"])
+        assert np.all(error <= bound) and error.max() <= 2.0 ** -11 / 4
+        steps.append(result["steps"].ravel())
+    steps = np.concatenate(steps)
+    # The slowest here needs 391 steps (kws seed 3, |hn| = 0.02), the median oscillator 25
+    # (kws) or 9 (sva); at the old dt = 0.05 the median kws oscillator needed 431.
+    assert steps.max() <= DEFAULTS["max_steps"] // 8
+    assert np.median(steps) <= 40
+
+
+def test_convergence_script_reports_the_step_distribution(tmp_path, capsys):
+    path = tmp_path / "convergence.json"
+    assert convergence_main(["--shape", "sva", "--cases", "3", "--json",
+                             "--output", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(path.read_text())
+    assert report["engine"] == "golden-float" and report["skipped"] == []
+    assert report["defaults"] == {key: DEFAULTS[key] for key in ("dt", "max_steps", "tol",
+                                                                  "init")}
+    drive, pairwise = report["results"]
+    assert (drive["mode"], pairwise["mode"]) == ("ode-drive", "ode-pairwise")
+    # The same model, recounted: 3 cases x 9 oscillators, all settled.
+    steps = np.concatenate([attention_float(example_case("sva", seed, mode="ode-drive"))
+                            ["steps"].ravel() for seed in range(3)])
+    assert np.all(steps >= 0)
+    for row in (drive, pairwise):
+        assert (row["oscillators"], row["converged"], row["fraction"]) == (27, 27, 1.0)
+        assert (row["heads"], row["heads_converged"]) == (3, 3)
+        assert row["steps"] == {"min": int(steps.min()),
+                                "p50": int(np.sort(steps)[13]),          # nearest rank
+                                "p90": int(np.sort(steps)[math.ceil(0.9 * 27) - 1]),
+                                "p99": int(steps.max()), "p99.9": int(steps.max()),
+                                "max": int(steps.max())}
+        assert row["attn_err"] < 0.25 and row["out_err"] < 0.25
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +514,7 @@ def test_random_case_shapes_and_validation():
 def test_defaults():
     case = validate_case(random_case("sva", 0))
     assert (case.sigma, case.p, case.causal, case.mode, case.dt, case.max_steps, case.tol,
-            case.init, case.seed) == ("relu_eps", 1, True, "analytic", 0.05, 2000, 1e-3,
+            case.init, case.seed) == ("relu_eps", 1, True, "analytic", 1.0, 4000, 6e-5,
                                       "random", 0)
 
 

@@ -1,0 +1,82 @@
+"""Build the attention head (`oscarray.hdl.attention.AttentionHead`) for a board and measure it.
+
+`build_attention_head` elaborates a head without contents (a case arrives through its `load`
+port, so one bitstream serves every case up to its capacity) and runs `boards.build.build` on
+it; the result is build()'s dict plus the head's parameters. `netlist_usage` reads what Yosys
+made of a build (also one that did not fit, where nextpnr gives no figures).
+
+    python -m oscarray.boards.attention_build ulx3s-85f 9 32 pipelined
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..golden.attention_fixed import DEFAULT_CONFIG
+from ..hdl.attention import AttentionHead
+from .build import _netlist_usage, build, get_board, parse_yosys_stat
+
+__all__ = ["build_attention_head", "head_build_name", "netlist_usage", "TARGET_MHZ", "ROUTER"]
+
+#: Default clock constraints, near what the head reaches (nextpnr reports the achieved Fmax
+#: either way; a target far above it only makes placement work longer). Measured 2026-11-23:
+#: 33 MHz on ECP5-85F at (T, d_h) = (9, 32) with a 100 MHz target, the critical path in the
+#: weight exponent's eps(e) (`WeightExponent`); the head does not fit the UP5K.
+TARGET_MHZ = {"ice40": 20.0, "ecp5": 40.0}
+
+#: nextpnr's router per family (None: its default), as for the array engine.
+ROUTER = {"ecp5": "router2"}
+
+
+def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str) -> str:
+    """The build's name (and folder under build_dir/board/)."""
+    return f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
+
+
+def netlist_usage(board: str, build_dir, name: str) -> dict | None:
+    """Yosys's pre-placement estimate {lut, ff, dsp, bram} of the build `name` for `board` in
+    `build_dir` (lower bounds; what `build` checks the device against before nextpnr), or
+    None when synthesis wrote no statistics."""
+    spec = get_board(board)
+    stat = Path(build_dir) / spec.name / name / f"{name}.stat.json"
+    if not stat.is_file():
+        return None
+    return _netlist_usage(spec.family, parse_yosys_stat(stat))
+
+
+def build_attention_head(board: str, max_tokens: int, max_d_h: int,
+                         cordic_arch: str = "pipelined", build_dir="build/boards",
+                         progress=None, *, target_mhz: float | None = None,
+                         seed: int = 1) -> dict:
+    """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs for `board`.
+
+    Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
+    max_d_h, cordic_arch and name. Parameter errors (AttentionHeadError, TypeError,
+    UnknownBoard) come before any tool runs; a head too big for the device raises
+    `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
+    """
+    spec = get_board(board)
+    # The head refuses a capacity or an architecture it cannot build here, before any tool.
+    head = AttentionHead(DEFAULT_CONFIG, max_tokens=max_tokens, max_d_h=max_d_h,
+                         cordic_arch=cordic_arch)
+    target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
+    name = head_build_name(max_tokens, max_d_h, cordic_arch)
+    result = build(lambda: head, board, build_dir=Path(build_dir), target_mhz=target,
+                   name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
+    result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch, name=name)
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    board, tokens, d_h, arch = argv[:4]
+    build_dir = argv[4] if len(argv) > 4 else "build/boards"
+    result = build_attention_head(board, int(tokens), int(d_h), arch, build_dir,
+                                  progress=lambda message: print(message, flush=True))
+    print(json.dumps(result, default=str, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""`oscarray bench attention`: the example cases and refusals, the row arithmetic, the RTL
+measurement's checks (cycles against the model, bit-exact against golden-fixed) with the
+simulation replaced by golden-fixed, the command line's output and errors without any build;
+and one real run (sva on UP5K: a build and a Verilator simulation, slow)."""
+
+import json
+
+import numpy as np
+import pytest
+from oscarray.golden.attention import random_case, validate_case
+from oscarray.hdl.attention import MODES, REGISTERS, cycles_per_head
+from oscarray.sim.runner import SimulationFailed
+
+from oscarray import bench_attention as bench
+from oscarray import flows
+from oscarray.cli import main
+
+ROW_FIELDS = {"shape", "device", "board", "mechanism", "lut", "ff", "dsp", "bram", "fmax_mhz",
+              "cycles", "cycles_per_head", "us", "max_attn_err", "bit_exact", "numpy_us",
+              "ratio", "fits", "does_not_fit", "cordic_arch"}
+BUILT = {"device": "LFE5U-85F", "lut": 20000, "ff": 9000, "dsp": 16, "bram": 3,
+         "fmax_mhz": 50.0, "target_mhz": 100.0, "timing_met": False, "seconds": 1.0}
+NUMPY = {"numpy_us": 40.0, "numpy_calls": 9, "numpy_fn": bench.NUMPY_FUNCTION}
+
+
+def rtl_figures(cycles=4590, heads=1, bit_exact=True):
+    return {"cycles_measured": [cycles] * heads, "cycles": cycles * heads,
+            "cycles_per_head": cycles, "bit_exact": bit_exact,
+            "mismatches": 0 if bit_exact else 3, "max_attn_err": 1.5e-5,
+            "max_out_err_rel": 3e-5, "load_words": 879, "sim": "verilator"}
+
+
+def test_example_cases_are_the_commands_examples(tmp_path):
+    flows.attention_example("sva", tmp_path / "sva.npz", seed=3)
+    with np.load(tmp_path / "sva.npz") as written:
+        expected = validate_case(dict(written))
+    case = bench.example_case("sva", seed=3)
+    for key in ("q", "k", "v", "anchors"):
+        np.testing.assert_array_equal(getattr(case, key), getattr(expected, key))
+    assert (case.causal, case.mode, case.sigma, case.p) == (True, "analytic", "relu_eps", 1)
+    assert (case.heads, case.tokens, case.d_h, case.d_osc) == (1, 9, 32, 2)
+
+
+def test_refusal_names_tinystories_d_osc_only():
+    assert bench.refusal(bench.example_case("kws")) is None
+    assert bench.refusal(bench.example_case("sva")) is None
+    assert "d_osc = 8" in bench.refusal(bench.example_case("tinystories"))
+
+
+def test_numpy_reference_times_the_float_model():
+    numpy = bench.numpy_reference(bench.example_case("sva"), repeats=3, min_seconds=0.0)
+    assert numpy["numpy_us"] > 0 and numpy["numpy_calls"] == 3
+    assert "attention_float" in numpy["numpy_fn"]
+
+
+def test_row_of_a_build():
+    case = bench.example_case("kws")
+    row = bench.bench_row("kws", "ecp5-85f", case, "pipelined", rtl_figures(52626, 2), NUMPY,
+                          built=BUILT)
+    assert ROW_FIELDS <= row.keys()
+    assert (row["shape"], row["device"], row["board"]) == ("kws", "ecp5-85f", "ulx3s-85f")
+    assert row["part"] == "LFE5U-85F"
+    assert row["mechanism"] == "oscillator-analytic" and row["fits"] is True
+    assert (row["heads"], row["tokens"], row["d_h"], row["d_osc"]) == (2, 49, 16, 2)
+    assert (row["max_tokens"], row["max_d_h"]) == (49, 16)
+    assert row["cycles"] == 2 * 52626 and row["cycles_per_head"] == 52626
+    assert row["us"] == pytest.approx(2 * 52626 / 50.0)            # clocks / MHz
+    assert row["ratio"] == pytest.approx(row["us"] / 40.0)
+    assert row["lut"] == 20000 and row["timing_met"] is False and row["does_not_fit"] is None
+
+
+def test_row_of_a_head_that_does_not_fit():
+    case = bench.example_case("sva")
+    reason = {"message": "design does not fit icebreaker: ...", "target_mhz": 30.0,
+              "netlist": {"lut": 5585, "ff": 2035, "dsp": 29, "bram": 31},
+              "capacity": {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30}}
+    row = bench.bench_row("sva", "up5k", case, "iterative", rtl_figures(5859), NUMPY,
+                          does_not_fit=reason)
+    assert ROW_FIELDS <= row.keys() and row["fits"] is False and row["part"] == "iCE40UP5K"
+    assert row["does_not_fit"].startswith("design does not fit")
+    for key in ("lut", "ff", "dsp", "bram", "fmax_mhz", "us", "ratio"):
+        assert row[key] is None, key
+    # What does not depend on the device is still measured.
+    assert row["cycles"] == 5859 and row["bit_exact"] is True and row["numpy_us"] == 40.0
+    assert row["netlist"]["dsp"] == 29 and row["capacity"]["dsp"] == 8
+    with pytest.raises(ValueError, match="not both"):
+        bench.bench_row("sva", "up5k", case, "iterative", rtl_figures(), NUMPY, BUILT, reason)
+    with pytest.raises(ValueError, match="not both"):
+        bench.bench_row("sva", "up5k", case, "iterative", rtl_figures(), NUMPY)
+
+
+# ---------------------------------------------------------------------------------------------
+# measure_rtl with the simulation replaced by golden-fixed (the same integers, bit for bit)
+
+def small_case():
+    return validate_case(random_case((2, 5, 4, 2), seed=2))
+
+
+def fake_rtl(cycles=None, flip=False):
+    """An rtl engine returning golden-fixed's result with the given cycles per head (default:
+    the model's) and, if `flip`, one attention integer changed."""
+    def engine(case, max_tokens, max_d_h, cordic_arch, **options):
+        assert (max_tokens, max_d_h) == (case.tokens, case.d_h)      # sized for the shape
+        result = flows.ATTENTION_ENGINES["golden-fixed"](case)
+        per_head = cycles or cycles_per_head(case.tokens, case.d_h, case.causal,
+                                             cordic_arch=cordic_arch)
+        result["cycles"] = np.full(case.heads, per_head)
+        if flip:
+            result["attn_int"] = result["attn_int"].copy()
+            result["attn_int"][0, 0, 0] += 1
+        result["sim"] = "fake"
+        return result
+    return engine
+
+
+def test_measure_rtl_checks_cycles_and_bits(monkeypatch):
+    case = small_case()
+    model = cycles_per_head(5, 4, True, cordic_arch="iterative")
+    monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl())
+    got = bench.measure_rtl(case, "iterative")
+    assert got["cycles_measured"] == [model, model] and got["cycles"] == 2 * model
+    assert got["cycles_per_head"] == model and got["bit_exact"] and got["mismatches"] == 0
+    assert 0 < got["max_attn_err"] < 2 ** -11
+    assert got["load_words"] == 2 * (3 * 5 * 4 + 5 + len(REGISTERS))  # q, k, v, anchors, regs
+
+    monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl(flip=True))
+    got = bench.measure_rtl(case, "iterative")
+    assert got["bit_exact"] is False and got["mismatches"] == 1
+
+    monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl(cycles=model + 1))
+    with pytest.raises(SimulationFailed, match=f"says {model}"):
+        bench.measure_rtl(case, "iterative")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, without builds or simulations
+
+def fake_bench(monkeypatch, *, bit_exact=True):
+    """bench_attention with measure_rtl and the build replaced: UP5K does not fit."""
+    def measure(case, arch, **options):
+        model = cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=arch)
+        return rtl_figures(model, case.heads, bit_exact)
+
+    def build(device, case, build_root, progress):
+        if device == "up5k":
+            return None, {"message": "design does not fit icebreaker: needs at least 5585 "
+                                     "logic cells, the device has 5280", "target_mhz": 30.0,
+                          "netlist": {"lut": 5585, "ff": 2035, "dsp": 29, "bram": 31},
+                          "capacity": {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30}}
+        return BUILT, None
+    monkeypatch.setattr(bench, "measure_rtl", measure)
+    monkeypatch.setattr(bench, "_build", build)
+
+
+def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
+    fake_bench(monkeypatch)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "attention", "--output", str(out), "--build-dir", str(tmp_path)])
+    printed = capsys.readouterr()
+    assert code == 0
+    text = printed.out
+    assert "attention head" in text and "Fmax MHz" in text and "us/NumPy" in text
+    assert "sva on up5k (iterative CORDICs): does not fit" in text and "dsp 29/8" in text
+    assert "tinystories: refused, no row" in text and "d_osc = 8" in text
+    for mode in ("ode-drive", "ode-pairwise"):
+        said = "is in RTL but not in this bench" if mode in MODES else "is not in RTL yet"
+        assert f"oscillator-{mode}: mode '{mode}' {said}" in text
+    assert f"written: {out}" in text
+    assert "refused" in printed.err                        # progress on stderr
+    result = json.loads(out.read_text())
+    assert [(r["shape"], r["device"]) for r in result["rows"]] == [
+        ("kws", "up5k"), ("kws", "ecp5-85f"), ("sva", "up5k"), ("sva", "ecp5-85f")]
+    assert {r["mechanism"] for r in result["rows"]} == {"oscillator-analytic"}
+    assert [r["shape"] for r in result["refused"]] == ["tinystories"]
+    assert [(m["mechanism"], m["in_rtl"]) for m in result["not_benched"]] == [
+        (f"oscillator-{mode}", mode in MODES) for mode in ("ode-drive", "ode-pairwise")]
+    assert result["date"] and result["machine"]
+
+
+def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
+    fake_bench(monkeypatch, bit_exact=False)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "attention", "--shape", "sva", "--device", "ecp5-85f", "--json",
+                 "--output", str(out), "--build-dir", str(tmp_path)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["written"] == str(out)
+    assert len(report["rows"]) == 1 and report["rows"][0]["bit_exact"] is False
+
+
+def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "attention", "--shape", "tinystories", "--output", str(out),
+                 "--build-dir", str(tmp_path / "build")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no shape to bench" in err and "d_osc = 8" in err
+    assert not out.exists() and not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("argv", [["--shape", "gpt2"], ["--device", "tpu"], ["--shape"],
+                                  ["--seed", "x"]])
+def test_cli_argument_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["bench", "attention", *argv])
+    assert exit.value.code == 2 and "usage" in capsys.readouterr().err
+
+
+def test_negative_seed_and_unknown_names_refused_before_any_work(tmp_path, capsys):
+    code = main(["bench", "attention", "--seed", "-1", "--output", str(tmp_path / "b.json"),
+                 "--build-dir", str(tmp_path / "build")])
+    assert code == 2 and "--seed must be >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown devices 'tpu'"):
+        bench.bench_attention(["sva"], ["up5k", "tpu"], build_root=tmp_path / "build")
+    with pytest.raises(ValueError, match="unknown shapes 'gpt2'"):
+        bench.bench_attention(["gpt2"], build_root=tmp_path / "build")
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# The real thing
+
+@pytest.mark.build
+@pytest.mark.slow
+def test_bench_sva_on_up5k(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "attention", "--shape", "sva", "--device", "up5k", "--json",
+                 "--output", str(out), "--build-dir", str(tmp_path / "build")])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and json.loads(out.read_text())["rows"] == report["rows"]
+    (row,) = report["rows"]
+    assert ROW_FIELDS <= row.keys()
+    assert (row["shape"], row["device"], row["board"]) == ("sva", "up5k", "icebreaker")
+    assert row["mechanism"] == "oscillator-analytic" and row["cordic_arch"] == "iterative"
+    assert row["bit_exact"] is True and row["mismatches"] == 0
+    model = cycles_per_head(9, 32, True, cordic_arch="iterative")
+    assert row["cycles_measured"] == [model] and row["cycles"] == row["cycles_per_head"] == model
+    assert 0 < row["max_attn_err"] < row["attn_target"]
+    assert row["numpy_us"] > 0 and row["sim"] in ("verilator", "icarus")
+    assert report["refused"] == [] and len(report["not_benched"]) == 2
+    if row["fits"]:
+        assert 0 < row["lut"] <= 5280 and row["dsp"] <= 8 and row["bram"] <= 30
+        assert row["fmax_mhz"] > 0 and row["us"] == pytest.approx(model / row["fmax_mhz"])
+        assert row["ratio"] == pytest.approx(row["us"] / row["numpy_us"])
+    else:   # the head as built needs more than the UP5K has: said, with Yosys's figures
+        assert "does not fit icebreaker" in row["does_not_fit"]
+        assert any(row["netlist"][key] > row["capacity"][key] for key in row["capacity"])
+        assert row["lut"] is None and row["us"] is None and row["ratio"] is None
