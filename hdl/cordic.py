@@ -25,8 +25,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.cordic import CIRCULAR, HYPERBOLIC, HYPERBOLIC_Q_RANGE, LINEAR, CordicConfig
 
-__all__ = ["Cordic", "CordicPipelined", "CordicIterative", "cordic_payload", "ARCHITECTURES",
-           "check_options"]
+# CordicIterative is re-exported lazily by __getattr__ (its module imports this one).
+__all__ = ["Cordic", "CordicPipelined", "CordicIterative",  # noqa: F822
+           "cordic_payload", "ARCHITECTURES", "check_options"]
 
 ARCHITECTURES = ("pipelined", "iterative")
 
