@@ -516,20 +516,26 @@ def _distance(state: np.ndarray, target: np.ndarray, phases: bool) -> np.ndarray
 
 
 def settle(start: np.ndarray, target: np.ndarray, zero: np.ndarray, velocity, dt: float,
-           max_steps: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+           max_steps: int, tol: float, history: list | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Euler-integrate N independent oscillators until each is within tol of its fixed point.
 
     start: phases (N,) or unit vectors (N, d); target: angle(h) (N,) or x* (N, d); zero (N,)
     bool: zero-drive oscillators (they do not move, steps 0); velocity(state, index) -> the
     velocity of the oscillators `index` at `state`. Returns (settled state, steps (N,) int64),
     steps = NOT_CONVERGED for those not within tol after max_steps. See the module docstring.
+    history: if a list, every oscillator's angle to its fixed point (N,) is appended before
+    the first step and after each (the settling curves; NaN once an oscillator has settled).
     """
     phases = start.ndim == 1
     state = np.array(start, dtype=np.float64)
     steps = np.full(state.shape[0], NOT_CONVERGED, dtype=np.int64)
-    done = zero | (_distance(state, target, phases) < tol)
+    distance = _distance(state, target, phases)
+    done = zero | (distance < tol)
     steps[done] = 0
     active = np.flatnonzero(~done)
+    if history is not None:
+        history.append(np.where(zero, np.nan, distance))
     for step in range(1, max_steps + 1):
         if active.size == 0:
             break
@@ -537,7 +543,11 @@ def settle(start: np.ndarray, target: np.ndarray, zero: np.ndarray, velocity, dt
         if not phases:
             moved /= np.linalg.norm(moved, axis=-1, keepdims=True)
         state[active] = moved
-        hit = _distance(moved, target[active], phases) < tol
+        distance = _distance(moved, target[active], phases)
+        if history is not None:
+            history.append(np.full(state.shape[0], np.nan))
+            history[-1][active] = distance
+        hit = distance < tol
         if hit.any():       # a new index array only when it changes (velocity may cache)
             steps[active[hit]] = step
             active = active[~hit]
@@ -545,8 +555,10 @@ def settle(start: np.ndarray, target: np.ndarray, zero: np.ndarray, velocity, dt
 
 
 def _settle_case(case: AttentionCase, weights: np.ndarray, anchors: np.ndarray,
-                 h: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ODE modes: settled unit states (H, T, d_osc) and steps (H, T)."""
+                 h: np.ndarray, zero: np.ndarray, curves: list | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The ODE modes: settled unit states (H, T, d_osc) and steps (H, T); `curves` (a list)
+    receives the settling curves, (steps + 1, H, T) arrays: one, or one per token (warm)."""
     heads, tokens, d_osc = anchors.shape
     phases = d_osc == 2
     normalized = np.where(zero[..., np.newaxis], 0.0, row_normalize(weights))
@@ -579,31 +591,42 @@ def _settle_case(case: AttentionCase, weights: np.ndarray, anchors: np.ndarray,
                                             anchors.shape[1:])
         velocity = velocity_for(hn.reshape(n, d_osc), normalized.reshape(n, tokens),
                                 per_token_anchors.reshape(n, tokens, d_osc))
+        history = None if curves is None else []
         settled, steps = settle(start.reshape((n,) + start.shape[2:]),
                                 target.reshape((n,) + target.shape[2:]), zero.reshape(n),
-                                velocity, case.dt, case.max_steps, case.tol)
+                                velocity, case.dt, case.max_steps, case.tol, history)
         settled, steps = settled.reshape(state_shape), steps.reshape(heads, tokens)
+        if curves is not None:
+            curves.append(np.array(history).reshape(-1, heads, tokens))
     else:
         settled = np.empty(state_shape)
         steps = np.empty((heads, tokens), dtype=np.int64)
         current = start[:, 0]
         for token in range(tokens):
             velocity = velocity_for(hn[:, token], normalized[:, token], anchors)
+            history = None if curves is None else []
             current, steps[:, token] = settle(current, target[:, token], zero[:, token],
-                                              velocity, case.dt, case.max_steps, case.tol)
+                                              velocity, case.dt, case.max_steps, case.tol,
+                                              history)
             settled[:, token] = current
+            if curves is not None:
+                curve = np.full((len(history), heads, tokens), np.nan)
+                curve[:, :, token] = np.array(history)
+                curves.append(curve)
     if phases:
         settled = np.stack([np.cos(settled), np.sin(settled)], axis=-1)
     return settled, steps
 
 
-def attention_float(case) -> dict:
+def attention_float(case, settling: bool = False) -> dict:
     """Run a case (a mapping, validated first, or an AttentionCase) in float64.
 
     Returns attn (H, T, T), out (H, T, d_h), x_star (H, T, d_osc): the unit states the readout
     used (x* in "analytic" mode, the settled states in the ODE modes), steps (H, T) int64: the
     Euler steps each oscillator took to come within tol of x* (0 in "analytic" mode,
-    NOT_CONVERGED = -1 if it never did).
+    NOT_CONVERGED = -1 if it never did). With `settling` (ODE modes): also settling
+    (S + 1, H, T), each oscillator's angle to x* before step 1 and after each step (S the
+    most steps any took; NaN once it has settled, and for zero drives).
     """
     if not isinstance(case, AttentionCase):
         case = validate_case(case)
@@ -615,9 +638,25 @@ def attention_float(case) -> dict:
         x = fixed_point(h, zero)
         steps = np.zeros((case.heads, case.tokens), dtype=np.int64)
     else:
-        x, steps = _settle_case(case, weights, anchors, h, zero)
+        curves = [] if settling else None
+        x, steps = _settle_case(case, weights, anchors, h, zero, curves)
     attn, out = readout(x, anchors, case.v, case.p, case.causal)
-    return {"attn": attn, "out": out, "x_star": x, "steps": steps}
+    result = {"attn": attn, "out": out, "x_star": x, "steps": steps}
+    if settling and case.mode != "analytic":
+        result["settling"] = _merge_curves(curves)
+    return result
+
+
+def _merge_curves(curves: list) -> np.ndarray:
+    """One (S + 1, H, T) array from runs of different lengths (NaN-padded, then combined:
+    each oscillator belongs to one run)."""
+    length = max(curve.shape[0] for curve in curves)
+    merged = np.full((length,) + curves[0].shape[1:], np.nan)
+    for curve in curves:
+        padded = np.full(merged.shape, np.nan)
+        padded[:curve.shape[0]] = curve
+        merged = np.where(np.isnan(merged), padded, merged)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------

@@ -644,12 +644,18 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
     arrays["engine"] = np.asarray(engine)
     if out is not None:
         write_npz(out, arrays)
-    plot = None
+    plot = settling_plot = None
     if plots is not None:
         plots.mkdir(parents=True, exist_ok=True)
         plot = plot_attention(result["attn"], reference["attn"],
                               plots / f"{Path(case_path).stem}_{engine}.png", engine=engine,
                               title=f"{Path(case_path).name}: {engine}, {case.mode}")
+        if case.mode != "analytic":
+            settling = attention_float(case, settling=True)["settling"]
+            settling_plot = plot_settling(settling, case.tol, np.asarray(result["steps"]),
+                          plots / f"{Path(case_path).stem}_{engine}_settling.png",
+                          engine=engine, title=f"{Path(case_path).name}: {case.mode}, "
+                                               f"dt = {case.dt:g}, {case.init} start")
 
     v_max = float(np.abs(case.v).max())
     out_err = float(np.abs(result["out"] - reference["out"]).max())
@@ -663,7 +669,38 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
             "steps_max": int(steps.max()), "not_converged": int(np.count_nonzero(steps < 0)),
             "cycles": None if "cycles" not in result else [int(c) for c in result["cycles"]],
             "mismatches": mismatches, "sim": result.get("sim"), "elapsed_s": elapsed,
-            "out": None if out is None else str(out), "plot": None if plot is None else str(plot)}
+            "out": None if out is None else str(out), "plot": None if plot is None else str(plot),
+            "settling_plot": None if settling_plot is None else str(settling_plot)}
+
+
+def plot_settling(settling, tol: float, engine_steps, path, engine: str = "engine",
+                  title=None) -> Path:
+    """One PNG, one panel per head: golden-float's settling curves (each oscillator's angle
+    to its fixed point x* against the Euler step, log scale) with tol, and a dot where
+    `engine` reported the oscillator converged (its steps; none where it did not)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settling = np.asarray(settling, float)
+    heads = settling.shape[1]
+    figure, axes = plt.subplots(1, heads, figsize=(6.5 * heads, 4.2), squeeze=False)
+    steps = np.arange(settling.shape[0])
+    floor = tol / 10
+    for head, ax in enumerate(axes[0]):
+        curves = np.maximum(settling[:, head], floor)      # log scale: exact 0 at the floor
+        ax.semilogy(steps, curves, linewidth=0.8, alpha=0.7)
+        ax.axhline(tol, color="black", linestyle="--", linewidth=1, label=f"tol = {tol:g}")
+        reported = np.asarray(engine_steps)[head]
+        done = reported >= 0
+        at = np.minimum(reported[done], settling.shape[0] - 1)
+        ax.plot(reported[done], curves[at, np.flatnonzero(done)], "k.", markersize=4,
+                label=f"{engine}: converged at step")
+        ax.set_title(f"head {head}: angle to x* (golden-float)", fontsize=10)
+        ax.set_xlabel("Euler step")
+        ax.set_ylabel("angle (rad)")
+        ax.legend(fontsize=8)
+    return _save_figure(plt, figure, path, title)
 
 
 def plot_attention(attn, reference, path, engine: str = "engine", title=None) -> Path:
@@ -698,4 +735,4 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None) ->
 
 __all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
             "attention_example_arrays", "attention_rtl_capacity", "attention_rtl_mismatches",
-            "plot_attention"]
+            "plot_attention", "plot_settling"]

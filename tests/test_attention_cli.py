@@ -83,6 +83,22 @@ def test_golden_float_ode_on_the_sphere(tmp_path, capsys):
     assert 0 < report["max_attn_err"] < 1e-5
 
 
+def test_ode_plots_settling_curves_beside_the_heatmaps(tmp_path, capsys):
+    case = write_case(tmp_path / "case.npz", shape=(2, 5, 4, 2), mode="ode-pairwise", dt=1.0,
+                      tol=6e-5, max_steps=400)
+    plots = tmp_path / "plots"
+    code, report, _ = run(capsys, "--in", case, "--engine", "golden-fixed", "--out",
+                          tmp_path / "result.npz", "--plots", plots, "--json")
+    assert code == 0 and report["plot"] == str(plots / "case_golden-fixed.png")
+    assert report["settling_plot"] == str(plots / "case_golden-fixed_settling.png")
+    assert (plots / "case_golden-fixed_settling.png").read_bytes()[:8] == PNG
+    curves = attention_float(load_case(case), settling=True)["settling"]
+    steps = attention_float(load_case(case))["steps"]
+    assert curves.shape == (steps.max() + 1, 2, 5)
+    settled = curves[steps, np.arange(2)[:, None], np.arange(5)[None, :]]
+    assert (settled < 6e-5).all() and (curves[0] >= 0).all()    # each ends within tol
+
+
 def test_golden_fixed_writes_the_integers_and_scales(tmp_path, capsys):
     case = write_case(tmp_path / "case.npz", shape=(2, 6, 8, 2), p=4)
     out = tmp_path / "result.npz"
