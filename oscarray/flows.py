@@ -469,14 +469,9 @@ def _attention_golden_fixed(case, **options) -> dict:
 
 
 def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
-    """The RTL head runs the analytic and ode-drive modes (ode-pairwise not yet); then
-    hdl.attention.check_case: the fixed-point refusals, the build's capacity, the score
-    shift register."""
+    """hdl.attention.check_case for a head built with every mode: the fixed-point refusals,
+    the build's capacity, the score shift register."""
     from .hdl.attention import MODES, check_case
-    if case.mode not in MODES:
-        raise ValueError(f"mode: {case.mode!r}: the RTL head does {' and '.join(MODES)} so "
-                         f"far; run {case.mode} with --engine golden-fixed (the same "
-                         f"arithmetic on the array engine's model) or golden-float")
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
     check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES)
 

@@ -245,10 +245,6 @@ def nan_entry(case):
     case["q"][0, 1, 2] = np.nan
 
 
-def pairwise_mode(case):
-    case["mode"] = np.array("ode-pairwise")
-
-
 def sphere(case):
     case["anchors"] = np.concatenate([case["anchors"], case["anchors"][..., :1]], axis=-1)
 
@@ -260,8 +256,6 @@ def huge_scores(case):
 REFUSALS = {
     "bad-shape": ("golden-float", bad_shape, [], "k: must have the shape of q"),
     "nan": ("golden-fixed", nan_entry, [], "q: contains NaN or inf"),
-    "pairwise-with-rtl": ("rtl", pairwise_mode, [],
-                          "the RTL head does analytic and ode-drive so far"),
     "d_osc-fixed": ("golden-fixed", sphere, [], "d_osc = 3 is not yet in fixed point"),
     "d_osc-rtl": ("rtl", sphere, [], "d_osc = 3 is not yet in fixed point"),
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
