@@ -1,4 +1,4 @@
-"""Paper A's oscillator attention head (d_osc = 2, relu_eps) in hardware: the "analytic" mode.
+"""Paper A's oscillator attention head (d_osc = 2, relu_eps) in hardware, in its three modes.
 
 The arithmetic is specified bit for bit by `oscarray.golden.attention_fixed` (read its module
 docstring: the steps below carry its numbers); this module builds it for one head at a time.
@@ -39,6 +39,21 @@ a later version can overlap with the next row.
 
 Right shifts of W's rounding are clamped (`shift_round`): F - e_w has no upper bound (F grows
 as q and k shrink), and R(m, s) = 0 for every s >= 63 (m < 2**62), as golden `_shift` does.
+
+The ODE modes (built with `modes`; the `mode` register picks one per run) replace NORMALIZE
+and VECTOR by the array engine (`ArrayEngine`, 1 lane) inside the head, in three passes:
+    A  for every row: SCORES, EXPONENT, WEIGHTS, s_i = sum_j W_ij and its reciprocal (the
+       RECIP unit); ode-drive: hn_i = R(h_i r_i, 32 + L_i) and the run's drive shift k
+       (golden `drive_shift`); ode-pairwise: W kept, the row's coupling exponent e_i.
+    run  ode-drive: hn << k into the engine's drive memory; ode-pairwise: kn_ij =
+       R(W_ij r_i, 32 + L_i - e) (e = min_i e_i) into its k at (i, T + j), anchors pinned at
+       T + j, the sum shift t from the largest row sum; t and s = s_ref + (k, or e + t' - t)
+       into its registers; the Euler steps; theta_i = R(acc_i, A - P) of its final
+       accumulators. "warm": one run per token (1 oscillator, or 1 + T), each from the last
+       token's final state, interleaved with pass A (drive) or after it (pairwise).
+    C  for every row: ROTATE by that theta_i, READOUT, RECIP, ATTN, OUT, EMIT (the header's
+       steps and converged from the row's run).
+Clocks: `ode_cycles`, given each run's Euler steps (checked clock for clock against the RTL).
 """
 
 from __future__ import annotations
@@ -52,8 +67,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.array_fixed import COUPLING_BITS, ArrayFixedConfig
-from ..golden.attention import RELU_EPS, AttentionCase
+from ..golden.array_fixed import CONVERGE_STEPS, COUPLING_BITS, ArrayFixedConfig
+from ..golden.attention import NOT_CONVERGED, RELU_EPS, AttentionCase, validate_case
 from ..golden.attention_fixed import (
     DATA_BITS,
     DEFAULT_CONFIG,
@@ -101,6 +116,7 @@ __all__ = [
     "head_writes",
     "load_layout",
     "ode_cycles",
+    "ode_engine_runs",
     "output_layout",
     "relu_eps_int",
     "row_items",
@@ -665,6 +681,25 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
         else:
             total += tokens * (3 + m + 3)                           # every row
     return total
+
+
+def ode_engine_runs(case, result, head: int) -> list[tuple[int, int]]:
+    """`ode_cycles`' runs of one head of an ODE case (an AttentionCase or a case dict): (m,
+    steps) of each engine run, from a result with steps and h_int (golden-fixed's or the
+    RTL's): one run per head (every non-zero row reports its steps) or one per token
+    ("warm"); a zero drive's run takes CONVERGE_STEPS calm steps; NOT_CONVERGED ran
+    max_steps. m: the oscillators, with ode-pairwise's T pinned anchors."""
+    if not isinstance(case, AttentionCase):
+        case = validate_case(case)
+    zero = (np.asarray(result["h_int"][head]) == 0).all(-1)
+    steps = np.asarray(result["steps"][head])
+    ran = np.where(steps == NOT_CONVERGED, int(case.max_steps),
+                   np.where(zero, CONVERGE_STEPS, steps))
+    anchors = zero.size if case.mode == "ode-pairwise" else 0
+    if case.init == "warm":
+        return [(1 + anchors, int(n)) for n in ran]
+    return [(zero.size + anchors,
+             int(ran[~zero].max()) if (~zero).any() else CONVERGE_STEPS)]
 
 
 # ---------------------------------------------------------------------------------------------

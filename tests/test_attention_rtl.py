@@ -44,6 +44,7 @@ from oscarray.hdl.attention import (
     decode_items,
     head_writes,
     ode_cycles,
+    ode_engine_runs,
     relu_eps_int,
     row_items,
 )
@@ -522,25 +523,11 @@ def ode_case(shape, seed, causal, init="random", p=2, mode="ode-drive"):
                 **dict(ODE, tol=tol), init=np.array(init), mode=np.array(mode))
 
 
-def engine_runs(case, gold, head):
-    """(m, steps) of each engine run of a head, from golden-fixed's report: one run per head
-    (every non-zero row reports its steps) or one per token ("warm"); a zero drive's run
-    takes CONVERGE_STEPS calm steps; NOT_CONVERGED ran max_steps. m: the oscillators, with
-    ode-pairwise's T pinned anchors."""
-    zero = (gold["h_int"][head] == 0).all(-1)
-    ran = np.where(gold["steps"][head] == NOT_CONVERGED, int(case["max_steps"]),
-                   np.where(zero, CONVERGE_STEPS, gold["steps"][head]))
-    anchors = zero.size if str(case["mode"]) == "ode-pairwise" else 0
-    if str(case["init"]) == "warm":
-        return [(1 + anchors, int(steps)) for steps in ran]
-    return [(zero.size + anchors,
-             int(ran[~zero].max()) if (~zero).any() else CONVERGE_STEPS)]
-
-
 def ode_clocks(case, gold, head, arch="pipelined"):
     T, d_h = case["q"].shape[1:]
     return ode_cycles(T, d_h, bool(case["causal"]), str(case["mode"]),
-                      engine_runs(case, gold, head), str(case["init"]) == "warm", CONFIG, arch)
+                      ode_engine_runs(case, gold, head), str(case["init"]) == "warm", CONFIG,
+                      arch)
 
 
 def assert_ode_bit_exact(rtl: dict, gold: dict, head: int, name=""):
@@ -620,10 +607,15 @@ def ode_verilator_cases():
     return cases
 
 
+# One test per mode (the pairwise cases are 95 % of the 11 million clocks: T + T engine
+# oscillators, 4 T^2 clocks a step with one lane): pytest-xdist runs them side by side on
+# one shared build.
 @pytest.mark.slow
-def test_ode_bit_exact_on_verilator(attention_build_root):
+@pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
+def test_ode_bit_exact_on_verilator(attention_build_root, mode):
     from oscarray.sim.attention import run_attention_rtl_batch
-    cases = ode_verilator_cases()
+    cases = {name: case for name, case in ode_verilator_cases().items()
+             if name.startswith(mode + "-")}
     names = list(cases)
     results = run_attention_rtl_batch([cases[k] for k in names], CONFIG,
                                       build_root=attention_build_root, modes=ODE_MODES,
@@ -637,5 +629,5 @@ def test_ode_bit_exact_on_verilator(attention_build_root):
             np.testing.assert_array_equal(rtl[key], gold[key], err_msg=f"{name}: {key}")
         for head in range(case["q"].shape[0]):
             assert rtl["cycles"][head] == ode_clocks(case, gold, head), name
-    for mode in ("ode-drive", "ode-pairwise"):     # the stop at max_steps is exercised
-        assert not attention_fixed(cases[f"{mode}-max-steps"])["converged"].any()
+    # the stop at max_steps is exercised
+    assert not attention_fixed(cases[f"{mode}-max-steps"])["converged"].any()
