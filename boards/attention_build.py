@@ -5,7 +5,9 @@ port, so one bitstream serves every case up to its capacity) and runs `boards.bu
 it; the result is build()'s dict plus the head's parameters. `netlist_usage` reads what Yosys
 made of a build (also one that did not fit, where nextpnr gives no figures).
 
-    python -m oscarray.boards.attention_build ulx3s-85f 9 32 pipelined
+    python -m oscarray.boards.attention_build ulx3s-85f 9 32 pipelined [build_dir] [ode]
+
+(`ode`: the head with every mode of hdl/attention.MODES, its array engine included.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..golden.attention_fixed import DEFAULT_CONFIG
-from ..hdl.attention import AttentionHead
+from ..hdl.attention import MODES, AttentionHead, check_modes
 from .build import _netlist_usage, build, get_board, parse_yosys_stat
 
 __all__ = ["build_attention_head", "head_build_name", "netlist_usage", "TARGET_MHZ", "ROUTER"]
@@ -30,9 +32,12 @@ TARGET_MHZ = {"ice40": 20.0, "ecp5": 40.0}
 ROUTER = {"ecp5": "router2"}
 
 
-def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str) -> str:
-    """The build's name (and folder under build_dir/board/)."""
-    return f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
+def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str,
+                    modes=("analytic",)) -> str:
+    """The build's name (and folder under build_dir/board/); the ODE modes built are named
+    (`_drive`, `_pairwise`)."""
+    ode = [mode.removeprefix("ode-") for mode in check_modes(modes)[1:]]
+    return f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}" + "".join(f"_{m}" for m in ode)
 
 
 def netlist_usage(board: str, build_dir, name: str) -> dict | None:
@@ -49,23 +54,26 @@ def netlist_usage(board: str, build_dir, name: str) -> dict | None:
 def build_attention_head(board: str, max_tokens: int, max_d_h: int,
                          cordic_arch: str = "pipelined", build_dir="build/boards",
                          progress=None, *, target_mhz: float | None = None,
-                         seed: int = 1) -> dict:
-    """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs for `board`.
+                         seed: int = 1, modes=("analytic",)) -> dict:
+    """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs and the
+    `modes` (hdl/attention.MODES; "analytic" always) for `board`.
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
-    max_d_h, cordic_arch and name. Parameter errors (AttentionHeadError, TypeError,
+    max_d_h, cordic_arch, modes and name. Parameter errors (AttentionHeadError, TypeError,
     UnknownBoard) come before any tool runs; a head too big for the device raises
     `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
     spec = get_board(board)
     # The head refuses a capacity or an architecture it cannot build here, before any tool.
     head = AttentionHead(DEFAULT_CONFIG, max_tokens=max_tokens, max_d_h=max_d_h,
-                         cordic_arch=cordic_arch)
+                         cordic_arch=cordic_arch, modes=modes)
+    modes = check_modes(modes)
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
-    name = head_build_name(max_tokens, max_d_h, cordic_arch)
+    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes)
     result = build(lambda: head, board, build_dir=Path(build_dir), target_mhz=target,
                    name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
-    result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch, name=name)
+    result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch,
+                  modes=list(modes), name=name)
     return result
 
 
@@ -73,8 +81,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     board, tokens, d_h, arch = argv[:4]
     build_dir = argv[4] if len(argv) > 4 else "build/boards"
+    modes = MODES if argv[5:6] == ["ode"] else ("analytic",)
     result = build_attention_head(board, int(tokens), int(d_h), arch, build_dir,
-                                  progress=lambda message: print(message, flush=True))
+                                  progress=lambda message: print(message, flush=True),
+                                  modes=modes)
     print(json.dumps(result, default=str, indent=1))
 
 

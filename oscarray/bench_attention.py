@@ -1,32 +1,43 @@
 """`oscarray bench attention`: paper A's attention head on UP5K and ECP5-85F against NumPy.
 
 Per shape (the `oscarray attention --example` cases: golden/attention.SHAPES, causal, relu_eps,
-p = 1, analytic; seed 0 unless told) and device, one row of mechanism "oscillator-analytic":
+p = 1, random start; seed 0 unless told) and device, one row per mechanism (MECHANISMS):
+"oscillator-analytic" runs the example case, "oscillator-ode-drive" and
+"oscillator-ode-pairwise" the same case with its mode set to ode-drive or ode-pairwise and
+every other entry at golden/attention.DEFAULTS (dt 1, tol 6e-5, max_steps 4000, init
+random). Each row has:
 
 * a real build of `AttentionHead` sized for the shape (max_tokens = T, max_d_h = d_h) with the
-  device's CORDIC architecture (`DEVICE_BUILDS`): lut, ff, dsp, bram, fmax_mhz;
-* the example case run on the same head in a cycle-accurate simulation (cocotb, Verilator
-  unless told): the clocks of each head from the head's `cycles` port, which must equal
-  `cycles_per_head` (else `SimulationFailed`); `cycles` per inference is all heads one after
-  another on one head engine (the `load` writes before each head are not counted:
-  `load_words` says how many there are); `us` = cycles / Fmax;
-* the RTL's integers against golden-fixed (`bit_exact`, `mismatches`) and its attention
-  against the float model (`max_attn_err` = max |attn - attn_float|);
+  device's CORDIC architecture (`DEVICE_BUILDS`): lut, ff, dsp, bram, fmax_mhz. The analytic
+  row's head has the analytic mode only (`HEAD_MODES`); the two ODE rows share one build of
+  the head with every mode (its array engine: 2 T oscillators), `modes_built` and `build`
+  name it;
+* the row's case run on a head with the same modes in a cycle-accurate simulation (cocotb,
+  Verilator unless told): the clocks of each head from the head's `cycles` port
+  (`cycles_measured`), which must equal the model (`cycles_model`: `cycles_per_head`, or for
+  the ODE modes `ode_cycles` of the engine runs the RTL reports, `ode_engine_runs`; else
+  `SimulationFailed`); `cycles` per inference is all heads one after another on one head
+  engine (the `load` writes before each head are not counted: `load_words` says how many
+  there are); `us` = cycles / Fmax; the ODE rows add `euler_steps` (the longest engine run's
+  Euler steps over the heads), `converged` (every oscillator within tol) and `engine_runs`
+  ((m, steps) of each run, per head);
+* the RTL's integers against golden-fixed (`bit_exact`, `mismatches`: every
+  flows.ATTENTION_RTL_INTEGERS, steps and converged included) and its attention against the
+  float model's analytic attention, the accuracy target's reference, on every row
+  (`max_attn_err` = max |attn - attn_float|);
 * `numpy_us`: golden/attention.py `attention_float` (float64, analytic, every head) on the
-  same case on this machine, the best of several calls in the same run; `ratio` = us / numpy_us
-  (below 1: the head is faster).
+  shape's case on this machine, the best of several calls in the same run; the same figure
+  on every row of the shape, the ODE rows too (the reference, not an ODE in NumPy);
+  `ratio` = us / numpy_us (below 1: the head is faster).
 
 What gets no row, and why, is in the result, never a made-up figure:
 
 * `refused`: a shape the head cannot run (tinystories: d_osc = 8 is not in fixed point), with
-  the golden model's or the head's message. If every asked shape is refused, nothing runs
-  (ValueError).
-* `not_benched`: the ODE mechanisms ("oscillator-ode-drive", "oscillator-ode-pairwise"), each
-  with whether the RTL builds it (hdl/attention.py MODES; golden-fixed specifies both) and why
-  it has no row: not in RTL, or in RTL (both since 2026-11-23) but not in this bench yet (the
-  head with the array engine is a different build, and its clocks depend on the Euler
-  steps).
-* A head too big for a device still gets its row (simulation, accuracy and NumPy figures are
+  the golden model's or the head's message; or one mechanism of a shape (`mechanism` named).
+  If every asked shape is refused, nothing runs (ValueError).
+* `not_benched`: a mechanism whose mode the RTL does not build (hdl/attention.py MODES),
+  with the reason (none since 2026-11-23).
+* A head too big for a device still gets its rows (simulation, accuracy and NumPy figures are
   the device's CORDIC architecture's), with `fits` False, `does_not_fit` (the build's
   message), `netlist` (Yosys's pre-placement estimate, lower bounds) and `capacity` (the
   device's), and lut, ff, dsp, bram, fmax_mhz, us and ratio None.
@@ -41,37 +52,34 @@ import numpy as np
 from . import flows
 from .bench_common import best_seconds, check_names, header
 
-__all__ = ["DEVICE_BUILDS", "MECHANISMS", "NUMPY_FUNCTION", "ATTENTION_BENCH_COLUMNS",
-           "not_benched", "example_case", "refusal", "numpy_reference", "measure_rtl",
-           "bench_row", "bench_attention"]
+__all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
+           "ATTENTION_BENCH_COLUMNS", "not_benched", "example_case", "mechanism_case",
+           "refusal", "numpy_reference", "cycles_model", "measure_rtl", "bench_row",
+           "bench_attention"]
 
-# The mechanisms of paper A's head: the analytic fixed point (in RTL) and the two ODE settlings.
+# The mechanisms of paper A's head: the analytic fixed point and the two ODE settlings.
 MECHANISMS = {"oscillator-analytic": "analytic", "oscillator-ode-drive": "ode-drive",
               "oscillator-ode-pairwise": "ode-pairwise"}
-BENCHED = ("oscillator-analytic",)
+
+# The modes of the head each mode is built and simulated in: the analytic head alone, and one
+# head with every mode (one array engine) for both ODE modes.
+HEAD_MODES = {"analytic": ("analytic",), "ode-drive": ("analytic", "ode-drive", "ode-pairwise"),
+              "ode-pairwise": ("analytic", "ode-drive", "ode-pairwise")}
 
 
 def not_benched() -> list[dict]:
-    """The mechanisms without rows: mechanism, mode, in_rtl (the head builds the mode:
-    hdl/attention.py MODES) and the reason, worded from in_rtl."""
+    """The mechanisms without rows (their mode is not in hdl/attention.py MODES): mechanism,
+    mode, in_rtl (False) and the reason."""
     from .hdl.attention import MODES
-    rows = []
-    for mechanism, mode in MECHANISMS.items():
-        if mechanism in BENCHED:
-            continue
-        in_rtl = mode in MODES
-        reason = (f"mode {mode!r} is in RTL but not in this bench yet (a head built with "
-                  f"the array engine, and clocks that depend on the Euler steps); no row"
-                  if in_rtl else
-                  f"mode {mode!r} is not in RTL yet (golden-fixed specifies it: oscarray "
-                  f"attention --engine golden-fixed); no row")
-        rows.append({"mechanism": mechanism, "mode": mode, "in_rtl": in_rtl, "reason": reason})
-    return rows
+    return [{"mechanism": mechanism, "mode": mode, "in_rtl": False,
+             "reason": f"mode {mode!r} is not in RTL yet (golden-fixed specifies it: oscarray "
+                       f"attention --engine golden-fixed); no row"}
+            for mechanism, mode in MECHANISMS.items() if mode not in MODES]
 
 
 # What each device builds: the board and the CORDIC architecture of the head's three CORDICs
-# (vector, rotate, divide; each used once a row). UP5K: the iterative CORDICs, the smaller
-# head (the pipelined one needs about twice the device's logic cells).
+# (vector, rotate, divide; each used once a row) and of its array engine. UP5K: the iterative
+# CORDICs, the smaller head (the pipelined one needs about twice the device's logic cells).
 DEVICE_BUILDS = {
     "up5k": {"board": "icebreaker", "cordic_arch": "iterative"},
     "ecp5-85f": {"board": "ulx3s-85f", "cordic_arch": "pipelined"},
@@ -87,12 +95,18 @@ def example_case(shape: str, seed: int = 0):
     return validate_case(flows.attention_example_arrays(shape, seed))
 
 
+def mechanism_case(case, mechanism: str):
+    """The example case with the mechanism's mode (the other entries as they are: the golden
+    DEFAULTS in an example case)."""
+    return dataclasses.replace(case, mode=MECHANISMS[mechanism])
+
+
 def refusal(case) -> str | None:
-    """Why a head sized for the case (max_tokens = T, max_d_h = d_h) cannot run it (the golden
-    fixed-point model's or the head's message), or None."""
+    """Why a head sized for the case (max_tokens = T, max_d_h = d_h; the case's HEAD_MODES)
+    cannot run it (the golden fixed-point model's or the head's message), or None."""
     from .hdl.attention import check_case
     try:
-        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h)
+        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h, modes=HEAD_MODES[case.mode])
     except ValueError as error:
         return str(error)
     return None
@@ -109,59 +123,81 @@ def numpy_reference(case, progress=None, *, repeats: int = 7, min_seconds: float
     return {"numpy_us": seconds * 1e6, "numpy_calls": calls, "numpy_fn": NUMPY_FUNCTION}
 
 
+def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None]:
+    """(the clock model of each head, the engine runs of each head or None): analytic
+    `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
+    (`result`: steps and h_int, the RTL's or golden-fixed's)."""
+    from .hdl.attention import cycles_per_head, ode_cycles, ode_engine_runs
+    if case.mode == "analytic":
+        return [cycles_per_head(case.tokens, case.d_h, case.causal,
+                                cordic_arch=cordic_arch)] * case.heads, None
+    runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
+    return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,
+                       case.init == "warm", cordic_arch=cordic_arch)
+            for head_runs in runs], runs
+
+
 def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=None,
                 reference=None) -> dict:
-    """The case on the head RTL (capacity T, d_h; `cordic_arch` CORDICs) in a cycle-accurate
-    simulation: cycles_measured (per head, the `cycles` port), cycles (their sum),
-    cycles_per_head (the model, which each head must match: else SimulationFailed),
-    bit_exact and mismatches (versus golden-fixed), max_attn_err and max_out_err_rel (versus
-    `reference`, the float model's analytic result, computed if not given), load_words, sim."""
+    """The case on the head RTL (capacity T, d_h; `cordic_arch` CORDICs; HEAD_MODES of the
+    case's mode) in a cycle-accurate simulation: cycles_measured (per head, the `cycles`
+    port), cycles (their sum), cycles_model (per head, which each head must match: else
+    SimulationFailed) and cycles_per_head (the model's one figure when every head takes the
+    same, else the list), bit_exact and mismatches (versus golden-fixed), max_attn_err and
+    max_out_err_rel (versus `reference`, the float model's analytic result, computed if not
+    given), load_words, sim; the ODE modes' euler_steps, converged and engine_runs (else
+    None)."""
     from .golden.attention import attention_float
-    from .hdl.attention import cycles_per_head, head_writes
+    from .hdl.attention import head_writes
     from .sim.runner import SimulationFailed
 
-    if case.mode != "analytic":
-        raise ValueError(f"mode {case.mode!r}: the head RTL runs the analytic mode only")
-    tokens, d_h = case.tokens, case.d_h
+    tokens, d_h, modes = case.tokens, case.d_h, HEAD_MODES[case.mode]
     rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                          build_root=build_root, progress=progress,
                                          cordic_arch=cordic_arch)
     measured = [int(c) for c in rtl["cycles"]]
-    model = cycles_per_head(tokens, d_h, case.causal, cordic_arch=cordic_arch)
-    if any(c != model for c in measured):
+    model, runs = cycles_model(case, cordic_arch, rtl)
+    if measured != model:
         raise SimulationFailed(
-            f"the head's cycles port gave {measured} clocks per head, cycles_per_head("
-            f"T = {tokens}, d_h = {d_h}, causal = {case.causal}, {cordic_arch}) says {model}",
+            f"the head's cycles port gave {measured} clocks per head, the model (T = {tokens}, "
+            f"d_h = {d_h}, causal = {case.causal}, {case.mode}, {cordic_arch}"
+            + (f", engine runs {runs}" if runs else "") + f") says {model}",
             failed=[], log_path=None, result=None)
     mismatches = flows.attention_rtl_mismatches(case, rtl)
     if reference is None:
-        reference = attention_float(case)
+        reference = attention_float(dataclasses.replace(case, mode="analytic"))
     v_max = float(np.abs(case.v).max())
     out_err = float(np.abs(rtl["out"] - reference["out"]).max())
     load_words = sum(len(w) for w in head_writes(case, max_tokens=tokens, max_d_h=d_h,
-                                                  modes=("analytic",)))
-    return {"cycles_measured": measured, "cycles": sum(measured), "cycles_per_head": model,
+                                                  modes=modes))
+    ode = runs is not None
+    return {"cycles_measured": measured, "cycles": sum(measured), "cycles_model": model,
+            "cycles_per_head": model[0] if len(set(model)) == 1 else model,
             "bit_exact": mismatches == 0, "mismatches": mismatches,
             "max_attn_err": float(np.abs(rtl["attn"] - reference["attn"]).max()),
             "max_out_err_rel": out_err / v_max if v_max > 0 else out_err,
-            "load_words": load_words, "sim": rtl.get("sim")}
+            "load_words": load_words, "sim": rtl.get("sim"),
+            "euler_steps": max(n for r in runs for _, n in r) if ode else None,
+            "converged": bool(np.all(rtl["converged"])) if ode else None,
+            "engine_runs": runs}
 
 
 def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy: dict,
               built: dict | None = None, does_not_fit: dict | None = None) -> dict:
-    """One table row from a build (`built`, build()'s dict) or the reason it did not fit
-    (`does_not_fit`: message, netlist, capacity, target_mhz), the RTL's measurement
-    (`measure_rtl`) and the NumPy figures (`numpy_reference`)."""
+    """One table row of the case's mechanism from a build (`built`, build()'s dict) or the
+    reason it did not fit (`does_not_fit`: message, netlist, capacity, target_mhz, name),
+    the RTL's measurement (`measure_rtl`) and the NumPy figures (`numpy_reference`)."""
     from .golden.attention_fixed import ATTN_TARGET
     if (built is None) == (does_not_fit is None):
         raise ValueError("a row needs a build or the reason it did not fit, not both")
     from .boards.build import get_board
     board = DEVICE_BUILDS[device]["board"]
     row = {"shape": shape, "device": device, "board": board, "part": get_board(board).device,
-           "mechanism": "oscillator-analytic",
+           "mechanism": f"oscillator-{case.mode}",
            "heads": case.heads, "tokens": case.tokens, "d_h": case.d_h, "d_osc": case.d_osc,
            "causal": case.causal, "cordic_arch": cordic_arch, "max_tokens": case.tokens,
-           "max_d_h": case.d_h}
+           "max_d_h": case.d_h, "modes_built": list(HEAD_MODES[case.mode]),
+           "build": (built or does_not_fit).get("name")}
     if built is not None:
         us = rtl["cycles"] / built["fmax_mhz"]
         row.update(fits=True, does_not_fit=None, lut=built["lut"],
@@ -174,16 +210,16 @@ def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy:
                    netlist=does_not_fit.get("netlist"), capacity=does_not_fit.get("capacity"),
                    target_mhz=does_not_fit.get("target_mhz"), lut=None, ff=None, dsp=None,
                    bram=None, fmax_mhz=None, timing_met=None, us=None, ratio=None)
-    row.update(cycles=rtl["cycles"], cycles_per_head=rtl["cycles_per_head"],
-               cycles_measured=rtl["cycles_measured"], load_words=rtl["load_words"],
-               max_attn_err=rtl["max_attn_err"], attn_target=ATTN_TARGET,
-               max_out_err_rel=rtl["max_out_err_rel"], bit_exact=rtl["bit_exact"],
-               mismatches=rtl["mismatches"], sim=rtl["sim"], **numpy)
+    row.update({key: rtl[key] for key in (
+        "cycles", "cycles_per_head", "cycles_model", "cycles_measured", "load_words",
+        "max_attn_err", "max_out_err_rel", "bit_exact", "mismatches", "sim", "euler_steps",
+        "converged", "engine_runs")}, attn_target=ATTN_TARGET, **numpy)
     return row
 
 
 def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict | None]:
-    """(build()'s dict, None), or (None, why it does not fit)."""
+    """(build()'s dict, None), or (None, why it does not fit), for the head of the case's
+    HEAD_MODES."""
     from .boards.attention_build import (
         TARGET_MHZ,
         build_attention_head,
@@ -193,28 +229,29 @@ def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict |
     from .boards.build import DesignDoesNotFit, get_board
 
     spec = DEVICE_BUILDS[device]
-    arch = spec["cordic_arch"]
+    arch, modes = spec["cordic_arch"], HEAD_MODES[case.mode]
     try:
         return build_attention_head(spec["board"], case.tokens, case.d_h, arch, build_root,
-                                    progress), None
+                                    progress, modes=modes), None
     except DesignDoesNotFit as error:
         board = get_board(spec["board"])
+        name = head_build_name(case.tokens, case.d_h, arch, modes)
         flows._say(progress, f"{device}: {error}")
-        return None, {"message": str(error),
-                      "netlist": netlist_usage(spec["board"], build_root,
-                                               head_build_name(case.tokens, case.d_h, arch)),
+        return None, {"message": str(error), "name": name,
+                      "netlist": netlist_usage(spec["board"], build_root, name),
                       "capacity": dataclasses.asdict(board.capacity),
                       "target_mhz": TARGET_MHZ[board.family]}
 
 
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,
                     build_root="build/bench_attention", sim=None, progress=None) -> dict:
-    """Build, simulate and time the analytic head per shape and device (module docstring).
+    """Build, simulate and time the head per shape, device and mechanism (module docstring).
     Unknown shapes or devices, a negative seed, and every asked shape refused are ValueErrors
     before any work."""
     from pathlib import Path
 
     from .golden.attention import SHAPES, attention_float
+    from .hdl.attention import MODES
 
     shapes = list(check_names("shapes", shapes, SHAPES, "('kws', 'sva')"))
     devices = list(check_names("devices", devices, DEVICE_BUILDS, "('up5k', 'ecp5-85f')"))
@@ -225,8 +262,20 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     if not runnable:
         raise ValueError("no shape to bench: " + "; ".join(f"{r['shape']}: {r['reason']}"
                                                            for r in refused))
+    benched = {}                        # per runnable shape: the cases of its mechanisms
+    for shape in runnable:
+        benched[shape] = []
+        for mechanism, mode in MECHANISMS.items():
+            if mode not in MODES:
+                continue
+            case = mechanism_case(cases[shape], mechanism)
+            if mode != "analytic" and (reason := refusal(case)) is not None:
+                refused.append({"shape": shape, "mechanism": mechanism, "reason": reason})
+            else:
+                benched[shape].append(case)
     for r in refused:
-        flows._say(progress, f"{r['shape']}: refused, no row: {r['reason']}")
+        flows._say(progress, f"{r['shape']}" + (f" {r['mechanism']}" if "mechanism" in r
+                                                else "") + f": refused, no row: {r['reason']}")
     skipped = not_benched()
     for entry in skipped:
         flows._say(progress, f"{entry['mechanism']}: {entry['reason']}")
@@ -234,21 +283,27 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     root = Path(build_root)
     rows = []
     for shape in runnable:
-        case = cases[shape]
-        reference = attention_float(case)
-        numpy = numpy_reference(case, progress)
-        measured = {}                   # per CORDIC architecture: one simulation each
+        reference = attention_float(cases[shape])
+        numpy = numpy_reference(cases[shape], progress)
+        measured = {}                   # per (mode, CORDIC architecture): one simulation each
         for device in devices:
             arch = DEVICE_BUILDS[device]["cordic_arch"]
-            if arch not in measured:
-                flows._say(progress, f"{shape}: simulating the head ({arch} CORDICs)")
-                measured[arch] = measure_rtl(case, arch, sim=sim, build_root=root / "sim",
-                                             progress=progress, reference=reference)
-            flows._say(progress, f"{shape} on {device}: building the head, T = {case.tokens}, "
-                                 f"d_h = {case.d_h}, {arch} CORDICs")
-            built, no_fit = _build(device, case, root / "boards", progress)
-            rows.append(bench_row(shape, device, case, arch, measured[arch], numpy, built,
-                                  no_fit))
+            builds = {}                 # per head modes: one build each
+            for case in benched[shape]:
+                modes = HEAD_MODES[case.mode]
+                if (case.mode, arch) not in measured:
+                    flows._say(progress, f"{shape} {case.mode}: simulating the head ({arch} "
+                                         f"CORDICs, modes {', '.join(modes)})")
+                    measured[case.mode, arch] = measure_rtl(
+                        case, arch, sim=sim, build_root=root / "sim", progress=progress,
+                        reference=reference)
+                if modes not in builds:
+                    flows._say(progress, f"{shape} on {device}: building the head, T = "
+                                         f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
+                                         f"modes {', '.join(modes)}")
+                    builds[modes] = _build(device, case, root / "boards", progress)
+                rows.append(bench_row(shape, device, case, arch, measured[case.mode, arch],
+                                      numpy, *builds[modes]))
     return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
             "mechanisms": list(MECHANISMS), "rows": rows, "refused": refused,
             "not_benched": skipped}
@@ -260,5 +315,5 @@ ATTENTION_BENCH_COLUMNS = [
     ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"), ("fmax_mhz", "Fmax MHz"),
     ("cycles_per_head", "clocks/head"), ("cycles", "clocks"), ("us", "us"),
     ("numpy_us", "NumPy us"), ("ratio", "us/NumPy"), ("max_attn_err", "max attn err"),
-    ("bit_exact", "bit-exact"),
+    ("euler_steps", "Euler steps"), ("converged", "converged"), ("bit_exact", "bit-exact"),
 ]

@@ -110,16 +110,19 @@ def _add_attention(commands):
 
 
 BENCH_ATTENTION_EPILOG = """\
-One row per shape, device and mechanism: a build of the head sized for the shape (T, d_h;
-UP5K with iterative CORDICs, ECP5-85F pipelined), the shape's example case (oscarray
-attention --example SHAPE --seed S) on the same head in a cycle-accurate simulation (clocks
-per head from its cycles port, checked against cycles_per_head; bit-exact against
-golden-fixed; max |attn - golden-float analytic|), us per inference (all heads on one head
-engine) at Fmax, and NumPy float64 (golden attention_float, analytic) on this machine.
+One row per shape, device and mechanism (oscillator-analytic, oscillator-ode-drive,
+oscillator-ode-pairwise): a build of the head sized for the shape (T, d_h; UP5K with
+iterative CORDICs, ECP5-85F pipelined; the analytic head, and one head with every mode for
+both ODE rows), the shape's example case (oscarray attention --example SHAPE --seed S; the
+ODE rows with its mode set, the rest at the golden defaults) on a head with the same modes
+in a cycle-accurate simulation (clocks per head from its cycles port, checked against
+cycles_per_head or ode_cycles of the Euler steps; bit-exact against golden-fixed; max |attn
+- golden-float analytic|; the ODE rows' Euler steps and convergence), us per inference (all
+heads on one head engine) at Fmax, and NumPy float64 (golden attention_float, analytic: the
+reference on every row) on this machine.
 A shape the head cannot run (tinystories: d_osc 8) is refused with its reason and gets no
-row; the ODE mechanisms get no rows (not in RTL, or not in this bench yet: each is named
-with its reason); a head too big for a device gets a row with fits false, the reason and
-Yosys's estimate, and no area, Fmax or us.
+row; a head too big for a device gets its rows with fits false, the reason and Yosys's
+estimate, and no area, Fmax or us.
 Exit codes: 0 done; 1 the RTL differs from golden-fixed, a simulation or a build failed;
   2 a bad argument, or every asked shape refused.
 """
@@ -129,7 +132,7 @@ def _add_bench_attention(bench_designs):
     from .bench_attention import DEVICE_BUILDS
     from .golden.attention import SHAPES
     bench = bench_designs.add_parser(
-        "attention", help="the attention head (analytic) versus NumPy",
+        "attention", help="the attention head (analytic and ODE modes) versus NumPy",
         epilog=BENCH_ATTENTION_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--shape", nargs="+", choices=list(SHAPES), default=list(SHAPES),
                        help="the example cases to run (default: all; tinystories is refused)")
@@ -328,7 +331,7 @@ def _run(args) -> int:
         from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention
         result = bench_attention(args.shape, args.device, seed=args.seed,
                                  build_root=args.build_dir, sim=args.sim, progress=progress)
-        _bench_report(result, args, "attention head (paper A, analytic) versus NumPy float64",
+        _bench_report(result, args, "attention head (paper A) versus NumPy float64",
                       ATTENTION_BENCH_COLUMNS, _attention_bench_notes(result))
         return 0 if all(row["bit_exact"] for row in result["rows"]) else 1
 
@@ -362,25 +365,36 @@ def _bench_report(result: dict, args, title: str, columns, notes=()):
 
 
 def _attention_bench_notes(result: dict) -> list[str]:
-    """What `bench attention` could not put in its table: heads too big for a device,
-    RTL not bit-exact, refused shapes, mechanisms without rows."""
-    notes = []
+    """What `bench attention` could not put in its table: heads too big for a device (once
+    per build), RTL not bit-exact, oscillators that did not converge, refused shapes,
+    mechanisms without rows; what the NumPy column is."""
+    notes, said = [], set()
     for row in result["rows"]:
         where = f"{row['shape']} on {row['device']}"
-        if not row["fits"]:
+        built = row.get("modes_built") or ["analytic"]
+        if not row["fits"] and (row["shape"], row["device"], tuple(built)) not in said:
+            said.add((row["shape"], row["device"], tuple(built)))
             usage = row.get("netlist") or {}
             capacity = row.get("capacity") or {}
             needs = ", ".join(f"{key} {usage[key]}/{capacity.get(key, '?')}"
                               for key in ("lut", "ff", "dsp", "bram") if key in usage)
-            notes.append(f"{where} ({row['cordic_arch']} CORDICs): does not fit, no area, "
-                         f"Fmax or us" + (f"; Yosys's netlist (lower bounds) / the device: "
-                                          f"{needs}" if needs else "")
-                         + f" ({row['does_not_fit']})")
+            notes.append(f"{where}, head with {'+'.join(built)} ({row['cordic_arch']} "
+                         f"CORDICs): does not fit, no area, Fmax or us"
+                         + (f"; Yosys's netlist (lower bounds) / the device: {needs}"
+                            if needs else "") + f" ({row['does_not_fit']})")
         if not row["bit_exact"]:
-            notes.append(f"{where}: the RTL differs from golden-fixed in "
+            notes.append(f"{where} {row['mechanism']}: the RTL differs from golden-fixed in "
                          f"{row['mismatches']} integer(s)")
+        if row.get("converged") is False:
+            notes.append(f"{where} {row['mechanism']}: some oscillators did not converge "
+                         f"within max_steps")
+    if any(row.get("euler_steps") is not None for row in result["rows"]):
+        notes.append("NumPy us: the float model's analytic attention on every row, the ODE "
+                     "rows too (the reference; max attn err is against it as well)")
     for refused in result["refused"]:
-        notes.append(f"{refused['shape']}: refused, no row: {refused['reason']}")
+        what = refused["shape"] + (f" {refused['mechanism']}" if "mechanism" in refused
+                                   else "")
+        notes.append(f"{what}: refused, no row: {refused['reason']}")
     for missing in result["not_benched"]:
         notes.append(f"{missing['mechanism']}: {missing['reason']}")
     return notes

@@ -1,14 +1,21 @@
-"""`oscarray bench attention`: the example cases and refusals, the row arithmetic, the RTL
-measurement's checks (cycles against the model, bit-exact against golden-fixed) with the
-simulation replaced by golden-fixed, the command line's output and errors without any build;
-and one real run (sva on UP5K: a build and a Verilator simulation, slow)."""
+"""`oscarray bench attention`: the example cases and refusals, the row arithmetic (analytic
+and ODE rows), the RTL measurement's checks (cycles against the model, ode_cycles of the Euler
+steps for the ODE modes, bit-exact against golden-fixed) with the simulation replaced by
+golden-fixed, the command line's output and errors without any build; and one real run (sva
+on UP5K: the builds and Verilator simulations of every mechanism, slow)."""
 
 import json
 
 import numpy as np
 import pytest
 from oscarray.golden.attention import random_case, validate_case
-from oscarray.hdl.attention import MODES, REGISTERS, cycles_per_head
+from oscarray.hdl.attention import (
+    MODES,
+    REGISTERS,
+    cycles_per_head,
+    ode_cycles,
+    ode_engine_runs,
+)
 from oscarray.sim.runner import SimulationFailed
 
 from oscarray import bench_attention as bench
@@ -17,17 +24,21 @@ from oscarray.cli import main
 
 ROW_FIELDS = {"shape", "device", "board", "mechanism", "lut", "ff", "dsp", "bram", "fmax_mhz",
               "cycles", "cycles_per_head", "us", "max_attn_err", "bit_exact", "numpy_us",
-              "ratio", "fits", "does_not_fit", "cordic_arch"}
+              "ratio", "fits", "does_not_fit", "cordic_arch", "cycles_model", "euler_steps",
+              "converged", "engine_runs", "modes_built", "build"}
 BUILT = {"device": "LFE5U-85F", "lut": 20000, "ff": 9000, "dsp": 16, "bram": 3,
          "fmax_mhz": 50.0, "target_mhz": 100.0, "timing_met": False, "seconds": 1.0}
 NUMPY = {"numpy_us": 40.0, "numpy_calls": 9, "numpy_fn": bench.NUMPY_FUNCTION}
 
 
-def rtl_figures(cycles=4590, heads=1, bit_exact=True):
+def rtl_figures(cycles=4590, heads=1, bit_exact=True, steps=None):
+    """measure_rtl's figures; `steps`: an ODE mode's Euler steps (one run per head)."""
     return {"cycles_measured": [cycles] * heads, "cycles": cycles * heads,
-            "cycles_per_head": cycles, "bit_exact": bit_exact,
-            "mismatches": 0 if bit_exact else 3, "max_attn_err": 1.5e-5,
-            "max_out_err_rel": 3e-5, "load_words": 879, "sim": "verilator"}
+            "cycles_model": [cycles] * heads, "cycles_per_head": cycles,
+            "bit_exact": bit_exact, "mismatches": 0 if bit_exact else 3, "max_attn_err": 1.5e-5,
+            "max_out_err_rel": 3e-5, "load_words": 879, "sim": "verilator",
+            "euler_steps": steps, "converged": None if steps is None else True,
+            "engine_runs": None if steps is None else [[(98, steps)]] * heads}
 
 
 def test_example_cases_are_the_commands_examples(tmp_path):
@@ -67,7 +78,23 @@ def test_row_of_a_build():
     assert row["us"] == pytest.approx(2 * 52626 / 50.0)            # clocks / MHz
     assert row["ratio"] == pytest.approx(row["us"] / 40.0)
     assert row["lut"] == 20000 and row["timing_met"] is False and row["does_not_fit"] is None
+    assert row["modes_built"] == ["analytic"] and row["euler_steps"] is None
+    assert row["converged"] is None and row["engine_runs"] is None
 
+
+@pytest.mark.parametrize("mechanism", ["oscillator-ode-drive", "oscillator-ode-pairwise"])
+def test_row_of_an_ode_build(mechanism):
+    case = bench.mechanism_case(bench.example_case("kws"), mechanism)
+    assert case.mode == mechanism.removeprefix("oscillator-")
+    assert (case.dt, case.tol, case.max_steps, case.init) == (1.0, 6e-5, 4000, "random")
+    row = bench.bench_row("kws", "ecp5-85f", case, "pipelined", rtl_figures(600000, 2, steps=99),
+                          NUMPY, built=dict(BUILT, name="attention_t49_d16_pipelined_drive_pairwise"))
+    assert ROW_FIELDS <= row.keys() and row["mechanism"] == mechanism
+    assert row["modes_built"] == list(MODES) and row["build"].endswith("_drive_pairwise")
+    assert row["us"] == pytest.approx(2 * 600000 / 50.0)
+    assert row["numpy_us"] == 40.0          # the analytic NumPy figure: the reference
+    assert row["euler_steps"] == 99 and row["converged"] is True
+    assert row["engine_runs"] == [[(98, 99)]] * 2
 
 def test_row_of_a_head_that_does_not_fit():
     case = bench.example_case("sva")
@@ -102,9 +129,16 @@ def fake_rtl(cycles=None, flip=False):
     def engine(case, max_tokens, max_d_h, cordic_arch, **options):
         assert (max_tokens, max_d_h) == (case.tokens, case.d_h)      # sized for the shape
         result = flows.ATTENTION_ENGINES["golden-fixed"](case)
-        per_head = cycles or cycles_per_head(case.tokens, case.d_h, case.causal,
-                                             cordic_arch=cordic_arch)
-        result["cycles"] = np.full(case.heads, per_head)
+        if cycles is not None:
+            per_head = [cycles] * case.heads
+        elif case.mode == "analytic":
+            per_head = [cycles_per_head(case.tokens, case.d_h, case.causal,
+                                        cordic_arch=cordic_arch)] * case.heads
+        else:
+            per_head = [ode_cycles(case.tokens, case.d_h, case.causal, case.mode,
+                                   ode_engine_runs(case, result, h), cordic_arch=cordic_arch)
+                        for h in range(case.heads)]
+        result["cycles"] = np.array(per_head)
         if flip:
             result["attn_int"] = result["attn_int"].copy()
             result["attn_int"][0, 0, 0] += 1
@@ -128,8 +162,34 @@ def test_measure_rtl_checks_cycles_and_bits(monkeypatch):
     assert got["bit_exact"] is False and got["mismatches"] == 1
 
     monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl(cycles=model + 1))
-    with pytest.raises(SimulationFailed, match=f"says {model}"):
+    with pytest.raises(SimulationFailed, match=rf"says \[{model}, {model}\]"):
         bench.measure_rtl(case, "iterative")
+
+
+@pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
+def test_measure_rtl_of_an_ode_mode(monkeypatch, mode):
+    from oscarray.golden.attention import attention_float
+    from oscarray.golden.attention_fixed import attention_fixed
+    analytic = small_case()
+    case = bench.mechanism_case(analytic, f"oscillator-{mode}")
+    gold = attention_fixed(case)
+    runs = [ode_engine_runs(case, gold, h) for h in range(2)]
+    model = [ode_cycles(5, 4, True, mode, r, cordic_arch="pipelined") for r in runs]
+    assert len(set(model)) == 2                    # the heads ran different Euler steps
+    monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl())
+    got = bench.measure_rtl(case, "pipelined")
+    assert got["cycles_measured"] == got["cycles_model"] == got["cycles_per_head"] == model
+    assert got["cycles"] == sum(model) and got["bit_exact"] and got["engine_runs"] == runs
+    assert got["euler_steps"] == max(steps for r in runs for _, steps in r) > 0
+    assert got["converged"] is True and got["euler_steps"] == gold["steps"].max()
+    # Against the float model's analytic attention (the reference), not its ODE.
+    reference = attention_float(analytic)
+    assert got["max_attn_err"] == np.abs(gold["attn"] - reference["attn"]).max()
+    assert got["load_words"] > 2 * (3 * 5 * 4 + 5 + len(REGISTERS))   # the engine's writes
+
+    monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl(cycles=model[0]))
+    with pytest.raises(SimulationFailed, match="engine runs"):
+        bench.measure_rtl(case, "pipelined")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +199,8 @@ def fake_bench(monkeypatch, *, bit_exact=True):
     """bench_attention with measure_rtl and the build replaced: UP5K does not fit."""
     def measure(case, arch, **options):
         model = cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=arch)
-        return rtl_figures(model, case.heads, bit_exact)
+        return rtl_figures(model, case.heads, bit_exact,
+                           steps=None if case.mode == "analytic" else 40)
 
     def build(device, case, build_root, progress):
         if device == "up5k":
@@ -160,21 +221,39 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     assert code == 0
     text = printed.out
     assert "attention head" in text and "Fmax MHz" in text and "us/NumPy" in text
-    assert "sva on up5k (iterative CORDICs): does not fit" in text and "dsp 29/8" in text
+    assert "sva on up5k, head with analytic (iterative CORDICs): does not fit" in text
+    assert "dsp 29/8" in text
+    # The ODE rows share one build: said once.
+    assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
     assert "tinystories: refused, no row" in text and "d_osc = 8" in text
-    for mode in ("ode-drive", "ode-pairwise"):
-        said = "is in RTL but not in this bench" if mode in MODES else "is not in RTL yet"
-        assert f"oscillator-{mode}: mode '{mode}' {said}" in text
+    assert "NumPy us: the float model's analytic attention on every row" in text
+    assert "not in this bench" not in text and "Euler steps" in text
     assert f"written: {out}" in text
     assert "refused" in printed.err                        # progress on stderr
     result = json.loads(out.read_text())
-    assert [(r["shape"], r["device"]) for r in result["rows"]] == [
-        ("kws", "up5k"), ("kws", "ecp5-85f"), ("sva", "up5k"), ("sva", "ecp5-85f")]
-    assert {r["mechanism"] for r in result["rows"]} == {"oscillator-analytic"}
+    mechanisms = list(bench.MECHANISMS)
+    assert [(r["shape"], r["device"], r["mechanism"]) for r in result["rows"]] == [
+        (shape, device, mechanism) for shape in ("kws", "sva")
+        for device in ("up5k", "ecp5-85f") for mechanism in mechanisms]
+    for r in result["rows"]:
+        ode = r["mechanism"] != "oscillator-analytic"
+        assert r["modes_built"] == (list(MODES) if ode else ["analytic"])
+        assert (r["euler_steps"] == 40) if ode else r["euler_steps"] is None
     assert [r["shape"] for r in result["refused"]] == ["tinystories"]
-    assert [(m["mechanism"], m["in_rtl"]) for m in result["not_benched"]] == [
-        (f"oscillator-{mode}", mode in MODES) for mode in ("ode-drive", "ode-pairwise")]
+    assert result["not_benched"] == []
     assert result["date"] and result["machine"]
+
+
+def test_a_refused_mechanism_is_named_and_gets_no_rows(tmp_path, monkeypatch):
+    fake_bench(monkeypatch)
+    refusal = bench.refusal
+    monkeypatch.setattr(bench, "refusal", lambda case: "no" if case.mode == "ode-pairwise"
+                        else refusal(case))
+    result = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path)
+    assert [r["mechanism"] for r in result["rows"]] == ["oscillator-analytic",
+                                                        "oscillator-ode-drive"]
+    assert result["refused"] == [{"shape": "sva", "mechanism": "oscillator-ode-pairwise",
+                                  "reason": "no"}]
 
 
 def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
@@ -184,7 +263,7 @@ def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
                  "--output", str(out), "--build-dir", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["written"] == str(out)
-    assert len(report["rows"]) == 1 and report["rows"][0]["bit_exact"] is False
+    assert len(report["rows"]) == 3 and not any(r["bit_exact"] for r in report["rows"])
 
 
 def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys):
@@ -226,21 +305,28 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
                  "--output", str(out), "--build-dir", str(tmp_path / "build")])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and json.loads(out.read_text())["rows"] == report["rows"]
-    (row,) = report["rows"]
-    assert ROW_FIELDS <= row.keys()
-    assert (row["shape"], row["device"], row["board"]) == ("sva", "up5k", "icebreaker")
-    assert row["mechanism"] == "oscillator-analytic" and row["cordic_arch"] == "iterative"
-    assert row["bit_exact"] is True and row["mismatches"] == 0
-    model = cycles_per_head(9, 32, True, cordic_arch="iterative")
-    assert row["cycles_measured"] == [model] and row["cycles"] == row["cycles_per_head"] == model
-    assert 0 < row["max_attn_err"] < row["attn_target"]
-    assert row["numpy_us"] > 0 and row["sim"] in ("verilator", "icarus")
-    assert report["refused"] == [] and len(report["not_benched"]) == 2
-    if row["fits"]:
-        assert 0 < row["lut"] <= 5280 and row["dsp"] <= 8 and row["bram"] <= 30
-        assert row["fmax_mhz"] > 0 and row["us"] == pytest.approx(model / row["fmax_mhz"])
-        assert row["ratio"] == pytest.approx(row["us"] / row["numpy_us"])
-    else:   # the head as built needs more than the UP5K has: said, with Yosys's figures
-        assert "does not fit icebreaker" in row["does_not_fit"]
-        assert any(row["netlist"][key] > row["capacity"][key] for key in row["capacity"])
-        assert row["lut"] is None and row["us"] is None and row["ratio"] is None
+    assert [row["mechanism"] for row in report["rows"]] == list(bench.MECHANISMS)
+    assert report["refused"] == [] and report["not_benched"] == []
+    analytic = cycles_per_head(9, 32, True, cordic_arch="iterative")
+    for row in report["rows"]:
+        assert ROW_FIELDS <= row.keys()
+        assert (row["shape"], row["device"], row["board"]) == ("sva", "up5k", "icebreaker")
+        assert row["cordic_arch"] == "iterative"
+        assert row["bit_exact"] is True and row["mismatches"] == 0
+        (model,) = row["cycles_model"]
+        assert row["cycles_measured"] == [model] and row["cycles"] == model
+        if row["mechanism"] == "oscillator-analytic":
+            assert model == analytic and row["euler_steps"] is None
+        else:
+            assert row["converged"] is True and row["euler_steps"] > 0 and model > analytic
+        assert 0 < row["max_attn_err"] < row["attn_target"]
+        assert row["numpy_us"] == report["rows"][0]["numpy_us"] > 0
+        assert row["sim"] in ("verilator", "icarus")
+        if row["fits"]:
+            assert 0 < row["lut"] <= 5280 and row["dsp"] <= 8 and row["bram"] <= 30
+            assert row["fmax_mhz"] > 0 and row["us"] == pytest.approx(model / row["fmax_mhz"])
+            assert row["ratio"] == pytest.approx(row["us"] / row["numpy_us"])
+        else:   # the head as built needs more than the UP5K has: said, with Yosys's figures
+            assert "does not fit icebreaker" in row["does_not_fit"]
+            assert any(row["netlist"][key] > row["capacity"][key] for key in row["capacity"])
+            assert row["lut"] is None and row["us"] is None and row["ratio"] is None
