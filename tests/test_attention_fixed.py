@@ -545,3 +545,21 @@ def test_ode_drive_hands_the_engine_hn_shifted_by_drive_shift():
     k = af.drive_shift(hn)
     assert np.array_equal(run.quantized.drive, hn << k)
     assert run.quantized.e == af.FRAC + k - run.quantized.config.frac_bits
+
+
+@pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
+def test_engine_constants_are_the_loaders_scales_at_the_runs_exponent(mode):
+    # The hardware gets d, s_ref and tol from the host and adds its run's exponent to s_ref:
+    # k (drive), e - t (pairwise). That must be what the engine's loader chose.
+    for seed in range(4):
+        case = af.validate_fixed(random_case("sva", seed=seed, mode=mode, dt=0.7, tol=7e-5,
+                                             max_steps=50))
+        fe = af.front_end(case)
+        constants = af.engine_constants(case)
+        for run in af.engine_cases(case, fe):
+            q = run.quantized
+            assert (q.d, q.tol) == (constants["d"], constants["tol"])
+            if mode == "ode-drive":
+                assert q.s == constants["s_ref"] + af.drive_shift(af.normalized_drive(fe)[0])
+            else:
+                assert q.s == constants["s_ref"] + q.e - q.t
