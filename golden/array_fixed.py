@@ -45,6 +45,7 @@ from .array import CONVERGENCE_STEPS
 from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
 
 __all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case", "step_scale",
+           "tol_units",
            "step_fixed", "run_fixed", "step_error_bound", "trajectory_error_bound",
            "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
 
@@ -129,6 +130,11 @@ def _largest_exponent(values: np.ndarray, bits: int) -> int:
     return e
 
 
+def tol_units(config: ArrayFixedConfig, tol: float) -> int:
+    """A tolerance of `tol` radians per step in accumulator units (2**A = one turn)."""
+    return int(round(tol / (2 * math.pi) * 2.0 ** config.acc_bits))
+
+
 def step_scale(config: ArrayFixedConfig, dt: float, unit_exp: int) -> tuple[int, int]:
     """(D, s): D * 2**-s = dt / 2pi * 2**(A - unit_exp), D in [2**16, 2**17) (18-bit signed),
     for a rotation result y in units of 2**-unit_exp (one step adds dt/2pi y turns). Scaling
@@ -200,7 +206,7 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
     if s > 62:
         raise ArrayFormatError(f"dt = {dt} is too small: one step of the largest coupling "
                                f"rounds to nothing in the {a}-bit accumulator")
-    tol_int = None if tol is None else int(round(tol / (2 * math.pi) * turn))
+    tol_int = None if tol is None else tol_units(config, tol)
     return QuantizedCase(config, form, acc0, w, k, pinned.copy(), drive_int, e, t, d, s,
                          int(steps), tol_int, float(dt))
 

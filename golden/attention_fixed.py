@@ -237,7 +237,7 @@ from functools import cached_property
 import numpy as np
 
 from .array_fixed import (ArrayFixedConfig, ArrayFormatError, quantize_case, run_fixed,
-                          step_scale)
+                          step_scale, tol_units)
 from .attention import (
     NOT_CONVERGED,
     RELU_EPS,
@@ -456,7 +456,7 @@ def validate_fixed(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> Atten
         raise AttentionFixedError(f"q: T = {case.tokens} tokens exceeds {MAX_TOKENS} (the "
                                   f"pairwise engine holds 2T <= 4096 oscillators)")
     if case.mode != "analytic":
-        tol_int = round(case.tol * case.dt / (2 * math.pi) * 2.0 ** config.acc_bits)
+        tol_int = tol_units(config.engine(2), case.tol * case.dt)
         if tol_int < 1:
             raise AttentionFixedError(
                 f"tol: tol * dt = {case.tol * case.dt:.3g} rad per step is below one "
@@ -690,7 +690,7 @@ def engine_constants(case: AttentionCase, config: AttentionFixedConfig = DEFAULT
     and phi_acc ((H, T) the anchors' accumulators, ode-pairwise's pinned oscillators)."""
     engine = config.engine(2)
     d, s_ref = step_scale(engine, case.dt, engine.frac_bits)
-    tol = int(round(case.tol * case.dt / (2 * math.pi) * 2.0 ** config.acc_bits))
+    tol = tol_units(engine, case.tol * case.dt)
     _, phi_acc = prepare_anchors(case.anchors, config)
     return {"d": d, "s_ref": s_ref, "tol": tol, "acc0": _initial_acc(case, config),
             "phi_acc": phi_acc}

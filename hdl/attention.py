@@ -917,6 +917,23 @@ class AttentionHead(wiring.Component):
             m.d.sync += kn_row.eq(index)
             m.next = "KN_ROW"
 
+        def next_warm_token():
+            """"warm", after token i's run: token i + 1. ode-drive computes its row (pass A
+            goes on), ode-pairwise writes its couplings (pass A is done)."""
+            following = run_base + 1
+
+            def continue_pass_a():
+                m.d.sync += row.eq(following)
+                m.next = "ROW"
+            if not has_pairwise:
+                continue_pass_a()
+                return
+            with m.If(pairwise):
+                begin_kn_row(following)
+            if has_drive:
+                with m.Else():
+                    continue_pass_a()
+
         def states():
             with m.State("DRIVE_RECIP"):
                 m.d.comb += drive_recip.eq(1)
@@ -1086,9 +1103,7 @@ class AttentionHead(wiring.Component):
                             with m.If(run_base == tokens - 1):
                                 start_readout_pass()
                             with m.Else():
-                                self._warm_next(m, pairwise if has_pairwise else None,
-                                                has_drive, row, run_base,
-                                                begin_kn_row if has_pairwise else None)
+                                next_warm_token()
                         with m.Else():
                             m.d.sync += [run_steps.eq(engine.steps_taken),
                                          run_converged.eq(engine.converged)]
@@ -1114,23 +1129,6 @@ class AttentionHead(wiring.Component):
                          wr["ode_info"].data.h_x.eq(h_x), wr["ode_info"].data.h_y.eq(h_y)]
 
         return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
-
-    @staticmethod
-    def _warm_next(m, pairwise, has_drive, row, run_base, begin_kn_row):
-        """"warm": after token i's run, token i + 1: ode-drive computes its row (pass A
-        goes on), ode-pairwise writes its couplings (pass A is done)."""
-        if pairwise is None:
-            m.d.sync += row.eq(run_base + 1)
-            m.next = "ROW"
-            return
-        if not has_drive:
-            begin_kn_row(run_base + 1)
-            return
-        with m.If(pairwise):
-            begin_kn_row(run_base + 1)
-        with m.Else():
-            m.d.sync += row.eq(run_base + 1)
-            m.next = "ROW"
 
     def elaborate(self, platform):
         m = Module()

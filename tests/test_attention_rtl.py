@@ -239,21 +239,26 @@ SMALL = dict(max_tokens=8, max_d_h=8)
 MAX_CLOCKS = 50_000      # a head that stops giving items fails instead of hanging
 
 
+async def load_and_start(ctx, dut, writes):
+    """Every (target, addr, data) of `writes` through `load`, one a clock, then a start pulse."""
+    for target, addr, value in writes:
+        ctx.set(dut.load.payload, {"target": int(target), "addr": int(addr),
+                                   "data": int(value)})
+        ctx.set(dut.load.valid, 1)
+        await ctx.tick()
+    ctx.set(dut.load.valid, 0)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+
+
 def simulate_head(dut, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CLOCKS):
     """Load `writes`, start, collect `items` from `o`; returns (items (N, 2), cycles, error)."""
     rng = np.random.default_rng(seed)
     out = {}
 
     async def bench(ctx):
-        for target, addr, value in writes:
-            ctx.set(dut.load.payload, {"target": int(target), "addr": int(addr),
-                                       "data": int(value)})
-            ctx.set(dut.load.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.load.valid, 0)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await load_and_start(ctx, dut, writes)
         got, clocks = [], 0
         while len(got) < items:
             clocks += 1
@@ -332,15 +337,7 @@ def test_head_error_flag_and_the_next_run():
 
     async def bench(ctx):
         for name, rows in (("bad", bad), ("good", writes)):
-            for target, addr, value in rows:
-                ctx.set(dut.load.payload, {"target": int(target), "addr": int(addr),
-                                           "data": int(value)})
-                ctx.set(dut.load.valid, 1)
-                await ctx.tick()
-            ctx.set(dut.load.valid, 0)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            await load_and_start(ctx, dut, rows)
             ctx.set(dut.o.ready, 1)
             collected = []
             for _ in range(MAX_CLOCKS):
