@@ -54,6 +54,16 @@ and VECTOR by the array engine (`ArrayEngine`, 1 lane) inside the head, in three
     C  for every row: ROTATE by that theta_i, READOUT, RECIP, ATTN, OUT, EMIT (the header's
        steps and converged from the row's run).
 Clocks: `ode_cycles`, given each run's Euler steps (checked clock for clock against the RTL).
+
+The softmax mode (golden/softmax.py, the reference of issue 5's cost table) shares SCORES
+(without the relu: the score buffer keeps the sign), RECIP, ATTN, OUT and EMIT, and puts one
+pass between them:
+    EXP       for j < n: y_ij = min(R(M_i - m_ij, F - 16), Y_MAX), g_ij = 2**-y (`NegExp2`:
+              two 256-entry ROMs and a multiply) into the numerator buffer; S_i = sum_j g_ij.
+Built alone (modes=("softmax",)) the head has none of the oscillator's units (no anchors,
+WeightExponent, Normalizer, vector and rotation CORDICs, Numerator): the fair hardware
+comparison. Its rows' headers are zeros (converged, 0 steps). Clocks per row:
+2 n d_h + 2 n + T + d_h + L_d + 27 (`cycles_per_row(..., mode="softmax")`).
 """
 
 from __future__ import annotations
@@ -69,6 +79,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.array_fixed import CONVERGE_STEPS, COUPLING_BITS, ArrayFixedConfig
 from ..golden.attention import NOT_CONVERGED, RELU_EPS, AttentionCase, validate_case
+from ..golden.exp2 import Y_BITS, Y_FRAC, Y_MAX
+from ..golden.softmax import EXP_FRAC, softmax_constant, softmax_front_end
+from ..golden.softmax import MECHANISM as SOFTMAX
 from ..golden.attention_fixed import (
     DATA_BITS,
     DEFAULT_CONFIG,
@@ -89,6 +102,7 @@ from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, d
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from .cordic import ARCHITECTURES, Cordic
+from .exp2 import NegExp2
 
 __all__ = [
     "E_MAX",
@@ -146,8 +160,11 @@ E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
 #: 15 + bits(T) never does (T <= 2048).
 E_PW_MIN, E_PW_MAX = 14, 27
 
-#: The modes a head can be built with (`modes`); "analytic" is always built.
-MODES = ("analytic", "ode-drive", "ode-pairwise")
+#: The modes a head can be built with (`modes`): paper A's three (with any of them,
+#: "analytic" is always built: the ODE modes share its passes) and the softmax reference
+#: (golden/softmax.py) on the same front end and value path.
+MODES = ("analytic", "ode-drive", "ode-pairwise", SOFTMAX)
+OSCILLATOR_MODES = MODES[:3]
 
 #: `load` targets. "engine" (ode-drive builds) passes a write on to the array engine's own
 #: `load` port: engine target in the address bits from ENGINE_INDEX_BITS up, its address
@@ -466,10 +483,23 @@ def row_items(tokens: int, d_h: int) -> int:
 
 
 def check_modes(modes) -> tuple:
-    """modes as a tuple in MODES order, always with "analytic" (`check_names`:
-    AttentionHeadError for an unknown mode, TypeError for a bare string)."""
+    """modes as a tuple in MODES order, with "analytic" whenever an oscillator mode is
+    named (`check_names`: AttentionHeadError for an unknown mode, TypeError for a bare
+    string)."""
     modes = check_names(modes, MODES, "modes", "('analytic', 'ode-drive')", AttentionHeadError)
-    return tuple(mode for mode in MODES if mode in modes or mode == "analytic")
+    oscillator = any(mode in OSCILLATOR_MODES for mode in modes)
+    return tuple(mode for mode in MODES
+                 if mode in modes or (mode == "analytic" and oscillator))
+
+
+def validate_mechanism(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> AttentionCase:
+    """The golden model's validation of a case for its mechanism: a softmax case (an
+    AttentionCase of mode "softmax", golden `softmax_case`) by golden/softmax.py's front
+    end, every other by `validate_fixed`."""
+    if isinstance(case, AttentionCase) and case.mode == SOFTMAX:
+        softmax_front_end(case, config)
+        return case
+    return validate_fixed(case, config)
 
 
 def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
@@ -480,7 +510,7 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     the build's, a score shift outside the register."""
     _check_sizes(config, max_tokens, max_d_h)
     modes = check_modes(modes)
-    case = validate_fixed(case, config)
+    case = validate_mechanism(case, config)
     if case.mode not in modes:
         built = "built in RTL yet" if case.mode not in MODES else "in this build"
         raise AttentionHeadError(f"mode: {case.mode!r} is not {built} (this head: "
@@ -488,8 +518,9 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     if case.tokens > max_tokens or case.d_h > max_d_h:
         raise AttentionHeadError(f"q: (T, d_h) = ({case.tokens}, {case.d_h}) exceeds this "
                                  f"head's ({max_tokens}, {max_d_h})")
-    fe = front_end(case, config)      # its refusals (a row whose scores leave no eps)
-    if case.mode != "analytic":
+    if case.mode in OSCILLATOR_MODES:
+        fe = front_end(case, config)      # its refusals (a row whose scores leave no eps)
+    if case.mode in OSCILLATOR_MODES[1:]:
         engine_cases(case, fe, config)    # the loader's refusals (dt, tol; s0 + k > 62)
     _, shift = _case_constants(case, config)
     if not -(1 << (SHIFT_BITS - 1)) <= shift < (1 << (SHIFT_BITS - 1)):
@@ -499,10 +530,12 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
 
 
 def _case_constants(case: AttentionCase, config: AttentionFixedConfig):
-    """(c, F): the score constant and F = e_q + e_k + C (host step 0)."""
+    """(c, F): the score constant and F = e_q + e_k + C (host step 0); softmax's c carries
+    log2(e) (golden `softmax_constant`)."""
     _, e_q = quantize_tensor(case.q, config.qk_bits)
     _, e_k = quantize_tensor(case.k, config.qk_bits)
-    c, c_bits = score_constant(case.d_h)
+    constant = softmax_constant if case.mode == SOFTMAX else score_constant
+    c, c_bits = constant(case.d_h)
     return c, e_q + e_k + c_bits
 
 
@@ -517,7 +550,6 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
     q, _ = quantize_tensor(case.q, config.qk_bits)
     k, _ = quantize_tensor(case.k, config.qk_bits)
     v, _ = quantize_tensor(case.v)
-    a, _ = prepare_anchors(case.anchors, config)
     c, shift = _case_constants(case, config)
     stride = _stride(max_d_h)
     tokens, d_h = case.tokens, case.d_h
@@ -528,7 +560,7 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                  "mode": MODES.index(case.mode), "warm": int(case.init == "warm"),
                  "step_shift": 0}
     engine = None
-    if case.mode != "analytic":
+    if case.mode in OSCILLATOR_MODES[1:]:
         engine = engine_constants(case, config)
         registers["step_shift"] = engine["s_ref"] & 63
     heads = []
@@ -537,9 +569,11 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
         for name, values, mask in (("q", q, qk_mask), ("k", k, qk_mask), ("v", v, data_mask)):
             words = values[head].reshape(-1).astype(np.int64) & mask
             rows.append(np.stack([np.full(addr.size, TARGETS[name]), addr, words], 1))
-        anchor = (a[head, :, 0] & data_mask) | ((a[head, :, 1] & data_mask) << DATA_BITS)
-        rows.append(np.stack([np.full(tokens, TARGETS["anchor"]), np.arange(tokens),
-                              anchor], 1))
+        if case.mode != SOFTMAX:            # softmax has no anchors
+            a, _ = prepare_anchors(case.anchors[head:head + 1], config)
+            anchor = (a[0, :, 0] & data_mask) | ((a[0, :, 1] & data_mask) << DATA_BITS)
+            rows.append(np.stack([np.full(tokens, TARGETS["anchor"]), np.arange(tokens),
+                                  anchor], 1))
         if engine is not None:
             rows.append(_engine_writes(case, engine, head))
         rows.append(np.array([(TARGETS["reg"], REGISTERS[key], value)
@@ -619,26 +653,38 @@ ROW_OVERHEAD = 1 + 4 + (E_MAX - E_MIN + 2) + 3 + 1 + 1 + 1 + (1 + Numerator.late
     + 3 + 3 + len(HEADER)
 
 
+#: The softmax row's: ROW 1, SCORES drain 4, EXP drain 3 + NegExp2.latency (6), RECIP 2,
+#: ATTN drain 3, OUT drain 3, EMIT's header 8.
+SOFTMAX_ROW_OVERHEAD = 1 + 4 + (3 + NegExp2.latency) + 2 + 3 + 3 + len(HEADER)
+
+
 def cycles_per_row(attended: int, tokens: int, d_h: int,
                    config: AttentionFixedConfig = DEFAULT_CONFIG,
-                   cordic_arch: str = "pipelined") -> int:
-    """Clocks of one row with n = `attended` tokens (the `o` stream always ready):
-    SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1, ROTATE L_r + 1,
-    READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 8 + T + d_h."""
+                   cordic_arch: str = "pipelined", mode: str = "analytic") -> int:
+    """Clocks of one row with n = `attended` tokens (the `o` stream always ready).
+    analytic: SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1,
+    ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3,
+    EMIT 8 + T + d_h. softmax: SCORES n d_h + 4, EXP n + 6, RECIP L_d + 2, ATTN n + 3,
+    OUT n d_h + 3, EMIT 8 + T + d_h."""
     n = attended
-    return 2 * n * d_h + 3 * n + tokens + d_h + sum(cordic_latencies(config, cordic_arch)) \
-        + ROW_OVERHEAD
+    latencies = cordic_latencies(config, cordic_arch)
+    if mode == SOFTMAX:
+        return 2 * n * d_h + 2 * n + tokens + d_h + latencies[2] + SOFTMAX_ROW_OVERHEAD
+    if mode != "analytic":
+        raise AttentionHeadError(f"cycles_per_row: mode {mode!r} has no fixed row length "
+                                 f"(the ODE modes: ode_cycles)")
+    return 2 * n * d_h + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
 
 
 def cycles_per_head(tokens: int, d_h: int, causal: bool,
                     config: AttentionFixedConfig = DEFAULT_CONFIG,
-                    cordic_arch: str = "pipelined") -> int:
+                    cordic_arch: str = "pipelined", mode: str = "analytic") -> int:
     """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
-    over the rows (n = i + 1 when causal, else T). Closed form:
+    over the rows (n = i + 1 when causal, else T). Closed form, analytic:
     T (T + d_h + L + 51) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
-    L = L_v + L_r + L_d."""
-    return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch)
-               for i in range(tokens))
+    L = L_v + L_r + L_d; softmax: T (T + d_h + L_d + 27) + (2 d_h + 2) N."""
+    return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch,
+                              mode) for i in range(tokens))
 
 
 def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool = False,
@@ -1130,11 +1176,106 @@ class AttentionHead(wiring.Component):
 
         return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
 
+    def _oscillator_datapath(self, m, *, rd, wr, issue_tag, last_j, exponent, normalizer,
+                             vector, rotate, numer, score_shift, p, h, theta, x, total):
+        """Paper A's passes WEIGHTS (steps 3-4) and READOUT (step 9) and the CORDICs'
+        inputs. Returns WEIGHTS's issue tag (w0) and its end (w3), W_ij (weight), the
+        normalized drive's registers (norm_x, norm_y) and READOUT's end (r5)."""
+        w = self.widths
+        pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
+        h_x, h_y = h
+        cos, sin = x
+
+        # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
+        w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
+        w3 = delay_line(m, w0, 3, "w")
+        weight = Signal(unsigned(W_BITS))
+        anchor = Signal(pair)
+        px, py = Signal(signed(W_BITS + DATA_BITS + 1)), Signal(signed(W_BITS + DATA_BITS + 1))
+        # R(m, F - e_w) <= 2**17 - 1 in a row that fits: its left shifts are below 18.
+        rounded = shift_round(m, rd["score"].data, score_shift - exponent.e_w, w["m"] + 1,
+                              W_BITS + 1)
+        m.d.sync += [weight.eq(rounded + exponent.eps), anchor.eq(rd["anchor"].data),
+                     px.eq(weight * anchor.x), py.eq(weight * anchor.y)]
+        with m.If(w3.valid):
+            m.d.sync += [h_x.eq(h_x + px), h_y.eq(h_y + py)]
+        m.d.comb += [normalizer.h_x.eq(h_x), normalizer.h_y.eq(h_y)]
+
+        # The analytic state and x_i.
+        norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        m.d.comb += [vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
+                     vector.i.payload.z.eq(0),
+                     rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
+                     rotate.i.payload.z.eq(theta)]
+
+        # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
+        r0 = issue_tag("READOUT", 1, last_j, last_j)
+        r1 = delay_line(m, r0, 1, "r")
+        r5 = delay_line(m, r1, Numerator.latency, "r")
+        m.d.comb += [numer.valid.eq(r1.valid), numer.cos.eq(cos), numer.sin.eq(sin),
+                     numer.a_x.eq(rd["anchor"].data.x), numer.a_y.eq(rd["anchor"].data.y),
+                     numer.p.eq(p)]
+        with m.If(r5.valid):
+            m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
+                         wr["numer"].en.eq(1)]
+            m.d.sync += total.eq(total + numer.g)
+        return SimpleNamespace(w0=w0, w3=w3, weight=weight, norm_x=norm_x, norm_y=norm_y,
+                               r5=r5)
+
+    def _oscillator_states(self, m, osc, *, ode, mode, exponent, row_e_w, begin_pass,
+                           in_state, issuing, advance, j, d, last_j, normalizer, sent,
+                           call_once, vector, rotate, theta, x):
+        """The sequencer's states of paper A's row from EXPONENT to READOUT (inside the FSM;
+        `osc` is `_oscillator_datapath`'s result)."""
+        cos, sin = x
+        with m.State("EXPONENT"):
+            with m.If(exponent.done):
+                with m.If(~exponent.found):
+                    m.d.sync += self.error.eq(1)
+                m.d.sync += row_e_w.eq(exponent.e_w)
+                begin_pass()
+                m.next = "WEIGHTS"
+
+        with m.State("WEIGHTS"):
+            m.d.comb += in_state["WEIGHTS"].eq(1)
+            with m.If(issuing):
+                advance(j, last_j, d, 1)
+            with m.If(osc.w3.valid & osc.w3.final):
+                m.next = "NORMALIZE"
+                if ode:
+                    with m.If(mode != MODES.index("analytic")):
+                        m.next = "DRIVE_RECIP"
+
+        with m.State("NORMALIZE"):
+            m.d.sync += [osc.norm_x.eq(normalizer.x), osc.norm_y.eq(normalizer.y),
+                         sent.eq(0)]
+            m.next = "VECTOR"
+
+        with m.State("VECTOR"):
+            with m.If(call_once(vector)):
+                m.d.sync += theta.eq(vector.o.payload.z)
+                m.next = "ROTATE"
+
+        with m.State("ROTATE"):
+            with m.If(call_once(rotate)):
+                m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y)]
+                begin_pass()
+                m.next = "READOUT"
+
+        with m.State("READOUT"):
+            m.d.comb += in_state["READOUT"].eq(1)
+            with m.If(issuing):
+                advance(j, last_j, d, 1)
+            with m.If(osc.r5.valid & osc.r5.final):
+                m.next = "RECIP"
+
     def elaborate(self, platform):
         m = Module()
         cfg, w = self.config, self.widths
         cap, dcap = self.max_tokens, self.max_d_h
-        ode = len(self.modes) > 1
+        oscillator = "analytic" in self.modes
+        ode = any(mode in self.modes for mode in OSCILLATOR_MODES[1:])
+        softmax = SOFTMAX in self.modes
         stride_bits = max(0, (dcap - 1).bit_length())
         token_bits = max(1, (cap - 1).bit_length())
         B, P = cfg.qk_bits, cfg.phase_bits
@@ -1142,17 +1283,20 @@ class AttentionHead(wiring.Component):
 
         # -- memories -------------------------------------------------------------------------
         depth = cap << stride_bits
+        # Softmax keeps the scores' sign (no relu): one bit more.
+        score_shape = signed(w["m"] + 1) if softmax else unsigned(w["m"])
         mem = {
             "q": Memory(shape=signed(B), depth=depth, init=[]),
             "k": Memory(shape=signed(B), depth=depth, init=[]),
             "v": Memory(shape=signed(DATA_BITS), depth=depth, init=[]),
-            "anchor": Memory(shape=pair, depth=cap, init=[]),
             # Row buffers: the scores m_ij, the numerators g_ij, attn_ij, out_id.
-            "score": Memory(shape=unsigned(w["m"]), depth=cap, init=[]),
+            "score": Memory(shape=score_shape, depth=cap, init=[]),
             "numer": Memory(shape=unsigned(w["g"]), depth=cap, init=[]),
             "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[]),
             "out": Memory(shape=signed(w["out"]), depth=dcap, init=[]),
         }
+        if oscillator:
+            mem["anchor"] = Memory(shape=pair, depth=cap, init=[])
         rd, wr = {}, {}
         for name, memory in mem.items():
             m.submodules[f"mem_{name}"] = memory
@@ -1172,13 +1316,17 @@ class AttentionHead(wiring.Component):
         assert len(registers) == len(REGISTERS)
 
         # -- units ----------------------------------------------------------------------------
-        m.submodules.exponent = exponent = WeightExponent(w["m"])
-        m.submodules.normalizer = normalizer = Normalizer(w["h"])
-        m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
-        m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
         m.submodules.reciprocal = recip = Reciprocal(cfg, w["sum"], self.cordic_arch)
-        m.submodules.numerator = numer = Numerator()
-        m.d.comb += [vector.o.ready.eq(1), rotate.o.ready.eq(1), recip.o.ready.eq(1)]
+        m.d.comb += recip.o.ready.eq(1)
+        if oscillator:
+            m.submodules.exponent = exponent = WeightExponent(w["m"])
+            m.submodules.normalizer = normalizer = Normalizer(w["h"])
+            m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
+            m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
+            m.submodules.numerator = numer = Numerator()
+            m.d.comb += [vector.o.ready.eq(1), rotate.o.ready.eq(1)]
+        if softmax:
+            m.submodules.exp2 = exp2 = NegExp2(EXP_FRAC)
 
         # -- sequencer state ------------------------------------------------------------------
         busy = Signal()
@@ -1220,15 +1368,16 @@ class AttentionHead(wiring.Component):
         m.d.comb += [rd["q"].addr.eq(Cat(d[:stride_bits], row[:token_bits])),
                      rd["k"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
                      rd["v"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
-                     rd["anchor"].addr.eq(j), rd["score"].addr.eq(j),
-                     rd["numer"].addr.eq(j)]
+                     rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
+        if oscillator:
+            m.d.comb += rd["anchor"].addr.eq(j)
 
         # A pass's items carry (valid, first, last, final, j, d) down its pipeline.
         tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "final": 1,
                                  "j": range(cap + 1), "d": range(dcap + 1)})
 
         in_state = {name: Signal(name=f"in_{name.lower()}")
-                    for name in ("SCORES", "WEIGHTS", "READOUT", "ATTN", "OUT")}
+                    for name in ("SCORES", "WEIGHTS", "READOUT", "EXP", "ATTN", "OUT")}
 
         def issue_tag(name, first, last, final):
             t = Signal(tag, name=f"{name}_tag")
@@ -1241,60 +1390,60 @@ class AttentionHead(wiring.Component):
         s2, s4 = delay_line(m, s0, 2, "s"), delay_line(m, s0, 4, "s")
         qk = Signal(signed(2 * B))
         raw = Signal(signed(w["raw"]))
-        score = Signal(unsigned(w["m"]))
-        score_max = Signal(unsigned(w["m"]))
+        score = Signal(score_shape)
+        score_max = Signal(score_shape)
+        in_softmax = mode == MODES.index(SOFTMAX) if softmax else Const(0)
         m.d.sync += qk.eq(rd["q"].data * rd["k"].data)
         with m.If(s2.valid):
             m.d.sync += raw.eq(Mux(s2.first, 0, raw) + qk)
         relu = Mux(raw < 0, 0, raw)[:w["raw"] - 1]
-        m.d.sync += score.eq(relu * score_c)
+        if softmax:
+            m.d.sync += score.eq(Mux(in_softmax, raw, _signed(relu)) * _signed(score_c))
+        else:
+            m.d.sync += score.eq(relu * score_c)
         m.d.comb += [wr["score"].addr.eq(s4.j), wr["score"].data.eq(score),
                      wr["score"].en.eq(s4.valid & s4.last)]
-        m.d.comb += [exponent.m_max.eq(score_max), exponent.shift.eq(score_shift)]
-        with m.If(s4.valid & s4.last & (score > score_max)):
+        # The row's first score starts the max (the relu'd scores are >= 0 = its reset).
+        with m.If(s4.valid & s4.last & ((score > score_max) | (s4.j == 0))):
             m.d.sync += score_max.eq(score)
 
-        # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
-        w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
-        w3 = delay_line(m, w0, 3, "w")
-        weight = Signal(unsigned(W_BITS))
-        anchor = Signal(pair)
-        px, py = Signal(signed(W_BITS + DATA_BITS + 1)), Signal(signed(W_BITS + DATA_BITS + 1))
-        h_x, h_y = Signal(signed(w["h"])), Signal(signed(w["h"]))
-        # R(m, F - e_w) <= 2**17 - 1 in a row that fits: its left shifts are below 18.
-        rounded = shift_round(m, rd["score"].data, score_shift - exponent.e_w, w["m"] + 1,
-                               W_BITS + 1)
-        m.d.sync += [weight.eq(rounded + exponent.eps), anchor.eq(rd["anchor"].data),
-                     px.eq(weight * anchor.x), py.eq(weight * anchor.y)]
-        with m.If(w3.valid):
-            m.d.sync += [h_x.eq(h_x + px), h_y.eq(h_y + py)]
-        m.d.comb += [normalizer.h_x.eq(h_x), normalizer.h_y.eq(h_y)]
-        row_e_w = Signal.like(exponent.e_w)
+        if oscillator:
+            m.d.comb += [exponent.m_max.eq(score_max), exponent.shift.eq(score_shift)]
 
-        # The analytic state and x_i.
-        norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        # EXP (softmax steps 4-5): c1 M - m, c2 y, c3..c5 NegExp2, c6 g: buffer and row sum.
+        total = Signal(unsigned(w["sum"]))
+        if softmax:
+            x0 = issue_tag("EXP", 1, last_j, last_j)
+            x3 = delay_line(m, x0, 3, "x")
+            x6 = delay_line(m, x3, NegExp2.latency, "x")
+            gap = Signal(unsigned(w["m"] + 1))          # M_i - m_ij >= 0
+            y = Signal(Y_BITS)
+            m.d.sync += gap.eq(score_max - rd["score"].data)
+            # F >= 16 (golden refuses less): the left shift is never taken (1: a 1-bit signal).
+            shifted = shift_round(m, gap, score_shift - Y_FRAC, w["m"] + 2, 1)
+            m.d.sync += y.eq(Mux(shifted > Y_MAX, Y_MAX, shifted))
+            m.d.comb += [exp2.valid.eq(x3.valid), exp2.y.eq(y)]
+            with m.If(x6.valid):
+                m.d.sync += total.eq(total + exp2.e)
+
+        # The oscillator state's registers: the header's items (0 in a softmax-only build).
+        h_x, h_y = Signal(signed(w["h"])), Signal(signed(w["h"]))
+        row_e_w = Signal(range(E_MAX + 1))
         theta = Signal(P)
         cos, sin = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
-        m.d.comb += [vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
-                     vector.i.payload.z.eq(0),
-                     rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
-                     rotate.i.payload.z.eq(theta)]
-
-        # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
-        r0 = issue_tag("READOUT", 1, last_j, last_j)
-        r1 = delay_line(m, r0, 1, "r")
-        r5 = delay_line(m, r1, Numerator.latency, "r")
-        total = Signal(unsigned(w["sum"]))
-        m.d.comb += [numer.valid.eq(r1.valid), numer.cos.eq(cos), numer.sin.eq(sin),
-                     numer.a_x.eq(rd["anchor"].data.x), numer.a_y.eq(rd["anchor"].data.y),
-                     numer.p.eq(p)]
-        m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
-                     wr["numer"].en.eq(r5.valid)]
-        with m.If(r5.valid):
-            m.d.sync += total.eq(total + numer.g)
-        drive_recip = Signal()              # the reciprocal serves step 6's s_i (ode-drive)
         w_sum = Signal(unsigned(w["sum"]))
+        drive_recip = Signal()              # the reciprocal serves step 6's s_i (ode-drive)
         m.d.comb += recip.i.payload.eq(Mux(drive_recip, w_sum, total))
+        if oscillator:
+            osc = self._oscillator_datapath(
+                m, rd=rd, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
+                normalizer=normalizer, vector=vector, rotate=rotate, numer=numer,
+                score_shift=score_shift, p=p, h=(h_x, h_y), theta=theta, x=(cos, sin),
+                total=total)
+        if softmax:                         # EXP's g into the numerator buffer
+            with m.If(x6.valid):
+                m.d.comb += [wr["numer"].addr.eq(x6.j), wr["numer"].data.eq(exp2.e),
+                             wr["numer"].en.eq(1)]
 
         # ATTN (step 10): c1 product, c2 rounding, c3 buffer.
         a0 = issue_tag("ATTN", 1, last_j, last_j)
@@ -1352,7 +1501,7 @@ class AttentionHead(wiring.Component):
             ode_states = self._ode_datapath(
                 m, rd=rd, wr=wr, row=row, tokens=tokens, causal=causal,
                 attended=attended, h=(h_x, h_y), row_e_w=row_e_w, w_sum=w_sum,
-                weight=weight, w_tag=delay_line(m, w0, 2, "wsum"),
+                weight=osc.weight, w_tag=delay_line(m, osc.w0, 2, "wsum"),
                 recip=recip, drive_recip=drive_recip, call_once=call_once, sent=sent,
                 r=(r_value, r_shift), theta=theta, total=total, pass_c=pass_c,
                 row_steps=row_steps, row_converged=row_converged, busy=busy, warm=warm,
@@ -1380,48 +1529,29 @@ class AttentionHead(wiring.Component):
                 with m.If(issuing):
                     advance(d, last_d, j, last_j)
                 with m.If(s4.valid & s4.final):
-                    m.d.comb += exponent.start.eq(1)
-                    m.next = "EXPONENT"
+                    if oscillator:
+                        m.d.comb += exponent.start.eq(~in_softmax)
+                        m.next = "EXPONENT"
+                    if softmax:
+                        with m.If(in_softmax):
+                            begin_pass()
+                            m.next = "EXP"
 
-            with m.State("EXPONENT"):
-                with m.If(exponent.done):
-                    with m.If(~exponent.found):
-                        m.d.sync += self.error.eq(1)
-                    m.d.sync += row_e_w.eq(exponent.e_w)
-                    begin_pass()
-                    m.next = "WEIGHTS"
+            if softmax:
+                with m.State("EXP"):
+                    m.d.comb += in_state["EXP"].eq(1)
+                    with m.If(issuing):
+                        advance(j, last_j, d, 1)
+                    with m.If(x6.valid & x6.final):
+                        m.next = "RECIP"
 
-            with m.State("WEIGHTS"):
-                m.d.comb += in_state["WEIGHTS"].eq(1)
-                with m.If(issuing):
-                    advance(j, last_j, d, 1)
-                with m.If(w3.valid & w3.final):
-                    m.next = "NORMALIZE"
-                    if ode:
-                        with m.If(mode != MODES.index("analytic")):
-                            m.next = "DRIVE_RECIP"
-
-            with m.State("NORMALIZE"):
-                m.d.sync += [norm_x.eq(normalizer.x), norm_y.eq(normalizer.y), sent.eq(0)]
-                m.next = "VECTOR"
-
-            with m.State("VECTOR"):
-                with m.If(call_once(vector)):
-                    m.d.sync += theta.eq(vector.o.payload.z)
-                    m.next = "ROTATE"
-
-            with m.State("ROTATE"):
-                with m.If(call_once(rotate)):
-                    m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y)]
-                    begin_pass()
-                    m.next = "READOUT"
-
-            with m.State("READOUT"):
-                m.d.comb += in_state["READOUT"].eq(1)
-                with m.If(issuing):
-                    advance(j, last_j, d, 1)
-                with m.If(r5.valid & r5.final):
-                    m.next = "RECIP"
+            if oscillator:
+                self._oscillator_states(
+                    m, osc, ode=ode, mode=mode, exponent=exponent, row_e_w=row_e_w,
+                    begin_pass=begin_pass, in_state=in_state, issuing=issuing,
+                    advance=advance, j=j, d=d, last_j=last_j, normalizer=normalizer,
+                    sent=sent, call_once=call_once, vector=vector, rotate=rotate,
+                    theta=theta, x=(cos, sin))
 
             with m.State("RECIP"):
                 with m.If(call_once(recip)):
@@ -1471,9 +1601,10 @@ class AttentionHead(wiring.Component):
                         port = wr[name]
                         m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
                                      port.data.eq(load.data[:len(port.data)])]
-                with m.Case(TARGETS["anchor"]):
-                    m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),
-                                 wr["anchor"].data.eq(load.data[:2 * DATA_BITS])]
+                if oscillator:
+                    with m.Case(TARGETS["anchor"]):
+                        m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),
+                                     wr["anchor"].data.eq(load.data[:2 * DATA_BITS])]
                 with m.Case(TARGETS["reg"]):
                     with m.Switch(load.addr):
                         for register, address in zip(registers, REGISTERS.values()):

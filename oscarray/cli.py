@@ -61,7 +61,7 @@ engines:
   golden-fixed  the bit-exact fixed-point specification (golden/attention_fixed.py):
                 d_osc = 2, sigma relu_eps, every mode
   rtl           the attention head RTL in cocotb (Verilator unless --sim or $SIM), bit for bit
-                golden-fixed: the analytic mode only so far. One simulator build per capacity
+                golden-fixed, every mode. One simulator build per capacity
                 (--max-tokens, --max-d-h; default T and d_h rounded up to powers of two, at
                 least 16 and 32), cached under --build-dir.
 result.npz: attn (H, T, T), out (H, T, d_h), x_star (H, T, d_osc), steps (H, T), engine;
@@ -75,6 +75,60 @@ result.npz: attn (H, T, T), out (H, T, d_h), x_star (H, T, d_osc), steps (H, T),
 Exit codes: 0 done; 1 the RTL differs from golden-fixed, or the simulation failed; 2 a bad
   case or argument (one-line error, no output file).
 """
+
+
+SOFTMAX_EPILOG = """\
+case.npz: oscarray attention's (q, k, v (H, T, d_h); optional causal); anchors, sigma, p,
+  mode and the ODE entries may be present and are ignored. Start from
+  oscarray attention --example kws|sva|tinystories --out case.npz.
+engines: golden-float (golden/softmax.py, float64), golden-fixed (its bit-exact fixed point:
+  log2(e) folded into the score constant, 2**-y by two tables and a multiply, one reciprocal
+  per row), rtl (the attention head built with the softmax mode only, in cocotb, bit for bit
+  golden-fixed; capacity as for oscarray attention).
+result.npz: attn (H, T, T), out (H, T, d_h), engine, mechanism; golden-fixed and rtl add
+  attn_int, out_int and scales (golden-fixed also g_int, y_int); rtl adds cycles (H,).
+--json prints one object: max_attn_err and max_out_err_rel against golden-float, cycles,
+  mismatches (rtl versus golden-fixed).
+Exit codes: 0 done; 1 the RTL differs from golden-fixed, or the simulation failed; 2 a bad
+  case or argument (one-line error, no output file).
+"""
+
+
+def _add_softmax(commands):
+    from .softmax_flow import SOFTMAX_ENGINES
+    softmax = commands.add_parser(
+        "softmax", help="run softmax attention (the oscillator head's reference) on a case",
+        description="Softmax attention on the oscillator head's Q/K front end and value "
+                    "path:\n  oscarray softmax --in case.npz --engine golden-float|"
+                    "golden-fixed|rtl --out result.npz [--plots DIR] [--json]",
+        epilog=SOFTMAX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    softmax.add_argument("--in", dest="case", required=True, metavar="CASE.npz")
+    softmax.add_argument("--engine", choices=list(SOFTMAX_ENGINES), required=True)
+    softmax.add_argument("--out", required=True, metavar="PATH", help="result.npz to write")
+    softmax.add_argument("--plots", metavar="DIR",
+                         help="also write the heatmaps (engine, golden-float, difference)")
+    softmax.add_argument("--max-tokens", type=int, default=None, metavar="T",
+                         help="rtl: the build's T capacity")
+    softmax.add_argument("--max-d-h", type=int, default=None, metavar="D",
+                         help="rtl: the build's d_h capacity")
+    softmax.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                         help="rtl: simulator (default: $SIM, else verilator)")
+    softmax.add_argument("--build-dir", default=None, metavar="DIR",
+                         help="rtl: where simulator builds are cached (default build/sim)")
+    softmax.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _print_softmax(result: dict):
+    print(f"{result['engine']}: softmax, shape {result['shape']}, causal {result['causal']}; "
+          f"max |attn - float| = {result['max_attn_err']:.3g} (target "
+          f"{result['attn_target']:.3g}), max |out - float| / max|v| = "
+          f"{result['max_out_err_rel']:.3g}"
+          + ("" if result["cycles"] is None else f"; cycles per head {result['cycles']}")
+          + ("" if result["mismatches"] is None
+             else f"; {result['mismatches']} integers differ from golden-fixed"))
+    for key in ("out", "plot"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
 
 
 def _add_attention(commands):
@@ -181,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     array.add_argument("--plot", help="also write phase and r(t) plots to this PNG")
 
     _add_attention(commands)
+    _add_softmax(commands)
 
     build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
     build.add_argument("--design", choices=("cordic",), default="cordic")
@@ -304,6 +359,13 @@ def _run(args) -> int:
         return _run_array(args, progress)
     if args.command == "attention":
         return _run_attention(args, progress)
+    if args.command == "softmax":
+        from .softmax_flow import softmax_run
+        result = softmax_run(args.case, args.engine, args.out, progress, plots=args.plots,
+                             max_tokens=args.max_tokens, max_d_h=args.max_d_h, sim=args.sim,
+                             build_root=args.build_dir)
+        _report(result, args.json, _print_softmax)
+        return 1 if result["mismatches"] else 0
     if args.command == "sim":
         config = flows.cordic_config(args.mode, args.width, args.phase_bits, args.iterations,
                                      args.guard_bits)

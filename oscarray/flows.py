@@ -698,9 +698,11 @@ def plot_settling(settling, tol: float, engine_steps, path, engine: str = "engin
     return _save_figure(plt, figure, path, title)
 
 
-def plot_attention(attn, reference, path, engine: str = "engine", title=None) -> Path:
+def plot_attention(attn, reference, path, engine: str = "engine", title=None,
+                   reference_name: str = "golden-float (analytic)") -> Path:
     """One PNG, one row per head: the engine's attention (query i down, key j across) beside
-    golden-float's analytic one on the same (square-root) color scale, and their difference."""
+    the reference (golden-float's analytic one) on the same (square-root) color scale, and
+    their difference."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -716,7 +718,7 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None) ->
         # A square-root color scale: a causal row 0 is 1 where the rest are ~1/T.
         weights = PowerNorm(0.5, vmin=0.0, vmax=top)
         panels = ((attn[head], engine, "viridis", weights),
-                  (reference[head], "golden-float (analytic)", "viridis", weights),
+                  (reference[head], reference_name, "viridis", weights),
                   (diff, f"{engine} - golden-float", "RdBu_r",
                    matplotlib.colors.Normalize(-spread, spread)))
         for ax, (image, name, cmap, norm) in zip(axes[head], panels):

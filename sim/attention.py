@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.attention import NOT_CONVERGED
-from ..golden.attention_fixed import DEFAULT_CONFIG, AttentionFixedConfig, validate_fixed
+from ..golden.attention_fixed import DEFAULT_CONFIG, AttentionFixedConfig
 from ..hdl.attention import (
-    MODES,
+    OSCILLATOR_MODES,
     AttentionHead,
     check_case,
     check_modes,
@@ -25,6 +25,7 @@ from ..hdl.attention import (
     load_layout,
     output_layout,
     row_items,
+    validate_mechanism,
 )
 from .runner import run_cocotb
 from .streams import layout_fields
@@ -45,12 +46,15 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     x_int (H, T, 2), h_int (H, T, 2), e_w (H, T), steps (H, T) (NOT_CONVERGED where the
     engine's detector did not fire), converged (H, T) (the RTL's integers, as golden
     attention_fixed names them), cycles (H,) (clocks from start to done per head), error
-    (H,) bool, sim. `modes`: the head's build (default: "ode-drive" too when some case
-    needs it). Every case is checked (`check_case`) before anything is built.
+    (H,) bool, sim. `modes`: the head's build (default: the cases' modes, both ODE modes
+    when one is needed; a softmax case is golden `softmax_case`'s). Every case is checked
+    (`check_case`) before anything is built.
     """
     if modes is None:
-        needs_ode = any(validate_fixed(case, config).mode != "analytic" for case in cases)
-        modes = MODES if needs_ode else ("analytic",)
+        needed = {validate_mechanism(case, config).mode for case in cases} or {"analytic"}
+        if needed & set(OSCILLATOR_MODES[1:]):
+            needed |= set(OSCILLATOR_MODES)
+        modes = tuple(needed)
     modes = check_modes(modes)
     cases = [check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes)
              for case in cases]
@@ -65,7 +69,9 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
                          cordic_arch=cordic_arch, modes=modes)
     name = (f"attention_t{max_tokens}_d{max_d_h}_b{config.qk_bits}_p{config.phase_bits}"
             + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}")
-            + ("_ode" if "ode-drive" in modes else ""))
+            + ("_ode" if "ode-drive" in modes else "")
+            + ("_softmax" if "softmax" in modes else "")
+            + ("" if "analytic" in modes else "_only"))
     _, load_widths, _ = layout_fields(load_layout(config, max_tokens, max_d_h))
     _, out_widths, out_signs = layout_fields(output_layout(config, max_tokens, max_d_h))
     with tempfile.TemporaryDirectory(prefix="oscarray-attention-") as tmp:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from oscarray.golden.attention import random_case, validate_case
 from oscarray.hdl.attention import (
-    MODES,
+    OSCILLATOR_MODES as MODES,
     REGISTERS,
     cycles_per_head,
     ode_cycles,
