@@ -34,10 +34,12 @@ ROUTER = {"ecp5": "router2"}
 
 def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str,
                     modes=("analytic",)) -> str:
-    """The build's name (and folder under build_dir/board/); the ODE modes built are named
-    (`_drive`, `_pairwise`)."""
-    ode = [mode.removeprefix("ode-") for mode in check_modes(modes)[1:]]
-    return f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}" + "".join(f"_{m}" for m in ode)
+    """The build's name (and folder under build_dir/board/); the modes besides "analytic"
+    are named (`_drive`, `_pairwise`, `_softmax`), and `_only` marks a head without it."""
+    modes = check_modes(modes)
+    named = [mode.removeprefix("ode-") for mode in modes if mode != "analytic"]
+    return (f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
+            + "".join(f"_{m}" for m in named) + ("" if "analytic" in modes else "_only"))
 
 
 def netlist_usage(board: str, build_dir, name: str) -> dict | None:

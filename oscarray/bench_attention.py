@@ -1,46 +1,53 @@
-"""`oscarray bench attention`: paper A's attention head on UP5K and ECP5-85F against NumPy.
+"""`oscarray bench attention`: the attention heads on UP5K and ECP5-85F against NumPy.
 
 Per shape (the `oscarray attention --example` cases: golden/attention.SHAPES, causal, relu_eps,
-p = 1, random start; seed 0 unless told) and device, one row per mechanism (MECHANISMS):
-"oscillator-analytic" runs the example case, "oscillator-ode-drive" and
+p = 1, random start; seed 0 unless told) and device, one row per mechanism (MECHANISMS, or
+those asked): "oscillator-analytic" runs the example case, "oscillator-ode-drive" and
 "oscillator-ode-pairwise" the same case with its mode set to ode-drive or ode-pairwise and
 every other entry at golden/attention.DEFAULTS (dt 1, tol 6e-5, max_steps 4000, init
-random). Each row has:
+random), "softmax" the same q, k, v through softmax attention (golden/softmax.py; anchors
+ignored). Each row has:
 
 * a real build of `AttentionHead` sized for the shape (max_tokens = T, max_d_h = d_h) with the
   device's CORDIC architecture (`DEVICE_BUILDS`): lut, ff, dsp, bram, fmax_mhz. The analytic
-  row's head has the analytic mode only (`HEAD_MODES`); the two ODE rows share one build of
-  the head with every mode (its array engine: 2 T oscillators), `modes_built` and `build`
-  name it;
+  row's head has the analytic mode only, the softmax row's the softmax mode only
+  (`HEAD_MODES`: neither carries the other's units); the two ODE rows share one build of
+  the head with every oscillator mode (its array engine: 2 T oscillators); `modes_built`
+  and `build` name it;
 * the row's case run on a head with the same modes in a cycle-accurate simulation (cocotb,
   Verilator unless told): the clocks of each head from the head's `cycles` port
   (`cycles_measured`), which must equal the model (`cycles_model`: `cycles_per_head`, or for
   the ODE modes `ode_cycles` of the engine runs the RTL reports, `ode_engine_runs`; else
   `SimulationFailed`); `cycles` per inference is all heads one after another on one head
   engine (the `load` writes before each head are not counted: `load_words` says how many
-  there are); `us` = cycles / Fmax; the ODE rows add `euler_steps` (the longest engine run's
-  Euler steps over the heads), `converged` (every oscillator within tol) and `engine_runs`
-  ((m, steps) of each run, per head);
+  there are); `us` = cycles / Fmax; lut_us = lut x us and dsp_us = dsp x us (area x time);
+  the ODE rows add `euler_steps` (the longest engine run's Euler steps over the heads),
+  `converged` (every oscillator within tol) and `engine_runs` ((m, steps) of each run, per
+  head);
 * the RTL's integers against golden-fixed (`bit_exact`, `mismatches`: every
-  flows.ATTENTION_RTL_INTEGERS, steps and converged included) and its attention against the
-  float model's analytic attention, the accuracy target's reference, on every row
-  (`max_attn_err` = max |attn - attn_float|);
-* `numpy_us`: golden/attention.py `attention_float` (float64, analytic, every head) on the
-  shape's case on this machine, the best of several calls in the same run; the same figure
-  on every row of the shape, the ODE rows too (the reference, not an ODE in NumPy);
-  `ratio` = us / numpy_us (below 1: the head is faster).
+  flows.ATTENTION_RTL_INTEGERS, steps and converged included; softmax: attn_int, out_int)
+  and its attention against the float reference (`max_attn_err` = max |attn - attn_float|):
+  the float model's analytic attention on every oscillator row (the accuracy target's
+  reference), softmax_float on the softmax row;
+* `numpy_us`: that float reference (float64, every head) on the shape's case on this machine,
+  the best of several calls in the same run; `ratio` = us / numpy_us (below 1: the head is
+  faster).
+
+`softmax_vs_oscillator` divides the softmax row by the oscillator-analytic row (us, LUT x us,
+DSP x us, LUT, DSP) per shape and device where both fit, beside paper A's ratio from
+operation counts (PAPER_SOFTMAX_RATIO).
 
 What gets no row, and why, is in the result, never a made-up figure:
 
-* `refused`: a shape the head cannot run (tinystories: d_osc = 8 is not in fixed point), with
-  the golden model's or the head's message; or one mechanism of a shape (`mechanism` named).
-  If every asked shape is refused, nothing runs (ValueError).
+* `refused`: a mechanism of a shape the head cannot run (the oscillator at tinystories'
+  d_osc = 8, not in fixed point), with the golden model's or the head's message. If every
+  asked mechanism of every shape is refused, nothing runs (ValueError).
 * `not_benched`: a mechanism whose mode the RTL does not build (hdl/attention.py MODES),
   with the reason (none since 2026-11-23).
 * A head too big for a device still gets its rows (simulation, accuracy and NumPy figures are
   the device's CORDIC architecture's), with `fits` False, `does_not_fit` (the build's
   message), `netlist` (Yosys's pre-placement estimate, lower bounds) and `capacity` (the
-  device's), and lut, ff, dsp, bram, fmax_mhz, us and ratio None.
+  device's), and lut, ff, dsp, bram, fmax_mhz, us, ratio, lut_us and dsp_us None.
 """
 
 from __future__ import annotations
@@ -57,14 +64,21 @@ __all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
            "refusal", "numpy_reference", "cycles_model", "measure_rtl", "bench_row",
            "bench_attention"]
 
-# The mechanisms of paper A's head: the analytic fixed point and the two ODE settlings.
+# The mechanisms: paper A's head (the analytic fixed point and the two ODE settlings) and the
+# softmax head on the same front end and value path (golden/softmax.py).
 MECHANISMS = {"oscillator-analytic": "analytic", "oscillator-ode-drive": "ode-drive",
-              "oscillator-ode-pairwise": "ode-pairwise"}
+              "oscillator-ode-pairwise": "ode-pairwise", "softmax": "softmax"}
 
-# The modes of the head each mode is built and simulated in: the analytic head alone, and one
-# head with every mode (one array engine) for both ODE modes.
+# The modes of the head each mode is built and simulated in: the analytic head alone, one
+# head with every oscillator mode (one array engine) for both ODE modes, the softmax head
+# alone (none of the oscillator's units).
 HEAD_MODES = {"analytic": ("analytic",), "ode-drive": ("analytic", "ode-drive", "ode-pairwise"),
-              "ode-pairwise": ("analytic", "ode-drive", "ode-pairwise")}
+              "ode-pairwise": ("analytic", "ode-drive", "ode-pairwise"),
+              "softmax": ("softmax",)}
+
+# Paper A's cost table (multiply-add equivalents, one exp = 10 MACs, ReLU coupling): softmax
+# over the all-digital oscillator stage.
+PAPER_SOFTMAX_RATIO = {"kws": 1.98, "sva": 1.88, "tinystories": 0.59}
 
 
 def not_benched() -> list[dict]:
@@ -87,6 +101,17 @@ DEVICE_BUILDS = {
 
 NUMPY_FUNCTION = ("oscarray.golden.attention.attention_float (float64, analytic, every head; "
                   "the case validated once, outside the timing)")
+NUMPY_SOFTMAX_FUNCTION = ("oscarray.golden.softmax.softmax_float (float64, every head; the "
+                          "case validated once, outside the timing)")
+
+
+def is_softmax(case) -> bool:
+    from .golden.softmax import MECHANISM
+    return case.mode == MECHANISM
+
+
+def mechanism_name(case) -> str:
+    return "softmax" if is_softmax(case) else f"oscillator-{case.mode}"
 
 
 def example_case(shape: str, seed: int = 0):
@@ -97,7 +122,10 @@ def example_case(shape: str, seed: int = 0):
 
 def mechanism_case(case, mechanism: str):
     """The example case with the mechanism's mode (the other entries as they are: the golden
-    DEFAULTS in an example case)."""
+    DEFAULTS in an example case); softmax's is golden `softmax_case` of it."""
+    from .golden.softmax import softmax_case
+    if mechanism == "softmax":
+        return softmax_case(case)
     return dataclasses.replace(case, mode=MECHANISMS[mechanism])
 
 
@@ -112,15 +140,27 @@ def refusal(case) -> str | None:
     return None
 
 
+def float_reference(case) -> dict:
+    """The float result a row's accuracy is measured against: the oscillator's analytic
+    attention (every oscillator mode), or softmax's."""
+    from .golden.attention import attention_float
+    from .golden.softmax import softmax_float
+    if is_softmax(case):
+        return softmax_float(case)
+    return attention_float(dataclasses.replace(case, mode="analytic"))
+
+
 def numpy_reference(case, progress=None, *, repeats: int = 7, min_seconds: float = 0.2
                     ) -> dict:
-    """The float model on the case, timed: numpy_us (best call), numpy_calls, numpy_fn."""
-    from .golden.attention import attention_float
-    flows._say(progress, f"NumPy float64 analytic attention, H = {case.heads}, "
+    """The float model on the case, timed: numpy_us (best call), numpy_calls, numpy_fn.
+    Oscillator rows: the analytic attention; softmax rows: softmax."""
+    what = "softmax" if is_softmax(case) else "analytic"
+    flows._say(progress, f"NumPy float64 {what} attention, H = {case.heads}, "
                          f"T = {case.tokens}, d_h = {case.d_h}")
-    seconds, calls = best_seconds(lambda: attention_float(case), repeats=repeats,
+    seconds, calls = best_seconds(lambda: float_reference(case), repeats=repeats,
                                   min_seconds=min_seconds)
-    return {"numpy_us": seconds * 1e6, "numpy_calls": calls, "numpy_fn": NUMPY_FUNCTION}
+    return {"numpy_us": seconds * 1e6, "numpy_calls": calls,
+            "numpy_fn": NUMPY_SOFTMAX_FUNCTION if is_softmax(case) else NUMPY_FUNCTION}
 
 
 def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None]:
@@ -128,9 +168,9 @@ def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None
     `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
     (`result`: steps and h_int, the RTL's or golden-fixed's)."""
     from .hdl.attention import cycles_per_head, ode_cycles, ode_engine_runs
-    if case.mode == "analytic":
-        return [cycles_per_head(case.tokens, case.d_h, case.causal,
-                                cordic_arch=cordic_arch)] * case.heads, None
+    if case.mode in ("analytic", "softmax"):
+        return [cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=cordic_arch,
+                                mode=case.mode)] * case.heads, None
     runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
     return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,
                        case.init == "warm", cordic_arch=cordic_arch)
@@ -147,14 +187,19 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
     max_out_err_rel (versus `reference`, the float model's analytic result, computed if not
     given), load_words, sim; the ODE modes' euler_steps, converged and engine_runs (else
     None)."""
-    from .golden.attention import attention_float
     from .hdl.attention import head_writes
     from .sim.runner import SimulationFailed
 
     tokens, d_h, modes = case.tokens, case.d_h, HEAD_MODES[case.mode]
-    rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
-                                         build_root=build_root, progress=progress,
-                                         cordic_arch=cordic_arch)
+    if is_softmax(case):
+        from .softmax_flow import SOFTMAX_ENGINES
+        rtl = SOFTMAX_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
+                                     build_root=build_root, progress=progress,
+                                     cordic_arch=cordic_arch)
+    else:
+        rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
+                                             build_root=build_root, progress=progress,
+                                             cordic_arch=cordic_arch)
     measured = [int(c) for c in rtl["cycles"]]
     model, runs = cycles_model(case, cordic_arch, rtl)
     if measured != model:
@@ -163,9 +208,13 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
             f"d_h = {d_h}, causal = {case.causal}, {case.mode}, {cordic_arch}"
             + (f", engine runs {runs}" if runs else "") + f") says {model}",
             failed=[], log_path=None, result=None)
-    mismatches = flows.attention_rtl_mismatches(case, rtl)
+    if is_softmax(case):
+        from .softmax_flow import softmax_rtl_mismatches
+        mismatches = softmax_rtl_mismatches(case, rtl)
+    else:
+        mismatches = flows.attention_rtl_mismatches(case, rtl)
     if reference is None:
-        reference = attention_float(dataclasses.replace(case, mode="analytic"))
+        reference = float_reference(case)
     v_max = float(np.abs(case.v).max())
     out_err = float(np.abs(rtl["out"] - reference["out"]).max())
     load_words = sum(len(w) for w in head_writes(case, max_tokens=tokens, max_d_h=d_h,
@@ -193,7 +242,7 @@ def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy:
     from .boards.build import get_board
     board = DEVICE_BUILDS[device]["board"]
     row = {"shape": shape, "device": device, "board": board, "part": get_board(board).device,
-           "mechanism": f"oscillator-{case.mode}",
+           "mechanism": mechanism_name(case),
            "heads": case.heads, "tokens": case.tokens, "d_h": case.d_h, "d_osc": case.d_osc,
            "causal": case.causal, "cordic_arch": cordic_arch, "max_tokens": case.tokens,
            "max_d_h": case.d_h, "modes_built": list(HEAD_MODES[case.mode]),
@@ -204,12 +253,14 @@ def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy:
                    ff=built["ff"], dsp=built["dsp"], bram=built["bram"],
                    fmax_mhz=built["fmax_mhz"], target_mhz=built["target_mhz"],
                    timing_met=built["timing_met"], build_s=built.get("seconds"), us=us,
-                   ratio=us / numpy["numpy_us"])
+                   ratio=us / numpy["numpy_us"], lut_us=built["lut"] * us,
+                   dsp_us=built["dsp"] * us)
     else:
         row.update(fits=False, does_not_fit=does_not_fit["message"],
                    netlist=does_not_fit.get("netlist"), capacity=does_not_fit.get("capacity"),
                    target_mhz=does_not_fit.get("target_mhz"), lut=None, ff=None, dsp=None,
-                   bram=None, fmax_mhz=None, timing_met=None, us=None, ratio=None)
+                   bram=None, fmax_mhz=None, timing_met=None, us=None, ratio=None,
+                   lut_us=None, dsp_us=None)
     row.update({key: rtl[key] for key in (
         "cycles", "cycles_per_head", "cycles_model", "cycles_measured", "load_words",
         "max_attn_err", "max_out_err_rel", "bit_exact", "mismatches", "sim", "euler_steps",
@@ -244,38 +295,38 @@ def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict |
 
 
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,
-                    build_root="build/bench_attention", sim=None, progress=None) -> dict:
+                    build_root="build/bench_attention", sim=None, progress=None,
+                    mechanisms=None) -> dict:
     """Build, simulate and time the head per shape, device and mechanism (module docstring).
     Unknown shapes or devices, a negative seed, and every asked shape refused are ValueErrors
     before any work."""
     from pathlib import Path
 
-    from .golden.attention import SHAPES, attention_float
+    from .golden.attention import SHAPES
     from .hdl.attention import MODES
 
     shapes = list(check_names("shapes", shapes, SHAPES, "('kws', 'sva')"))
     devices = list(check_names("devices", devices, DEVICE_BUILDS, "('up5k', 'ecp5-85f')"))
+    mechanisms = tuple(MECHANISMS) if mechanisms is None else mechanisms
+    asked = list(check_names("mechanisms", mechanisms, MECHANISMS, "('softmax',)"))
     cases = {shape: example_case(shape, seed) for shape in shapes}     # refuses seed < 0
-    refused = [{"shape": shape, "reason": reason} for shape in shapes
-               if (reason := refusal(cases[shape])) is not None]
-    runnable = [shape for shape in shapes if shape not in {r["shape"] for r in refused}]
-    if not runnable:
-        raise ValueError("no shape to bench: " + "; ".join(f"{r['shape']}: {r['reason']}"
-                                                           for r in refused))
-    benched = {}                        # per runnable shape: the cases of its mechanisms
-    for shape in runnable:
+    refused, benched = [], {}           # per shape: the cases of its mechanisms that run
+    for shape in shapes:
         benched[shape] = []
         for mechanism, mode in MECHANISMS.items():
-            if mode not in MODES:
+            if mode not in MODES or mechanism not in asked:
                 continue
             case = mechanism_case(cases[shape], mechanism)
-            if mode != "analytic" and (reason := refusal(case)) is not None:
+            if (reason := refusal(case)) is not None:
                 refused.append({"shape": shape, "mechanism": mechanism, "reason": reason})
             else:
                 benched[shape].append(case)
+    runnable = [shape for shape in shapes if benched[shape]]
+    if not runnable:
+        raise ValueError("no shape to bench: " + "; ".join(
+            f"{r['shape']} {r['mechanism']}: {r['reason']}" for r in refused))
     for r in refused:
-        flows._say(progress, f"{r['shape']}" + (f" {r['mechanism']}" if "mechanism" in r
-                                                else "") + f": refused, no row: {r['reason']}")
+        flows._say(progress, f"{r['shape']} {r['mechanism']}: refused, no row: {r['reason']}")
     skipped = not_benched()
     for entry in skipped:
         flows._say(progress, f"{entry['mechanism']}: {entry['reason']}")
@@ -283,30 +334,56 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     root = Path(build_root)
     rows = []
     for shape in runnable:
-        reference = attention_float(cases[shape])
-        numpy = numpy_reference(cases[shape], progress)
+        references, numpys = {}, {}     # per family (oscillator or softmax): one each
         measured = {}                   # per (mode, CORDIC architecture): one simulation each
         for device in devices:
             arch = DEVICE_BUILDS[device]["cordic_arch"]
             builds = {}                 # per head modes: one build each
             for case in benched[shape]:
+                family = is_softmax(case)
+                if family not in references:
+                    references[family] = float_reference(case)
+                    numpys[family] = numpy_reference(case, progress)
                 modes = HEAD_MODES[case.mode]
                 if (case.mode, arch) not in measured:
                     flows._say(progress, f"{shape} {case.mode}: simulating the head ({arch} "
                                          f"CORDICs, modes {', '.join(modes)})")
                     measured[case.mode, arch] = measure_rtl(
                         case, arch, sim=sim, build_root=root / "sim", progress=progress,
-                        reference=reference)
+                        reference=references[family])
                 if modes not in builds:
                     flows._say(progress, f"{shape} on {device}: building the head, T = "
                                          f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
                                          f"modes {', '.join(modes)}")
                     builds[modes] = _build(device, case, root / "boards", progress)
                 rows.append(bench_row(shape, device, case, arch, measured[case.mode, arch],
-                                      numpy, *builds[modes]))
+                                      numpys[family], *builds[modes]))
     return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
-            "mechanisms": list(MECHANISMS), "rows": rows, "refused": refused,
+            "mechanisms": asked, "rows": rows,
+            "softmax_vs_oscillator": softmax_comparison(rows), "refused": refused,
             "not_benched": skipped}
+
+
+def softmax_comparison(rows) -> list[dict]:
+    """Per shape and device with both rows fitted: softmax over oscillator-analytic (the
+    paper's all-digital stage) in us, LUT x us and DSP x us, beside the paper's ratio from
+    operation counts (PAPER_SOFTMAX_RATIO). Above 1: softmax costs more."""
+    found = {}
+    for row in rows:
+        if row["fits"] and row["mechanism"] in ("softmax", "oscillator-analytic"):
+            found.setdefault((row["shape"], row["device"]), {})[row["mechanism"]] = row
+    out = []
+    for (shape, device), pair in found.items():
+        if len(pair) < 2:
+            continue
+        soft, osc = pair["softmax"], pair["oscillator-analytic"]
+        out.append({"shape": shape, "device": device,
+                    "us": soft["us"] / osc["us"],
+                    "lut_us": soft["lut_us"] / osc["lut_us"],
+                    "dsp_us": soft["dsp_us"] / osc["dsp_us"] if osc["dsp_us"] else None,
+                    "lut": soft["lut"] / osc["lut"], "dsp": soft["dsp"] / osc["dsp"]
+                    if osc["dsp"] else None, "paper": PAPER_SOFTMAX_RATIO.get(shape)})
+    return out
 
 
 ATTENTION_BENCH_COLUMNS = [
@@ -314,6 +391,7 @@ ATTENTION_BENCH_COLUMNS = [
     ("cordic_arch", "CORDIC"), ("lut", "LC/LUT4"),
     ("ff", "FF"), ("dsp", "DSP"), ("bram", "BRAM"), ("fmax_mhz", "Fmax MHz"),
     ("cycles_per_head", "clocks/head"), ("cycles", "clocks"), ("us", "us"),
-    ("numpy_us", "NumPy us"), ("ratio", "us/NumPy"), ("max_attn_err", "max attn err"),
+    ("numpy_us", "NumPy us"), ("ratio", "us/NumPy"), ("lut_us", "LUT*us"),
+    ("dsp_us", "DSP*us"), ("max_attn_err", "max attn err"),
     ("euler_steps", "Euler steps"), ("converged", "converged"), ("bit_exact", "bit-exact"),
 ]

@@ -165,35 +165,40 @@ def _add_attention(commands):
 
 BENCH_ATTENTION_EPILOG = """\
 One row per shape, device and mechanism (oscillator-analytic, oscillator-ode-drive,
-oscillator-ode-pairwise): a build of the head sized for the shape (T, d_h; UP5K with
-iterative CORDICs, ECP5-85F pipelined; the analytic head, and one head with every mode for
-both ODE rows), the shape's example case (oscarray attention --example SHAPE --seed S; the
-ODE rows with its mode set, the rest at the golden defaults) on a head with the same modes
-in a cycle-accurate simulation (clocks per head from its cycles port, checked against
-cycles_per_head or ode_cycles of the Euler steps; bit-exact against golden-fixed; max |attn
-- golden-float analytic|; the ODE rows' Euler steps and convergence), us per inference (all
-heads on one head engine) at Fmax, and NumPy float64 (golden attention_float, analytic: the
-reference on every row) on this machine.
-A shape the head cannot run (tinystories: d_osc 8) is refused with its reason and gets no
-row; a head too big for a device gets its rows with fits false, the reason and Yosys's
-estimate, and no area, Fmax or us.
+oscillator-ode-pairwise, softmax): a build of the head sized for the shape (T, d_h; UP5K
+with iterative CORDICs, ECP5-85F pipelined; the analytic head, one head with every
+oscillator mode for both ODE rows, the softmax head alone), the shape's example case
+(oscarray attention --example SHAPE --seed S; the ODE rows with its mode set, the rest at
+the golden defaults) on a head with the same modes in a cycle-accurate simulation (clocks
+per head from its cycles port, checked against cycles_per_head or ode_cycles of the Euler
+steps; bit-exact against golden-fixed; max |attn - golden-float|, the analytic attention for
+the oscillator rows, softmax for softmax; the ODE rows' Euler steps and convergence), us per
+inference (all heads on one head engine) at Fmax, LUT x us and DSP x us, and NumPy float64
+(the same float reference) on this machine. Then softmax over oscillator-analytic in us,
+LUT x us and DSP x us beside paper A's ratio from operation counts.
+A mechanism the head cannot run on a shape (the oscillator at tinystories' d_osc 8) is
+refused with its reason and gets no row; a head too big for a device gets its rows with
+fits false, the reason and Yosys's estimate, and no area, Fmax or us.
 Exit codes: 0 done; 1 the RTL differs from golden-fixed, a simulation or a build failed;
   2 a bad argument, or every asked shape refused.
 """
 
 
 def _add_bench_attention(bench_designs):
-    from .bench_attention import DEVICE_BUILDS
+    from .bench_attention import DEVICE_BUILDS, MECHANISMS
     from .golden.attention import SHAPES
     bench = bench_designs.add_parser(
-        "attention", help="the attention head (analytic and ODE modes) versus NumPy",
+        "attention", help="the attention heads (oscillator modes, softmax) versus NumPy",
         epilog=BENCH_ATTENTION_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--shape", nargs="+", choices=list(SHAPES), default=list(SHAPES),
-                       help="the example cases to run (default: all; tinystories is refused)")
+                       help="the example cases to run (default: all; tinystories: softmax "
+                            "only)")
     bench.add_argument("--device", nargs="+", choices=list(DEVICE_BUILDS),
                        default=list(DEVICE_BUILDS))
     bench.add_argument("--seed", type=int, default=0, metavar="S",
                        help="the example cases' random draw (default 0)")
+    bench.add_argument("--mechanism", nargs="+", choices=list(MECHANISMS),
+                       default=list(MECHANISMS), help="the rows to make (default: all)")
     bench.add_argument("--sim", choices=("verilator", "icarus"), default=None,
                        help="simulator (default: $SIM, else verilator)")
     bench.add_argument("--build-dir", default="build/bench_attention", metavar="DIR",
@@ -392,8 +397,10 @@ def _run(args) -> int:
     if args.command == "bench" and args.design == "attention":
         from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention
         result = bench_attention(args.shape, args.device, seed=args.seed,
-                                 build_root=args.build_dir, sim=args.sim, progress=progress)
-        _bench_report(result, args, "attention head (paper A) versus NumPy float64",
+                                 build_root=args.build_dir, sim=args.sim, progress=progress,
+                                 mechanisms=args.mechanism)
+        _bench_report(result, args, "attention heads (paper A's oscillator, softmax) versus "
+                                    "NumPy float64",
                       ATTENTION_BENCH_COLUMNS, _attention_bench_notes(result))
         return 0 if all(row["bit_exact"] for row in result["rows"]) else 1
 
@@ -451,8 +458,14 @@ def _attention_bench_notes(result: dict) -> list[str]:
             notes.append(f"{where} {row['mechanism']}: some oscillators did not converge "
                          f"within max_steps")
     if any(row.get("euler_steps") is not None for row in result["rows"]):
-        notes.append("NumPy us: the float model's analytic attention on every row, the ODE "
-                     "rows too (the reference; max attn err is against it as well)")
+        notes.append("NumPy us: the float model's analytic attention on every oscillator "
+                     "row, the ODE rows too (the reference; max attn err is against it as "
+                     "well); softmax rows: NumPy's softmax")
+    for c in result.get("softmax_vs_oscillator", []):
+        dsp = "n/a" if c["dsp_us"] is None else f"{c['dsp_us']:.2f}"
+        notes.append(f"{c['shape']} on {c['device']}: softmax / oscillator-analytic = "
+                     f"{c['us']:.2f} in us, {c['lut_us']:.2f} in LUT*us, {dsp} in DSP*us "
+                     f"(paper A's operation count: {c['paper']})")
     for refused in result["refused"]:
         what = refused["shape"] + (f" {refused['mechanism']}" if "mechanism" in refused
                                    else "")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .flows import _check_output_path, _check_plots_dir, _json_default, _say, plot_attention
 
-__all__ = ["SOFTMAX_ENGINES", "softmax_run"]
+__all__ = ["SOFTMAX_ENGINES", "softmax_run", "softmax_rtl_mismatches"]
 
 SOFTMAX_RESULT_KEYS = ("attn", "out", "attn_int", "out_int", "g_int", "y_int")
 
@@ -41,9 +41,10 @@ def _check_rtl(case, max_tokens=None, max_d_h=None, **options):
     check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=("softmax",))
 
 
-def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progress=None
-         ) -> dict:
-    """The attention head built with the softmax mode only, in cocotb."""
+def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progress=None,
+         cordic_arch="pipelined") -> dict:
+    """The attention head built with the softmax mode only, in cocotb (`cordic_arch`: its
+    divide CORDIC's)."""
     from .golden.attention_fixed import FRAC
     from .golden.softmax import softmax_fixed
     from .sim.attention import run_attention_rtl
@@ -52,12 +53,20 @@ def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progres
     _say(progress, f"rtl: simulating a softmax head of capacity T <= {max_tokens}, "
                    f"d_h <= {max_d_h} (the first run of a capacity builds it; then cached)")
     rtl = run_attention_rtl(case, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
-                            build_root=build_root, modes=("softmax",))
+                            build_root=build_root, modes=("softmax",),
+                            cordic_arch=cordic_arch)
     scales = softmax_fixed(case)["scales"]          # the host's exponents (step 0)
     return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -scales["out"],
             "attn_int": rtl["attn_int"].astype(np.int64),
             "out_int": rtl["out_int"].astype(np.int64), "scales": scales,
             "cycles": rtl["cycles"].astype(np.int64), "sim": rtl["sim"]}
+
+
+def softmax_rtl_mismatches(case, rtl: dict) -> int:
+    """How many of the RTL's integers (attn_int, out_int) differ from golden-fixed's."""
+    from .golden.softmax import softmax_fixed
+    golden = softmax_fixed(case)
+    return int(sum(np.count_nonzero(rtl[key] != golden[key]) for key in ("attn_int", "out_int")))
 
 
 SOFTMAX_ENGINES = {"golden-float": _golden_float, "golden-fixed": _golden_fixed, "rtl": _rtl}
@@ -91,7 +100,7 @@ def softmax_run(case_path, engine: str, out=None, progress=None, *, plots=None,
     (`mismatches`, 0 when bit-exact)."""
     from .golden.attention_fixed import ATTN_TARGET, OUT_TARGET
     from .golden.npz import write_npz
-    from .golden.softmax import softmax_fixed, softmax_float
+    from .golden.softmax import softmax_float
 
     if engine not in SOFTMAX_ENGINES:
         raise ValueError(f"unknown softmax engine {engine!r}; choose one of "
@@ -111,11 +120,7 @@ def softmax_run(case_path, engine: str, out=None, progress=None, *, plots=None,
     result = SOFTMAX_ENGINES[engine](case, **options)
     elapsed = time.perf_counter() - start
     reference = result if engine == "golden-float" else softmax_float(case)
-    mismatches = None
-    if engine == "rtl":
-        golden = softmax_fixed(case)
-        mismatches = int(sum(np.count_nonzero(result[key] != golden[key])
-                             for key in ("attn_int", "out_int")))
+    mismatches = softmax_rtl_mismatches(case, result) if engine == "rtl" else None
 
     arrays = {key: np.asarray(result[key]) for key in SOFTMAX_RESULT_KEYS if key in result}
     if "scales" in result:

@@ -55,7 +55,21 @@ def test_example_cases_are_the_commands_examples(tmp_path):
 def test_refusal_names_tinystories_d_osc_only():
     assert bench.refusal(bench.example_case("kws")) is None
     assert bench.refusal(bench.example_case("sva")) is None
-    assert "d_osc = 8" in bench.refusal(bench.example_case("tinystories"))
+    tiny = bench.example_case("tinystories")
+    assert "d_osc = 8" in bench.refusal(tiny)
+    assert bench.refusal(bench.mechanism_case(tiny, "softmax")) is None     # no anchors
+
+
+def test_softmax_comparison_divides_the_fitted_rows():
+    rows = [{"shape": "kws", "device": "ecp5-85f", "fits": True, "mechanism": m, "us": us,
+             "lut": lut, "dsp": dsp, "lut_us": lut * us, "dsp_us": dsp * us}
+            for m, us, lut, dsp in (("softmax", 30.0, 4000, 6),
+                                    ("oscillator-analytic", 20.0, 5000, 10),
+                                    ("oscillator-ode-drive", 90.0, 9000, 12))]
+    rows.append(dict(rows[0], device="up5k", fits=False))
+    (got,) = bench.softmax_comparison(rows)
+    assert got["us"] == 1.5 and got["lut_us"] == pytest.approx(1.2)
+    assert got["dsp_us"] == pytest.approx(0.9) and got["paper"] == 1.98
 
 
 def test_numpy_reference_times_the_float_model():
@@ -198,9 +212,10 @@ def test_measure_rtl_of_an_ode_mode(monkeypatch, mode):
 def fake_bench(monkeypatch, *, bit_exact=True):
     """bench_attention with measure_rtl and the build replaced: UP5K does not fit."""
     def measure(case, arch, **options):
-        model = cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=arch)
-        return rtl_figures(model, case.heads, bit_exact,
-                           steps=None if case.mode == "analytic" else 40)
+        fixed = case.mode in ("analytic", "softmax")
+        model = cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=arch,
+                                mode=case.mode if fixed else "analytic")
+        return rtl_figures(model, case.heads, bit_exact, steps=None if fixed else 40)
 
     def build(device, case, build_root, progress):
         if device == "up5k":
@@ -220,13 +235,19 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr()
     assert code == 0
     text = printed.out
-    assert "attention head" in text and "Fmax MHz" in text and "us/NumPy" in text
+    assert "attention heads" in text and "Fmax MHz" in text and "us/NumPy" in text
+    assert "LUT*us" in text and "DSP*us" in text
     assert "sva on up5k, head with analytic (iterative CORDICs): does not fit" in text
     assert "dsp 29/8" in text
     # The ODE rows share one build: said once.
     assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
-    assert "tinystories: refused, no row" in text and "d_osc = 8" in text
-    assert "NumPy us: the float model's analytic attention on every row" in text
+    assert "tinystories oscillator-analytic: refused, no row" in text and "d_osc = 8" in text
+    assert "NumPy us: the float model's analytic attention on every oscillator row" in text
+    # Same area in the fake builds: every ratio is the clocks' (kws: 2 heads of T 49, d_h 16).
+    clocks = [cycles_per_head(49, 16, True, mode=m) for m in ("softmax", "analytic")]
+    ratio = f"{clocks[0] / clocks[1]:.2f}"
+    assert (f"kws on ecp5-85f: softmax / oscillator-analytic = {ratio} in us, {ratio} in "
+            f"LUT*us, {ratio} in DSP*us (paper A's operation count: 1.98)") in text
     assert "not in this bench" not in text and "Euler steps" in text
     assert f"written: {out}" in text
     assert "refused" in printed.err                        # progress on stderr
@@ -234,12 +255,17 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     mechanisms = list(bench.MECHANISMS)
     assert [(r["shape"], r["device"], r["mechanism"]) for r in result["rows"]] == [
         (shape, device, mechanism) for shape in ("kws", "sva")
-        for device in ("up5k", "ecp5-85f") for mechanism in mechanisms]
+        for device in ("up5k", "ecp5-85f") for mechanism in mechanisms] + [
+        ("tinystories", device, "softmax") for device in ("up5k", "ecp5-85f")]
     for r in result["rows"]:
-        ode = r["mechanism"] != "oscillator-analytic"
-        assert r["modes_built"] == (list(MODES) if ode else ["analytic"])
+        ode = r["mechanism"].startswith("oscillator-ode")
+        built = {"oscillator-analytic": ["analytic"], "softmax": ["softmax"]}
+        assert r["modes_built"] == (list(MODES) if ode else built[r["mechanism"]])
         assert (r["euler_steps"] == 40) if ode else r["euler_steps"] is None
-    assert [r["shape"] for r in result["refused"]] == ["tinystories"]
+    assert [(r["shape"], r["mechanism"]) for r in result["refused"]] == [
+        ("tinystories", m) for m in mechanisms if m != "softmax"]
+    assert [(c["shape"], c["device"]) for c in result["softmax_vs_oscillator"]] == [
+        ("kws", "ecp5-85f"), ("sva", "ecp5-85f")]
     assert result["not_benched"] == []
     assert result["date"] and result["machine"]
 
@@ -251,7 +277,7 @@ def test_a_refused_mechanism_is_named_and_gets_no_rows(tmp_path, monkeypatch):
                         else refusal(case))
     result = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path)
     assert [r["mechanism"] for r in result["rows"]] == ["oscillator-analytic",
-                                                        "oscillator-ode-drive"]
+                                                        "oscillator-ode-drive", "softmax"]
     assert result["refused"] == [{"shape": "sva", "mechanism": "oscillator-ode-pairwise",
                                   "reason": "no"}]
 
@@ -263,15 +289,20 @@ def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
                  "--output", str(out), "--build-dir", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["written"] == str(out)
-    assert len(report["rows"]) == 3 and not any(r["bit_exact"] for r in report["rows"])
+    assert len(report["rows"]) == 4 and not any(r["bit_exact"] for r in report["rows"])
 
 
-def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys):
+def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    # Every mechanism of the only shape refused (softmax too, here): nothing runs.
+    refusal = bench.refusal
+    monkeypatch.setattr(bench, "refusal", lambda case: "not today" if case.mode == "softmax"
+                        else refusal(case))
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "tinystories", "--output", str(out),
                  "--build-dir", str(tmp_path / "build")])
     err = capsys.readouterr().err
     assert code == 2 and "no shape to bench" in err and "d_osc = 8" in err
+    assert "not today" in err
     assert not out.exists() and not (tmp_path / "build").exists()
 
 
@@ -308,6 +339,7 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
     assert [row["mechanism"] for row in report["rows"]] == list(bench.MECHANISMS)
     assert report["refused"] == [] and report["not_benched"] == []
     analytic = cycles_per_head(9, 32, True, cordic_arch="iterative")
+    softmax = cycles_per_head(9, 32, True, cordic_arch="iterative", mode="softmax")
     for row in report["rows"]:
         assert ROW_FIELDS <= row.keys()
         assert (row["shape"], row["device"], row["board"]) == ("sva", "up5k", "icebreaker")
@@ -317,10 +349,12 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
         assert row["cycles_measured"] == [model] and row["cycles"] == model
         if row["mechanism"] == "oscillator-analytic":
             assert model == analytic and row["euler_steps"] is None
+        elif row["mechanism"] == "softmax":
+            assert model == softmax and row["euler_steps"] is None
         else:
             assert row["converged"] is True and row["euler_steps"] > 0 and model > analytic
         assert 0 < row["max_attn_err"] < row["attn_target"]
-        assert row["numpy_us"] == report["rows"][0]["numpy_us"] > 0
+        assert row["numpy_us"] > 0
         assert row["sim"] in ("verilator", "icarus")
         if row["fits"]:
             assert 0 < row["lut"] <= 5280 and row["dsp"] <= 8 and row["bram"] <= 30
