@@ -131,6 +131,84 @@ def _print_softmax(result: dict):
             print(f"{key}: {result[key]}")
 
 
+TORUS_EPILOG = """\
+Paper B (arXiv:2606.11585), reconstructed where only the abstract is public (golden/torus.py
+says which pieces and how to change them):
+  s_tu = sum_k g_k cos(theta_tk - theta_uk - omega_k (t - u)), u <= t (causal)
+  A_tu = softmax_u(s_tu / tau),  theta_tk += eta_k sum_u A_tu sin(theta_uk - theta_tk)
+case.npz: theta (T, D) radians, g (D,) >= 0, omega (D,), tau (0-d, > 0), eta (D,);
+  optional causal (default true). --example writes a random one (--tokens, --d, --seed).
+engines: golden-float (float64), golden-fixed (the bit-exact fixed point, golden/torus_fixed.py,
+  with its derived error budget), rtl (hdl/torus.py TorusLayer in cocotb, bit for bit
+  golden-fixed; one simulator build per capacity, --max-tokens, --max-d).
+result.npz: theta_next (T, D) radians in [-pi, pi), attn (T, T) (0 above the diagonal when
+  causal), engine; golden-fixed and rtl add their integers and scales; rtl adds cycles.
+Exit codes: 0 done; 1 the RTL differs from golden-fixed, or the simulation failed; 2 a bad
+  case or argument (one-line error, no output file).
+"""
+
+
+def _add_torus(commands):
+    from .torus_flow import TORUS_ENGINES
+    torus = commands.add_parser(
+        "torus", help="run Kuramoto attention on the torus (paper B) on a case",
+        description="Kuramoto attention on the torus, one layer:\n  oscarray torus --in "
+                    "case.npz --engine golden-float|golden-fixed|rtl --out result.npz [--json]"
+                    "\n  oscarray torus --example --out case.npz [--tokens T] [--d D] "
+                    "[--seed S]",
+        epilog=TORUS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = torus.add_mutually_exclusive_group(required=True)
+    source.add_argument("--in", dest="case", metavar="CASE.npz", help="the case to run")
+    source.add_argument("--example", action="store_true",
+                        help="write a random case to --out and stop")
+    torus.add_argument("--engine", choices=list(TORUS_ENGINES), help="required with --in")
+    torus.add_argument("--out", required=True, metavar="PATH",
+                       help="result.npz to write (with --example: the case.npz)")
+    torus.add_argument("--tokens", type=int, default=16, metavar="T",
+                       help="--example: tokens (default 16)")
+    torus.add_argument("--d", type=int, default=8, metavar="D",
+                       help="--example: angle coordinates (default 8)")
+    torus.add_argument("--seed", type=int, default=0, metavar="S", help="--example: the draw")
+    torus.add_argument("--max-tokens", type=int, default=None, metavar="T",
+                       help="rtl: the build's T capacity")
+    torus.add_argument("--max-d", type=int, default=None, metavar="D",
+                       help="rtl: the build's D capacity")
+    torus.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                       help="rtl: simulator (default: $SIM, else verilator)")
+    torus.add_argument("--build-dir", default=None, metavar="DIR",
+                       help="rtl: where simulator builds are cached (default build/sim)")
+    torus.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_torus(args, progress) -> int:
+    from .torus_flow import torus_example, torus_run
+    if args.example:
+        if args.engine is not None:
+            raise ValueError("--example writes a case to --out and stops; --engine belongs "
+                             "to a run: oscarray torus --in CASE.npz --engine ...")
+        result = torus_example(args.out, args.tokens, args.d, args.seed, progress)
+        _report(result, args.json, lambda r: print(f"example {r['shape']} (seed {r['seed']}): "
+                                                   f"written {r['out']}"))
+        return 0
+    if args.engine is None:
+        raise ValueError("--in needs --engine (golden-float, golden-fixed or rtl)")
+    result = torus_run(args.case, args.engine, args.out, progress, sim=args.sim,
+                       build_root=args.build_dir, max_tokens=args.max_tokens,
+                       max_d=args.max_d)
+
+    def show(r):
+        print(f"{r['engine']}: torus, shape {r['shape']}, causal {r['causal']}, tau "
+              f"{r['tau']:g}; max |attn - float| = {r['max_attn_err']:.3g} (target "
+              f"{r['attn_target']:.3g}), max |theta_next - float| = {r['max_theta_err']:.3g} rad"
+              + ("" if r.get("cycles") is None else f"; {r['cycles']} cycles")
+              + ("" if r.get("mismatches") is None
+                 else f"; {r['mismatches']} integers differ from golden-fixed"))
+        if r.get("out"):
+            print(f"out: {r['out']}")
+    _report(result, args.json, show)
+    return 1 if result.get("mismatches") else 0
+
+
 def _add_attention(commands):
     from .flows import ATTENTION_ENGINES
     from .golden.attention import SHAPES
@@ -241,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_attention(commands)
     _add_softmax(commands)
+    _add_torus(commands)
 
     build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
     build.add_argument("--design", choices=("cordic",), default="cordic")
@@ -364,6 +443,8 @@ def _run(args) -> int:
         return _run_array(args, progress)
     if args.command == "attention":
         return _run_attention(args, progress)
+    if args.command == "torus":
+        return _run_torus(args, progress)
     if args.command == "softmax":
         from .softmax_flow import softmax_run
         result = softmax_run(args.case, args.engine, args.out, progress, plots=args.plots,

@@ -13,32 +13,7 @@ Params (from `oscarray.sim.runner.run_cocotb`, written by `oscarray.sim.attentio
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
-from oscarray.sim.streams import (
-    StreamSink,
-    StreamSource,
-    load_params,
-    pack_fields,
-    start,
-    unpack_fields,
-)
-
-
-async def _collect_ready(dut, n: int) -> list[int]:
-    """`o` always ready: sample on the clocks where valid is up and sleep until it rises
-    otherwise (the head computes for thousands of clocks between rows)."""
-    edge, valid, payload = RisingEdge(dut.clk), dut.o__valid, dut.o__payload
-    dut.o__ready.value = 1
-    got = []
-    while len(got) < n:
-        await ReadOnly()
-        if int(valid.value):
-            got.append(int(payload.value))
-            await edge
-        else:
-            await RisingEdge(valid)
-    dut.o__ready.value = 0
-    return got
+from oscarray.sim.streams import StreamSink, StreamSource, load_params, load_run_collect, start
 
 
 @cocotb.test()
@@ -49,30 +24,13 @@ async def run_heads(dut):
     loader, sink = StreamSource(dut, "load"), StreamSink(dut, "o")
     dut.start.value = 0
     await start(dut, period_ns=10)
-    edge = RisingEdge(dut.clk)
     out = {}
     for c in range(int(cases["count"])):
         items, ready = int(cases[f"items_{c}"]), float(cases[f"ready_{c}"])
         for h in range(int(cases[f"heads_{c}"])):
-            writes = cases[f"writes_{c}_{h}"]
-            payloads = pack_fields([writes[:, 2], writes[:, 1], writes[:, 0]],
-                                   [int(w) for w in p["load_widths"]], False)
-            await loader.send_all(payloads)
-            dut.start.value = 1
-            await edge
-            dut.start.value = 0
-            if ready >= 1:
-                got = await _collect_ready(dut, items)
-            else:
-                got = await sink.collect(items, ready_prob=ready, rng=rng)
-            while True:
-                await ReadOnly()
-                if int(dut.done.value):
-                    break
-                await edge
-            out[f"cycles_{c}_{h}"] = int(dut.cycles.value)
-            out[f"error_{c}_{h}"] = int(dut.error.value)
-            out[f"items_{c}_{h}"] = unpack_fields(got, [int(w) for w in p["out_widths"]],
-                                                  [bool(s) for s in p["out_signs"]])
-            await edge
+            run = await load_run_collect(dut, loader, sink, cases[f"writes_{c}_{h}"], items,
+                                         ready, rng, p)
+            out[f"cycles_{c}_{h}"] = run["cycles"]
+            out[f"error_{c}_{h}"] = run["error"]
+            out[f"items_{c}_{h}"] = run["items"]
     np.savez(p["out_path"], **out)

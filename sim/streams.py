@@ -44,6 +44,7 @@ __all__ = [
     "unpack_fields",
     "layout_fields",
     "load_params",
+    "load_run_collect",
 ]
 
 #: Default number of cycles a side may wait for the other before StreamTimeout.
@@ -451,3 +452,59 @@ def layout_fields(layout) -> tuple[list[str], list[int], list[bool]]:
         signs.append(shape.signed)
         offset += shape.width
     return names, widths, signs
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines with a `load` stream, `start`/`done` and an `o` stream of items (the attention head,
+# the torus layer): one run, as their test benches drive it
+
+async def _collect_always_ready(dut, n: int) -> list[int]:
+    """`o` always ready: sample on the clocks where valid is up and sleep until it rises
+    otherwise (engines compute for hundreds to thousands of clocks between rows)."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    edge, valid, payload = RisingEdge(dut.clk), dut.o__valid, dut.o__payload
+    dut.o__ready.value = 1
+    got = []
+    while len(got) < n:
+        await ReadOnly()
+        if int(valid.value):
+            got.append(int(payload.value))
+            await edge
+        else:
+            await RisingEdge(valid)
+    dut.o__ready.value = 0
+    return got
+
+
+async def load_run_collect(dut, loader: StreamSource, sink: StreamSink, writes, items: int,
+                           ready: float, rng, params: dict) -> dict:
+    """Send `writes` ((M, 3) rows of (target, addr, data)) through `load`, pulse `start`,
+    take `items` items from `o` (always ready when `ready` >= 1, else ready with that chance
+    per clock) and wait for `done`. params: load_widths, out_widths, out_signs (of
+    `layout_fields`). Returns items ((N, 2) of (value, kind)), cycles and, where the engine
+    has an `error` port, error."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    edge = RisingEdge(dut.clk)
+    writes = np.asarray(writes)
+    payloads = pack_fields([writes[:, 2], writes[:, 1], writes[:, 0]],
+                           [int(w) for w in params["load_widths"]], False)
+    await loader.send_all(payloads)
+    dut.start.value = 1
+    await edge
+    dut.start.value = 0
+    if ready >= 1:
+        got = await _collect_always_ready(dut, items)
+    else:
+        got = await sink.collect(items, ready_prob=ready, rng=rng)
+    while True:
+        await ReadOnly()
+        if int(dut.done.value):
+            break
+        await edge
+    result = {"cycles": int(dut.cycles.value),
+              "items": unpack_fields(got, [int(w) for w in params["out_widths"]],
+                                     [bool(s) for s in params["out_signs"]])}
+    if hasattr(dut, "error"):
+        result["error"] = int(dut.error.value)
+    await edge
+    return result
