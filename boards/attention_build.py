@@ -20,7 +20,8 @@ from ..golden.attention_fixed import DEFAULT_CONFIG
 from ..hdl.attention import MODES, AttentionHead, check_modes
 from .build import _netlist_usage, build, get_board, parse_yosys_stat
 
-__all__ = ["build_attention_head", "head_build_name", "netlist_usage", "TARGET_MHZ", "ROUTER"]
+__all__ = ["build_attention_head", "head_build_name", "build_torus_layer", "torus_build_name",
+           "netlist_usage", "TARGET_MHZ", "ROUTER"]
 
 #: Default clock constraints, near what the head reaches (nextpnr reports the achieved Fmax
 #: either way; a target far above it only makes placement work longer). Measured 2026-11-23:
@@ -76,6 +77,27 @@ def build_attention_head(board: str, max_tokens: int, max_d_h: int,
                    name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
     result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch,
                   modes=list(modes), name=name)
+    return result
+
+
+def torus_build_name(max_tokens: int, max_d: int, cordic_arch: str) -> str:
+    return f"torus_t{max_tokens}_d{max_d}_{cordic_arch}"
+
+
+def build_torus_layer(board: str, max_tokens: int, max_d: int, cordic_arch: str = "pipelined",
+                      build_dir="build/boards", progress=None, *,
+                      target_mhz: float | None = None, seed: int = 1) -> dict:
+    """Build paper B's torus layer (`oscarray.hdl.torus.TorusLayer`) of capacity
+    (max_tokens, max_d) for `board`, like `build_attention_head` (the same targets, router and
+    refusals): build()'s dict plus max_tokens, max_d, cordic_arch and name."""
+    from ..hdl.torus import TorusLayer
+    spec = get_board(board)
+    layer = TorusLayer(max_tokens=max_tokens, max_d=max_d, cordic_arch=cordic_arch)
+    target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
+    name = torus_build_name(max_tokens, max_d, cordic_arch)
+    result = build(lambda: layer, board, build_dir=Path(build_dir), target_mhz=target,
+                   name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
+    result.update(max_tokens=max_tokens, max_d=max_d, cordic_arch=cordic_arch, name=name)
     return result
 
 

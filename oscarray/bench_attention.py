@@ -33,9 +33,12 @@ ignored). Each row has:
   the best of several calls in the same run; `ratio` = us / numpy_us (below 1: the head is
   faster).
 
-`softmax_vs_oscillator` divides the softmax row by the oscillator-analytic row (us, LUT x us,
-DSP x us, LUT, DSP) per shape and device where both fit, beside paper A's ratio from
-operation counts (PAPER_SOFTMAX_RATIO).
+`versus_analytic` divides each row by the oscillator-analytic row of its shape and device (us,
+LUT x us, DSP x us, LUT, DSP) where both fit; softmax's beside paper A's ratio from operation
+counts (PAPER_SOFTMAX_RATIO). The torus row ("torus") runs paper B's layer
+(hdl/torus.py) once per head of the shape, T tokens and D = d_h angles each
+(`torus_cases`), on pipelined CORDICs on every device, against golden/torus.py's float
+model (max_out_err_rel: theta_next's largest error in radians over pi).
 
 What gets no row, and why, is in the result, never a made-up figure:
 
@@ -67,7 +70,8 @@ __all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
 # The mechanisms: paper A's head (the analytic fixed point and the two ODE settlings) and the
 # softmax head on the same front end and value path (golden/softmax.py).
 MECHANISMS = {"oscillator-analytic": "analytic", "oscillator-ode-drive": "ode-drive",
-              "oscillator-ode-pairwise": "ode-pairwise", "softmax": "softmax"}
+              "oscillator-ode-pairwise": "ode-pairwise", "softmax": "softmax",
+              "torus": "torus"}
 
 # The modes of the head each mode is built and simulated in: the analytic head alone, one
 # head with every oscillator mode (one array engine) for both ODE modes, the softmax head
@@ -88,7 +92,8 @@ def not_benched() -> list[dict]:
     return [{"mechanism": mechanism, "mode": mode, "in_rtl": False,
              "reason": f"mode {mode!r} is not in RTL yet (golden-fixed specifies it: oscarray "
                        f"attention --engine golden-fixed); no row"}
-            for mechanism, mode in MECHANISMS.items() if mode not in MODES]
+            for mechanism, mode in MECHANISMS.items()
+            if mode not in MODES and mechanism != "torus"]
 
 
 # What each device builds: the board and the CORDIC architecture of the head's three CORDICs
@@ -231,22 +236,114 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
             "engine_runs": runs}
 
 
+# Paper B's layer on every device with pipelined CORDICs (torus_cycles models those).
+TORUS_CORDIC = "pipelined"
+NUMPY_TORUS_FUNCTION = ("oscarray.golden.torus.torus_float (float64, one layer per head of the "
+                        "shape; the cases validated once, outside the timing)")
+
+
+def torus_cases(shape: str, seed: int = 0) -> list:
+    """The torus row's inference: one layer of paper B per head of the shape, T tokens and
+    D = d_h angle coordinates each (golden/torus.random_case(T, d_h, seed + head): RoPE
+    frequencies, causal), run one after another like the heads."""
+    from .golden.attention import SHAPES
+    from .golden.torus import random_case, validate_case
+    heads, tokens, d_h, _ = SHAPES[shape]
+    return [validate_case(random_case(tokens, d_h, seed + head)) for head in range(heads)]
+
+
+def torus_refusal(cases) -> str | None:
+    """Why a layer sized for the cases cannot run them, or None."""
+    from .hdl.torus import check_case
+    try:
+        for case in cases:
+            check_case(case, max_tokens=case.tokens, max_d=case.d)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def numpy_torus(cases, progress=None, *, repeats: int = 7, min_seconds: float = 0.2) -> dict:
+    """torus_float on every layer of the row, timed like `numpy_reference`."""
+    from .golden.torus import torus_float
+    flows._say(progress, f"NumPy float64 torus layers, {len(cases)} x (T = {cases[0].tokens}, "
+                         f"D = {cases[0].d})")
+    seconds, calls = best_seconds(lambda: [torus_float(case) for case in cases],
+                                  repeats=repeats, min_seconds=min_seconds)
+    return {"numpy_us": seconds * 1e6, "numpy_calls": calls, "numpy_fn": NUMPY_TORUS_FUNCTION}
+
+
+def measure_torus(cases, *, sim=None, build_root=None, progress=None) -> dict:
+    """The layers on the TorusLayer RTL (capacity T, D) in one cocotb simulation: the same
+    figures as `measure_rtl` (clocks against `torus_cycles`, else SimulationFailed; bit_exact
+    against golden-fixed's attn_int and theta_next_acc; max_attn_err against torus_float;
+    max_out_err_rel: theta_next's largest error in radians over pi)."""
+    from .golden.torus import torus_float
+    from .hdl.torus import torus_cycles, torus_writes
+    from .sim.runner import SimulationFailed
+    from .sim.torus import run_torus_rtl_batch
+    from .torus_flow import torus_rtl_mismatches
+
+    tokens, d = cases[0].tokens, cases[0].d
+    flows._say(progress, f"torus: simulating the layer, {len(cases)} x (T = {tokens}, D = {d})")
+    rtl = run_torus_rtl_batch(cases, max_tokens=tokens, max_d=d, sim=sim,
+                              build_root=build_root)
+    measured = [int(r["cycles"]) for r in rtl]
+    model = [torus_cycles(c.tokens, c.d, c.causal) for c in cases]
+    if measured != model:
+        raise SimulationFailed(f"the torus layer's cycles port gave {measured}, torus_cycles "
+                               f"says {model}", failed=[], log_path=None, result=None)
+    from .golden.attention_fixed import FRAC
+    from .golden.torus_fixed import acc_to_radians
+    attn_err = theta_err = 0.0
+    for case, r in zip(cases, rtl):
+        exact = torus_float(case)
+        attn_err = max(attn_err, float(np.abs(r["attn_int"] * 2.0 ** -FRAC
+                                              - exact["attn"]).max()))
+        diff = acc_to_radians(r["theta_next_acc"], 32) - exact["theta_next"]
+        theta_err = max(theta_err, float(np.abs(np.angle(np.exp(1j * diff))).max()))
+    mismatches = sum(torus_rtl_mismatches(case, r) for case, r in zip(cases, rtl))
+    return {"cycles_measured": measured, "cycles": sum(measured), "cycles_model": model,
+            "cycles_per_head": model[0] if len(set(model)) == 1 else model,
+            "bit_exact": mismatches == 0, "mismatches": mismatches, "max_attn_err": attn_err,
+            "max_out_err_rel": theta_err / np.pi,
+            "load_words": sum(len(torus_writes(c, max_tokens=tokens, max_d=d)) for c in cases),
+            "sim": rtl[0]["sim"], "euler_steps": None, "converged": None,
+            "engine_runs": None}
+
+
+def torus_row(shape: str, device: str, cases, rtl: dict, numpy: dict,
+              built: dict | None = None, does_not_fit: dict | None = None) -> dict:
+    """The torus row (`bench_row`'s fields; heads = layers, d_h = D, d_osc None)."""
+    row = {"mechanism": "torus", "heads": len(cases), "tokens": cases[0].tokens,
+           "d_h": cases[0].d, "d_osc": None, "causal": cases[0].causal,
+           "max_tokens": cases[0].tokens, "max_d_h": cases[0].d, "modes_built": ["torus"]}
+    return _complete_row(row, shape, device, TORUS_CORDIC, rtl, numpy, built, does_not_fit)
+
+
 def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy: dict,
               built: dict | None = None, does_not_fit: dict | None = None) -> dict:
     """One table row of the case's mechanism from a build (`built`, build()'s dict) or the
     reason it did not fit (`does_not_fit`: message, netlist, capacity, target_mhz, name),
     the RTL's measurement (`measure_rtl`) and the NumPy figures (`numpy_reference`)."""
+    row = {"mechanism": mechanism_name(case), "heads": case.heads, "tokens": case.tokens,
+           "d_h": case.d_h, "d_osc": case.d_osc, "causal": case.causal,
+           "max_tokens": case.tokens, "max_d_h": case.d_h,
+           "modes_built": list(HEAD_MODES[case.mode])}
+    return _complete_row(row, shape, device, cordic_arch, rtl, numpy, built, does_not_fit)
+
+
+def _complete_row(row: dict, shape: str, device: str, cordic_arch: str, rtl: dict,
+                  numpy: dict, built: dict | None, does_not_fit: dict | None) -> dict:
+    """`row` (the mechanism's own fields) with the device's, the build's or why it did not
+    fit, the measurement's and NumPy's."""
+    from .boards.build import get_board
     from .golden.attention_fixed import ATTN_TARGET
     if (built is None) == (does_not_fit is None):
         raise ValueError("a row needs a build or the reason it did not fit, not both")
-    from .boards.build import get_board
     board = DEVICE_BUILDS[device]["board"]
     row = {"shape": shape, "device": device, "board": board, "part": get_board(board).device,
-           "mechanism": mechanism_name(case),
-           "heads": case.heads, "tokens": case.tokens, "d_h": case.d_h, "d_osc": case.d_osc,
-           "causal": case.causal, "cordic_arch": cordic_arch, "max_tokens": case.tokens,
-           "max_d_h": case.d_h, "modes_built": list(HEAD_MODES[case.mode]),
-           "build": (built or does_not_fit).get("name")}
+           **row, "cordic_arch": cordic_arch, "build": (built or does_not_fit).get("name")}
     if built is not None:
         us = rtl["cycles"] / built["fmax_mhz"]
         row.update(fits=True, does_not_fit=None, lut=built["lut"],
@@ -270,23 +367,36 @@ def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy:
 
 def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict | None]:
     """(build()'s dict, None), or (None, why it does not fit), for the head of the case's
-    HEAD_MODES."""
+    HEAD_MODES (a list of torus cases: their layer, `TORUS_CORDIC`)."""
     from .boards.attention_build import (
-        TARGET_MHZ,
         build_attention_head,
+        build_torus_layer,
         head_build_name,
-        netlist_usage,
+        torus_build_name,
     )
-    from .boards.build import DesignDoesNotFit, get_board
 
     spec = DEVICE_BUILDS[device]
+    if isinstance(case, list):
+        tokens, d = case[0].tokens, case[0].d
+        return _fitted(device, build_root, progress, torus_build_name(tokens, d, TORUS_CORDIC),
+                       lambda: build_torus_layer(spec["board"], tokens, d, TORUS_CORDIC,
+                                                 build_root, progress))
     arch, modes = spec["cordic_arch"], HEAD_MODES[case.mode]
+    return _fitted(device, build_root, progress,
+                   head_build_name(case.tokens, case.d_h, arch, modes),
+                   lambda: build_attention_head(spec["board"], case.tokens, case.d_h, arch,
+                                                build_root, progress, modes=modes))
+
+
+def _fitted(device, build_root, progress, name, make) -> tuple[dict | None, dict | None]:
+    """(make()'s build, None), or (None, why the design `name` does not fit the device)."""
+    from .boards.attention_build import TARGET_MHZ, netlist_usage
+    from .boards.build import DesignDoesNotFit, get_board
+    spec = DEVICE_BUILDS[device]
     try:
-        return build_attention_head(spec["board"], case.tokens, case.d_h, arch, build_root,
-                                    progress, modes=modes), None
+        return make(), None
     except DesignDoesNotFit as error:
         board = get_board(spec["board"])
-        name = head_build_name(case.tokens, case.d_h, arch, modes)
         flows._say(progress, f"{device}: {error}")
         return None, {"message": str(error), "name": name,
                       "netlist": netlist_usage(spec["board"], build_root, name),
@@ -314,10 +424,15 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     for shape in shapes:
         benched[shape] = []
         for mechanism, mode in MECHANISMS.items():
-            if mode not in MODES or mechanism not in asked:
+            if mechanism not in asked or (mode not in MODES and mechanism != "torus"):
                 continue
-            case = mechanism_case(cases[shape], mechanism)
-            if (reason := refusal(case)) is not None:
+            if mechanism == "torus":                    # a list: one layer per head
+                case = torus_cases(shape, seed)
+                reason = torus_refusal(case)
+            else:
+                case = mechanism_case(cases[shape], mechanism)
+                reason = refusal(case)
+            if reason is not None:
                 refused.append({"shape": shape, "mechanism": mechanism, "reason": reason})
             else:
                 benched[shape].append(case)
@@ -340,6 +455,19 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
             arch = DEVICE_BUILDS[device]["cordic_arch"]
             builds = {}                 # per head modes: one build each
             for case in benched[shape]:
+                if isinstance(case, list):              # paper B's torus layers
+                    if "torus" not in references:
+                        references["torus"] = True
+                        numpys["torus"] = numpy_torus(case, progress)
+                        measured["torus"] = measure_torus(case, sim=sim,
+                                                          build_root=root / "sim",
+                                                          progress=progress)
+                    flows._say(progress, f"{shape} on {device}: building the torus layer, "
+                                         f"T = {case[0].tokens}, D = {case[0].d}")
+                    rows.append(torus_row(shape, device, case, measured["torus"],
+                                          numpys["torus"],
+                                          *_build(device, case, root / "boards", progress)))
+                    continue
                 family = is_softmax(case)
                 if family not in references:
                     references[family] = float_reference(case)
@@ -360,29 +488,31 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                                       numpys[family], *builds[modes]))
     return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
             "mechanisms": asked, "rows": rows,
-            "softmax_vs_oscillator": softmax_comparison(rows), "refused": refused,
+            "versus_analytic": versus_analytic(rows), "refused": refused,
             "not_benched": skipped}
 
 
-def softmax_comparison(rows) -> list[dict]:
-    """Per shape and device with both rows fitted: softmax over oscillator-analytic (the
-    paper's all-digital stage) in us, LUT x us and DSP x us, beside the paper's ratio from
-    operation counts (PAPER_SOFTMAX_RATIO). Above 1: softmax costs more."""
-    found = {}
-    for row in rows:
-        if row["fits"] and row["mechanism"] in ("softmax", "oscillator-analytic"):
-            found.setdefault((row["shape"], row["device"]), {})[row["mechanism"]] = row
+def versus_analytic(rows) -> list[dict]:
+    """Per shape, device and mechanism, with both rows fitted: the mechanism over
+    oscillator-analytic (the paper's all-digital stage) in us, LUT x us, DSP x us, LUT and
+    DSP; for softmax beside paper A's ratio from operation counts (PAPER_SOFTMAX_RATIO).
+    Above 1: the mechanism costs more than the oscillator."""
+    base = {(r["shape"], r["device"]): r for r in rows
+            if r["fits"] and r["mechanism"] == "oscillator-analytic"}
+
+    def ratio(a, b):
+        return a / b if b else None
     out = []
-    for (shape, device), pair in found.items():
-        if len(pair) < 2:
+    for row in rows:
+        osc = base.get((row["shape"], row["device"]))
+        if osc is None or not row["fits"] or row is osc:
             continue
-        soft, osc = pair["softmax"], pair["oscillator-analytic"]
-        out.append({"shape": shape, "device": device,
-                    "us": soft["us"] / osc["us"],
-                    "lut_us": soft["lut_us"] / osc["lut_us"],
-                    "dsp_us": soft["dsp_us"] / osc["dsp_us"] if osc["dsp_us"] else None,
-                    "lut": soft["lut"] / osc["lut"], "dsp": soft["dsp"] / osc["dsp"]
-                    if osc["dsp"] else None, "paper": PAPER_SOFTMAX_RATIO.get(shape)})
+        out.append({"shape": row["shape"], "device": row["device"],
+                    "mechanism": row["mechanism"],
+                    **{key: ratio(row[key], osc[key])
+                       for key in ("us", "lut_us", "dsp_us", "lut", "dsp")},
+                    "paper": PAPER_SOFTMAX_RATIO.get(row["shape"])
+                    if row["mechanism"] == "softmax" else None})
     return out
 
 

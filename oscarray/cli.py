@@ -243,7 +243,7 @@ def _add_attention(commands):
 
 BENCH_ATTENTION_EPILOG = """\
 One row per shape, device and mechanism (oscillator-analytic, oscillator-ode-drive,
-oscillator-ode-pairwise, softmax): a build of the head sized for the shape (T, d_h; UP5K
+oscillator-ode-pairwise, softmax, torus): a build of the head sized for the shape (T, d_h; UP5K
 with iterative CORDICs, ECP5-85F pipelined; the analytic head, one head with every
 oscillator mode for both ODE rows, the softmax head alone), the shape's example case
 (oscarray attention --example SHAPE --seed S; the ODE rows with its mode set, the rest at
@@ -252,8 +252,9 @@ per head from its cycles port, checked against cycles_per_head or ode_cycles of 
 steps; bit-exact against golden-fixed; max |attn - golden-float|, the analytic attention for
 the oscillator rows, softmax for softmax; the ODE rows' Euler steps and convergence), us per
 inference (all heads on one head engine) at Fmax, LUT x us and DSP x us, and NumPy float64
-(the same float reference) on this machine. Then softmax over oscillator-analytic in us,
-LUT x us and DSP x us beside paper A's ratio from operation counts.
+(the same float reference) on this machine. Then each mechanism over oscillator-analytic in us,
+LUT x us and DSP x us, softmax beside paper A's ratio from operation counts. The torus row is paper
+B's layer (oscarray torus) once per head, T tokens and D = d_h angles, pipelined CORDICs.
 A mechanism the head cannot run on a shape (the oscillator at tinystories' d_osc 8) is
 refused with its reason and gets no row; a head too big for a device gets its rows with
 fits false, the reason and Yosys's estimate, and no area, Fmax or us.
@@ -542,11 +543,12 @@ def _attention_bench_notes(result: dict) -> list[str]:
         notes.append("NumPy us: the float model's analytic attention on every oscillator "
                      "row, the ODE rows too (the reference; max attn err is against it as "
                      "well); softmax rows: NumPy's softmax")
-    for c in result.get("softmax_vs_oscillator", []):
+    for c in result.get("versus_analytic", []):
         dsp = "n/a" if c["dsp_us"] is None else f"{c['dsp_us']:.2f}"
-        notes.append(f"{c['shape']} on {c['device']}: softmax / oscillator-analytic = "
-                     f"{c['us']:.2f} in us, {c['lut_us']:.2f} in LUT*us, {dsp} in DSP*us "
-                     f"(paper A's operation count: {c['paper']})")
+        paper = "" if c["paper"] is None else f" (paper A's operation count: {c['paper']})"
+        notes.append(f"{c['shape']} on {c['device']}: {c['mechanism']} / oscillator-analytic "
+                     f"= {c['us']:.2f} in us, {c['lut_us']:.2f} in LUT*us, {dsp} in DSP*us"
+                     + paper)
     for refused in result["refused"]:
         what = refused["shape"] + (f" {refused['mechanism']}" if "mechanism" in refused
                                    else "")

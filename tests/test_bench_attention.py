@@ -16,6 +16,7 @@ from oscarray.hdl.attention import (
     ode_cycles,
     ode_engine_runs,
 )
+from oscarray.hdl.torus import torus_cycles
 from oscarray.sim.runner import SimulationFailed
 
 from oscarray import bench_attention as bench
@@ -60,16 +61,17 @@ def test_refusal_names_tinystories_d_osc_only():
     assert bench.refusal(bench.mechanism_case(tiny, "softmax")) is None     # no anchors
 
 
-def test_softmax_comparison_divides_the_fitted_rows():
+def test_versus_analytic_divides_the_fitted_rows():
     rows = [{"shape": "kws", "device": "ecp5-85f", "fits": True, "mechanism": m, "us": us,
              "lut": lut, "dsp": dsp, "lut_us": lut * us, "dsp_us": dsp * us}
             for m, us, lut, dsp in (("softmax", 30.0, 4000, 6),
                                     ("oscillator-analytic", 20.0, 5000, 10),
-                                    ("oscillator-ode-drive", 90.0, 9000, 12))]
+                                    ("torus", 90.0, 9000, 12))]
     rows.append(dict(rows[0], device="up5k", fits=False))
-    (got,) = bench.softmax_comparison(rows)
-    assert got["us"] == 1.5 and got["lut_us"] == pytest.approx(1.2)
-    assert got["dsp_us"] == pytest.approx(0.9) and got["paper"] == 1.98
+    softmax, torus = bench.versus_analytic(rows)
+    assert softmax["us"] == 1.5 and softmax["lut_us"] == pytest.approx(1.2)
+    assert softmax["dsp_us"] == pytest.approx(0.9) and softmax["paper"] == 1.98
+    assert torus["mechanism"] == "torus" and torus["us"] == 4.5 and torus["paper"] is None
 
 
 def test_numpy_reference_times_the_float_model():
@@ -217,6 +219,10 @@ def fake_bench(monkeypatch, *, bit_exact=True):
                                 mode=case.mode if fixed else "analytic")
         return rtl_figures(model, case.heads, bit_exact, steps=None if fixed else 40)
 
+    def measure_torus(cases, **options):
+        model = torus_cycles(cases[0].tokens, cases[0].d)
+        return rtl_figures(model, len(cases), bit_exact)
+
     def build(device, case, build_root, progress):
         if device == "up5k":
             return None, {"message": "design does not fit icebreaker: needs at least 5585 "
@@ -225,6 +231,8 @@ def fake_bench(monkeypatch, *, bit_exact=True):
                           "capacity": {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30}}
         return BUILT, None
     monkeypatch.setattr(bench, "measure_rtl", measure)
+    monkeypatch.setattr(bench, "measure_torus", measure_torus)
+    monkeypatch.setattr(bench, "numpy_torus", lambda cases, progress=None: NUMPY)
     monkeypatch.setattr(bench, "_build", build)
 
 
@@ -256,16 +264,21 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     assert [(r["shape"], r["device"], r["mechanism"]) for r in result["rows"]] == [
         (shape, device, mechanism) for shape in ("kws", "sva")
         for device in ("up5k", "ecp5-85f") for mechanism in mechanisms] + [
-        ("tinystories", device, "softmax") for device in ("up5k", "ecp5-85f")]
+        ("tinystories", device, mechanism) for device in ("up5k", "ecp5-85f")
+        for mechanism in ("softmax", "torus")]
     for r in result["rows"]:
         ode = r["mechanism"].startswith("oscillator-ode")
-        built = {"oscillator-analytic": ["analytic"], "softmax": ["softmax"]}
+        built = {"oscillator-analytic": ["analytic"], "softmax": ["softmax"],
+                 "torus": ["torus"]}
         assert r["modes_built"] == (list(MODES) if ode else built[r["mechanism"]])
         assert (r["euler_steps"] == 40) if ode else r["euler_steps"] is None
     assert [(r["shape"], r["mechanism"]) for r in result["refused"]] == [
-        ("tinystories", m) for m in mechanisms if m != "softmax"]
-    assert [(c["shape"], c["device"]) for c in result["softmax_vs_oscillator"]] == [
-        ("kws", "ecp5-85f"), ("sva", "ecp5-85f")]
+        ("tinystories", m) for m in mechanisms if m.startswith("oscillator")]
+    assert [(c["shape"], c["device"], c["mechanism"]) for c in result["versus_analytic"]] == [
+        (shape, "ecp5-85f", m) for shape in ("kws", "sva") for m in mechanisms[1:]]
+    torus = [r for r in result["rows"] if r["mechanism"] == "torus"]
+    assert [(r["heads"], r["tokens"], r["d_h"]) for r in torus[::2]] == [
+        (2, 49, 16), (1, 9, 32), (4, 128, 32)]
     assert result["not_benched"] == []
     assert result["date"] and result["machine"]
 
@@ -277,7 +290,8 @@ def test_a_refused_mechanism_is_named_and_gets_no_rows(tmp_path, monkeypatch):
                         else refusal(case))
     result = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path)
     assert [r["mechanism"] for r in result["rows"]] == ["oscillator-analytic",
-                                                        "oscillator-ode-drive", "softmax"]
+                                                        "oscillator-ode-drive", "softmax",
+                                                        "torus"]
     assert result["refused"] == [{"shape": "sva", "mechanism": "oscillator-ode-pairwise",
                                   "reason": "no"}]
 
@@ -289,7 +303,7 @@ def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
                  "--output", str(out), "--build-dir", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["written"] == str(out)
-    assert len(report["rows"]) == 4 and not any(r["bit_exact"] for r in report["rows"])
+    assert len(report["rows"]) == 5 and not any(r["bit_exact"] for r in report["rows"])
 
 
 def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
@@ -297,6 +311,7 @@ def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkey
     refusal = bench.refusal
     monkeypatch.setattr(bench, "refusal", lambda case: "not today" if case.mode == "softmax"
                         else refusal(case))
+    monkeypatch.setattr(bench, "torus_refusal", lambda cases: "nor this")
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "tinystories", "--output", str(out),
                  "--build-dir", str(tmp_path / "build")])
@@ -343,7 +358,8 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
     for row in report["rows"]:
         assert ROW_FIELDS <= row.keys()
         assert (row["shape"], row["device"], row["board"]) == ("sva", "up5k", "icebreaker")
-        assert row["cordic_arch"] == "iterative"
+        assert row["cordic_arch"] == ("pipelined" if row["mechanism"] == "torus"
+                                      else "iterative")
         assert row["bit_exact"] is True and row["mismatches"] == 0
         (model,) = row["cycles_model"]
         assert row["cycles_measured"] == [model] and row["cycles"] == model
@@ -351,6 +367,8 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
             assert model == analytic and row["euler_steps"] is None
         elif row["mechanism"] == "softmax":
             assert model == softmax and row["euler_steps"] is None
+        elif row["mechanism"] == "torus":
+            assert model == torus_cycles(9, 32) and row["euler_steps"] is None
         else:
             assert row["converged"] is True and row["euler_steps"] > 0 and model > analytic
         assert 0 < row["max_attn_err"] < row["attn_target"]
@@ -364,3 +382,13 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
             assert "does not fit icebreaker" in row["does_not_fit"]
             assert any(row["netlist"][key] > row["capacity"][key] for key in row["capacity"])
             assert row["lut"] is None and row["us"] is None and row["ratio"] is None
+
+
+def test_measure_torus_runs_the_layer():
+    # A small pair of layers on Verilator: clocks equal torus_cycles, bit-exact.
+    from oscarray.golden.torus import random_case
+    from oscarray.golden.torus import validate_case as torus_case
+    cases = [torus_case(random_case(5, 3, seed)) for seed in (0, 1)]
+    got = bench.measure_torus(cases)
+    assert got["cycles_measured"] == [torus_cycles(5, 3)] * 2 and got["bit_exact"]
+    assert 0 < got["max_attn_err"] < 2.0 ** -11 and got["sim"] == "verilator"
