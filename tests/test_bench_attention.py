@@ -346,12 +346,17 @@ def test_negative_seed_and_unknown_names_refused_before_any_work(tmp_path, capsy
 @pytest.mark.build
 @pytest.mark.slow
 def test_bench_sva_on_up5k(tmp_path, capsys):
+    # The ODE rows are left out for CI's time (their builds and iterative-CORDIC runs take
+    # minutes; measure_rtl's ODE path is tested above with golden-fixed in the simulator's
+    # place, and the ODE heads run on Verilator in tests/test_attention_rtl.py).
+    mechanisms = ["oscillator-analytic", "softmax", "torus"]
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "sva", "--device", "up5k", "--json",
+                 "--mechanism", *mechanisms,
                  "--output", str(out), "--build-dir", str(tmp_path / "build")])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and json.loads(out.read_text())["rows"] == report["rows"]
-    assert [row["mechanism"] for row in report["rows"]] == list(bench.MECHANISMS)
+    assert [row["mechanism"] for row in report["rows"]] == mechanisms
     assert report["refused"] == [] and report["not_benched"] == []
     analytic = cycles_per_head(9, 32, True, cordic_arch="iterative")
     softmax = cycles_per_head(9, 32, True, cordic_arch="iterative", mode="softmax")
