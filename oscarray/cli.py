@@ -118,6 +118,18 @@ def _add_softmax(commands):
     softmax.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _print_eval_sva(r: dict):
+    print(f"sva, {r['model']} attention on {r['engine']}: {r['sentences']} {r['split']} "
+          f"sentences ({r['hard_sentences']} hard): accuracy {100 * r['accuracy']:.2f} %, "
+          f"hard {100 * r['accuracy_hard']:.2f} %; golden-float {100 * r['float_accuracy']:.2f} "
+          f"%, hard {100 * r['float_accuracy_hard']:.2f} % ({r['delta_pp']:+.2f} pp); "
+          f"agreement with golden-float {100 * r['agreement_with_float']:.2f} %")
+    if "bit_exact" in r:
+        print(f"rtl: attention equal to golden-fixed on "
+              f"{r['sentences'] - r['mismatched_sentences']} of {r['sentences']} sentences "
+              f"({'bit-exact' if r['bit_exact'] else 'NOT bit-exact'}); {r['cycles']} clocks")
+
+
 def _print_softmax(result: dict):
     print(f"{result['engine']}: softmax, shape {result['shape']}, causal {result['causal']}; "
           f"max |attn - float| = {result['max_attn_err']:.3g} (target "
@@ -357,6 +369,28 @@ def _parser() -> argparse.ArgumentParser:
     bench_array.add_argument("--json", action="store_true", help="print one JSON object")
     _add_bench_attention(bench_designs)
 
+    evaluate = commands.add_parser("eval", help="a trained model with its attention on an "
+                                                "engine")
+    tasks = evaluate.add_subparsers(dest="task", required=True)
+    sva = tasks.add_parser(
+        "sva", help="subject-verb agreement (paper A's task), the shipped trained weights",
+        description="The subject-verb agreement classifier (oscarray/sva_model.py; trained by "
+                    "train/train_sva.py) on the test split, its attention on the engine "
+                    "(the rest in NumPy float): accuracy overall and on hard sentences, "
+                    "agreement with golden-float, and for rtl every attention output "
+                    "against golden-fixed, bit for bit.")
+    sva.add_argument("--model", choices=("oscillator", "softmax"), required=True)
+    sva.add_argument("--engine", choices=("golden-float", "golden-fixed", "rtl"),
+                     required=True)
+    sva.add_argument("--limit", type=int, default=None, metavar="N",
+                     help="the first N test sentences (the RTL is slow; default all 1000)")
+    sva.add_argument("--split", choices=("test", "validation", "train"), default="test")
+    sva.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                     help="rtl: simulator (default: $SIM, else verilator)")
+    sva.add_argument("--build-dir", default=None, metavar="DIR",
+                     help="rtl: where simulator builds are cached (default build/sim)")
+    sva.add_argument("--json", action="store_true", help="print one JSON object")
+
     demo = commands.add_parser("demo", help="the built-in example, end to end")
     demo.add_argument("--vectors", type=int, default=20000)
     demo.add_argument("--out-dir", default="out/demo")
@@ -444,6 +478,12 @@ def _run(args) -> int:
         return _run_array(args, progress)
     if args.command == "attention":
         return _run_attention(args, progress)
+    if args.command == "eval":
+        from .sva_eval import eval_sva
+        result = eval_sva(args.model, args.engine, args.limit, progress, split=args.split,
+                          sim=args.sim, build_root=args.build_dir)
+        _report(result, args.json, _print_eval_sva)
+        return 1 if result.get("bit_exact") is False else 0
     if args.command == "torus":
         return _run_torus(args, progress)
     if args.command == "softmax":
