@@ -238,8 +238,9 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
 
 # Paper B's layer on every device with pipelined CORDICs (torus_cycles models those).
 TORUS_CORDIC = "pipelined"
-NUMPY_TORUS_FUNCTION = ("oscarray.golden.torus.torus_float (float64, one layer per head of the "
-                        "shape; the cases validated once, outside the timing)")
+NUMPY_TORUS_FUNCTION = ("oscarray.golden.torus.torus_float_fast (float64, the rotary identity "
+                        "by matrix products; one layer per head of the shape; the cases "
+                        "validated once, outside the timing)")
 
 
 def torus_cases(shape: str, seed: int = 0) -> list:
@@ -264,11 +265,12 @@ def torus_refusal(cases) -> str | None:
 
 
 def numpy_torus(cases, progress=None, *, repeats: int = 7, min_seconds: float = 0.2) -> dict:
-    """torus_float on every layer of the row, timed like `numpy_reference`."""
-    from .golden.torus import torus_float
+    """torus_float_fast (NumPy's fastest form) on every layer of the row, timed like
+    `numpy_reference`."""
+    from .golden.torus import torus_float_fast
     flows._say(progress, f"NumPy float64 torus layers, {len(cases)} x (T = {cases[0].tokens}, "
                          f"D = {cases[0].d})")
-    seconds, calls = best_seconds(lambda: [torus_float(case) for case in cases],
+    seconds, calls = best_seconds(lambda: [torus_float_fast(case) for case in cases],
                                   repeats=repeats, min_seconds=min_seconds)
     return {"numpy_us": seconds * 1e6, "numpy_calls": calls, "numpy_fn": NUMPY_TORUS_FUNCTION}
 

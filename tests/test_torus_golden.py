@@ -304,3 +304,13 @@ def test_flow_refuses_before_writing(tmp_path):
     with pytest.raises(TorusCaseError, match="does not exist"):
         torus_run(tmp_path / "none.npz", "golden-float", out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("tokens,d,causal", [(9, 8, True), (49, 16, False), (128, 32, True)])
+def test_fast_form_equals_the_definition(tokens, d, causal):
+    from oscarray.golden.torus import random_case, torus_float, torus_float_fast
+    case = random_case(tokens, d, seed=tokens, causal=np.array(causal))
+    slow, fast = torus_float(case), torus_float_fast(case)
+    np.testing.assert_allclose(fast["attn"], slow["attn"], atol=1e-12)
+    diff = np.angle(np.exp(1j * (fast["theta_next"] - slow["theta_next"])))
+    assert np.abs(diff).max() < 1e-12
