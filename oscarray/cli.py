@@ -335,7 +335,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_torus(commands)
 
     build = commands.add_parser("build", help="build a bitstream with Yosys/nextpnr")
-    build.add_argument("--design", choices=("cordic",), default="cordic")
+    build.add_argument("--design", choices=("cordic", "attention", "link"), default="cordic",
+                       help="cordic (the CORDIC in its measurement harness), attention (the "
+                            "board's top: UART, host link, the attention head sized for the "
+                            "board; refused on the iCEBreaker: no head fits the UP5K), link "
+                            "(the top with a loopback engine)")
     build.add_argument("--board", choices=BOARD_NAMES, required=True)
     build.add_argument("--arch", choices=ARCHITECTURES, default="pipelined")
     build.add_argument("--mode", choices=list(MODES), default="rotate")
@@ -390,6 +394,25 @@ def _parser() -> argparse.ArgumentParser:
     sva.add_argument("--build-dir", default=None, metavar="DIR",
                      help="rtl: where simulator builds are cached (default build/sim)")
     sva.add_argument("--json", action="store_true", help="print one JSON object")
+
+    run = commands.add_parser(
+        "run", help="an attention case on a board over its UART, or on the board's RTL",
+        description="Send a case to a board (--port) or to the board top's RTL through a "
+                    "simulated UART (--sim; the same driver code), get result.npz back:\n"
+                    "  oscarray run --port /dev/ttyUSB0 --in case.npz --out result.npz\n"
+                    "  oscarray run --sim --in case.npz --out result.npz",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="DEV", help="the board's serial device")
+    where.add_argument("--sim", action="store_true", help="the board top's RTL in cocotb")
+    run.add_argument("--in", dest="case", required=True, metavar="CASE.npz")
+    run.add_argument("--out", required=True, metavar="PATH", help="result.npz to write")
+    run.add_argument("--baud", type=int, default=115_200)
+    run.add_argument("--board", choices=BOARD_NAMES, default=None,
+                     help="--sim: whose top (default: the smallest that holds the case)")
+    run.add_argument("--simulator", choices=("verilator", "icarus"), default=None)
+    run.add_argument("--build-dir", default=None, metavar="DIR")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser("demo", help="the built-in example, end to end")
     demo.add_argument("--vectors", type=int, default=20000)
@@ -449,6 +472,20 @@ def _print_build(result: dict):
           f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
 
 
+def _print_board_build(result: dict):
+    print(f"{result['design']} top on {result['board']} ({result['device']}): "
+          f"{result['lut']} LUT, {result['ff']} FF, {result['dsp']} DSP, {result['bram']} "
+          f"BRAM; Fmax {result['fmax_mhz']:.1f} MHz (clock {result['target_mhz']:.1f}, "
+          f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
+
+
+def _print_run(r: dict):
+    print(f"{r['engine']} ({r['transport']}): case {r['case']}, shape {r['shape']}, "
+          f"{r['mode']}; cycles per head {r['cycles']} (model {r['cycles_expected']}); "
+          f"{r['mismatches']} integers differ from golden-fixed"
+          + (f"; written {r['out']}" if r.get("out") else ""))
+
+
 def _print_bench_cordic(result: dict):
     print(f"CORDIC {result['mode']}, {result['config']['data_width']}-bit data, "
           f"{result['config']['phase_bits']}-bit phase, "
@@ -478,6 +515,13 @@ def _run(args) -> int:
         return _run_array(args, progress)
     if args.command == "attention":
         return _run_attention(args, progress)
+    if args.command == "run":
+        from .run_flow import run_case
+        result = run_case(args.case, args.out, port=args.port, sim=args.sim, baud=args.baud,
+                          progress=progress, board=args.board, simulator=args.simulator,
+                          build_root=args.build_dir)
+        _report(result, args.json, _print_run)
+        return 1 if result["mismatches"] else 0
     if args.command == "eval":
         from .sva_eval import eval_sva
         result = eval_sva(args.model, args.engine, args.limit, progress, split=args.split,
@@ -501,6 +545,12 @@ def _run(args) -> int:
                                   ready_prob=args.ready_prob, progress=progress)
         _report(result, args.json, _print_sim_cordic)
         return 1 if result["mismatches"] else 0
+
+    if args.command == "build" and args.design in ("attention", "link"):
+        from .run_flow import build_board
+        result = build_board(args.board, args.design, progress, build_root=args.build_dir)
+        _report(result, args.json, _print_board_build)
+        return 0
 
     if args.command == "build":
         result = flows.build_design(args.design, args.board, arch=args.arch, mode=args.mode,
@@ -665,9 +715,13 @@ def _run_attention(args, progress) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from .boards.build import BoardError
+    from .golden.link import LinkError
     from .sim.runner import SimulatorNotFound, SimulationFailed
     try:
         return _run(args)
+    except LinkError as error:          # the board or its link answered wrong: a failure
+        print(f"oscarray: error: {error}", file=sys.stderr)
+        return 1
     except (CordicConfigError, ValueError, FileNotFoundError, SimulatorNotFound) as error:
         print(f"oscarray: error: {error}", file=sys.stderr)
         return 2

@@ -494,13 +494,7 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
     result:
     the RTL's integers, the float keys from them, the host's scales, cycles per head.
     `cordic_arch`: the head's three CORDICs ("pipelined" or "iterative")."""
-    from .golden.attention_fixed import (
-        DEFAULT_CONFIG,
-        FRAC,
-        quantize_tensor,
-        score_constant,
-    )
-    from .hdl.attention import relu_eps_int
+    from .golden.attention_fixed import DEFAULT_CONFIG
     from .sim.attention import run_attention_rtl
     from .sim.runner import SimulationFailed
 
@@ -515,6 +509,17 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
             f"the attention head raised its error flag on head(s) "
             f"{np.flatnonzero(rtl['error']).tolist()} (a row with no W exponent in [9, 26], "
             f"which check_case should have refused)", failed=[], log_path=None, result=None)
+    return attention_rtl_result(case, rtl)
+
+
+def attention_rtl_result(case, rtl: dict) -> dict:
+    """`oscarray attention --engine rtl`'s result from the RTL's integers (`rtl`: as
+    sim/attention.py `run_attention_rtl` or the board driver gives them): the float keys,
+    the integers, the host's scales, cycles per head."""
+    from .golden.attention_fixed import DEFAULT_CONFIG, FRAC, quantize_tensor, score_constant
+    from .hdl.attention import relu_eps_int
+
+    config = DEFAULT_CONFIG
     _, e_q = quantize_tensor(case.q, config.qk_bits)
     _, e_k = quantize_tensor(case.k, config.qk_bits)
     _, e_v = quantize_tensor(case.v)
@@ -530,7 +535,7 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
             "x_star": rtl["x_int"] * 2.0 ** -FRAC,
             **{key: rtl[key].astype(np.int64) for key in ATTENTION_RTL_INTEGERS},
             "converged": rtl["converged"].astype(bool),
-            "cycles": rtl["cycles"].astype(np.int64), "scales": scales, "sim": rtl["sim"]}
+            "cycles": rtl["cycles"].astype(np.int64), "scales": scales, "sim": rtl.get("sim")}
 
 
 # An engine is a function (AttentionCase, **options) -> dict of the result's arrays (and
@@ -731,5 +736,6 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None,
 
 
 __all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
+            "attention_rtl_result",
             "attention_example_arrays", "attention_rtl_capacity", "attention_rtl_mismatches",
             "plot_attention", "plot_settling"]

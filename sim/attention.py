@@ -30,7 +30,7 @@ from ..hdl.attention import (
 from .runner import run_cocotb
 from .streams import layout_fields
 
-__all__ = ["run_attention_rtl", "run_attention_rtl_batch"]
+__all__ = ["run_attention_rtl", "run_attention_rtl_batch", "stack_heads"]
 
 
 def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG, *,
@@ -97,21 +97,22 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     for c, case in enumerate(cases):
         heads = [decode_items(out[f"items_{c}_{h}"], case.tokens, case.d_h)
                  for h in range(case.heads)]
-        results.append({
-            "attn_int": np.stack([r["attn"] for r in heads]),
-            "out_int": np.stack([r["out"] for r in heads]),
-            "theta_int": np.stack([r["theta"] for r in heads]),
-            "x_int": np.stack([r["x"] for r in heads]),
-            "h_int": np.stack([r["h"] for r in heads]),
-            "e_w": np.stack([r["e_w"] for r in heads]),
-            "steps": np.where(np.stack([r["converged"] for r in heads]),
-                              np.stack([r["steps"] for r in heads]), NOT_CONVERGED),
-            "converged": np.stack([r["converged"] for r in heads]),
-            "cycles": np.array([int(out[f"cycles_{c}_{h}"]) for h in range(case.heads)]),
-            "error": np.array([bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]),
-            "sim": result.sim,
-        })
+        results.append(stack_heads(
+            heads, [int(out[f"cycles_{c}_{h}"]) for h in range(case.heads)],
+            [bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]) | {"sim": result.sim})
     return results
+
+
+def stack_heads(heads: list[dict], cycles, errors) -> dict:
+    """The heads of a case (each `decode_items`'s dict) as one result with golden
+    attention_fixed's names: attn_int, out_int, theta_int, x_int, h_int, e_w, steps
+    (NOT_CONVERGED where the detector did not fire), converged, cycles, error."""
+    stack = {key: np.stack([h[key] for h in heads]) for key in heads[0]}
+    return {"attn_int": stack["attn"], "out_int": stack["out"], "theta_int": stack["theta"],
+            "x_int": stack["x"], "h_int": stack["h"], "e_w": stack["e_w"],
+            "steps": np.where(stack["converged"], stack["steps"], NOT_CONVERGED),
+            "converged": stack["converged"], "cycles": np.array(cycles, np.int64),
+            "error": np.array(errors, bool)}
 
 
 def run_attention_rtl(case, config: AttentionFixedConfig = DEFAULT_CONFIG, **options) -> dict:
