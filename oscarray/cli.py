@@ -414,6 +414,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--build-dir", default=None, metavar="DIR")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
+    formal = commands.add_parser(
+        "formal", help="the SymbiYosys proofs (CORDIC streams, array controller, host link)",
+        description="Run the formal proofs (sim/formal_props.py, yowasp-sby with boolector), "
+                    "each with its deliberately broken variants (which must fail), and the "
+                    "defects the proofs found (reproduced until fixed).")
+    formal.add_argument("--proof", nargs="+", default=None, metavar="NAME",
+                        help="only these proofs (default: all)")
+    formal.add_argument("--json", action="store_true", help="print one JSON object")
+
     demo = commands.add_parser("demo", help="the built-in example, end to end")
     demo.add_argument("--vectors", type=int, default=20000)
     demo.add_argument("--out-dir", default="out/demo")
@@ -479,6 +488,19 @@ def _print_board_build(result: dict):
           f"{'met' if result['timing_met'] else 'NOT met'}); {result['bitstream']}")
 
 
+def _print_formal(result: dict):
+    for proof in result["proofs"]:
+        broken = proof.get("broken") or []
+        caught = sum(1 for b in broken if b.get("fails"))
+        print(f"{proof['name']}: {'PASSED' if proof['passed'] else 'FAILED'} "
+              f"({proof['mode']} {proof['depth']}, {proof['seconds']:.0f} s); broken variants "
+              f"failing: {caught} of {len(broken)}")
+    for finding in result.get("findings", []):
+        print(f"finding {finding['name']}: {'reproduced' if finding['reproduced'] else 'gone'}"
+              f" ({finding['note']})")
+    print(f"all passed: {result['passed']}")
+
+
 def _print_run(r: dict):
     print(f"{r['engine']} ({r['transport']}): case {r['case']}, shape {r['shape']}, "
           f"{r['mode']}; cycles per head {r['cycles']} (model {r['cycles_expected']}); "
@@ -515,6 +537,11 @@ def _run(args) -> int:
         return _run_array(args, progress)
     if args.command == "attention":
         return _run_attention(args, progress)
+    if args.command == "formal":
+        from .formal_flow import formal_run
+        result = formal_run(args.proof, progress)
+        _report(result, args.json, _print_formal)
+        return 0 if result["passed"] else 1
     if args.command == "run":
         from .run_flow import run_case
         result = run_case(args.case, args.out, port=args.port, sim=args.sim, baud=args.baud,

