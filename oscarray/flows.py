@@ -438,11 +438,16 @@ def attention_rtl_capacity(tokens: int, d_h: int, max_tokens=None, max_d_h=None
     distinct capacity is one simulator build, cached), at most the head's limits."""
     from .golden.attention_fixed import MAX_TOKENS
     from .hdl.attention import MAX_D_H
-    if max_tokens is None:
-        max_tokens = min(MAX_TOKENS, max(ATTENTION_RTL_MIN_TOKENS, _next_power_of_two(tokens)))
-    if max_d_h is None:
-        max_d_h = min(MAX_D_H, max(ATTENTION_RTL_MIN_D_H, _next_power_of_two(d_h)))
-    return max_tokens, max_d_h
+    return (rtl_capacity(tokens, max_tokens, ATTENTION_RTL_MIN_TOKENS, MAX_TOKENS),
+            rtl_capacity(d_h, max_d_h, ATTENTION_RTL_MIN_D_H, MAX_D_H))
+
+
+def rtl_capacity(size: int, given, minimum: int, limit: int) -> int:
+    """A simulator build's capacity for `size`: `given` if set, else size rounded up to a
+    power of two, at least `minimum` (fewer distinct builds to cache), at most `limit`."""
+    if given is not None:
+        return given
+    return min(limit, max(minimum, _next_power_of_two(size)))
 
 
 def _attention_golden_float(case, **options) -> dict:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from .flows import _check_output_path, _json_default, _next_power_of_two, _say
+from .flows import _check_output_path, _json_default, _say, rtl_capacity
 
 __all__ = ["TORUS_ENGINES", "TORUS_CASE_CHECKS", "TORUS_RESULT_KEYS", "TORUS_RTL_INTEGERS",
            "TORUS_RTL_MIN_TOKENS", "TORUS_RTL_MIN_D", "torus_rtl_capacity", "torus_run",
@@ -35,11 +35,8 @@ def torus_rtl_capacity(tokens: int, d: int, max_tokens=None, max_d=None) -> tupl
     values, else T and D rounded up to powers of two, at least 16 each (each distinct
     capacity is one simulator build, cached), at most the layer's limits."""
     from .golden.torus_fixed import MAX_D, MAX_TOKENS
-    if max_tokens is None:
-        max_tokens = min(MAX_TOKENS, max(TORUS_RTL_MIN_TOKENS, _next_power_of_two(tokens)))
-    if max_d is None:
-        max_d = min(MAX_D, max(TORUS_RTL_MIN_D, _next_power_of_two(d)))
-    return max_tokens, max_d
+    return (rtl_capacity(tokens, max_tokens, TORUS_RTL_MIN_TOKENS, MAX_TOKENS),
+            rtl_capacity(d, max_d, TORUS_RTL_MIN_D, MAX_D))
 
 
 # -- engines: (TorusCase, **options) -> dict of the result's arrays (and "scales") ------------
