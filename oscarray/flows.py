@@ -278,6 +278,24 @@ ARRAY_CASE_CHECKS: dict = {"golden-fixed": _quantized, "rtl": _array_rtl_quantiz
 PLOT_MAX_OSCILLATORS = 64
 
 
+def check_engine(what: str, engines: dict, engine: str):
+    """ValueError unless `engine` names one of `engines` (a flow's engine table)."""
+    if engine not in engines:
+        raise ValueError(f"unknown {what} engine {engine!r}; choose one of "
+                         f"{', '.join(engines)}")
+
+
+def run_engine(engines: dict, engine: str, case, options: dict, *, sim=None,
+               build_root=None, progress=None) -> tuple[dict, float]:
+    """(engines[engine](case, **options), seconds): the rtl engine also gets the simulator,
+    its build folder and the progress callback."""
+    if engine == "rtl":
+        options = dict(options, sim=sim, build_root=build_root, progress=progress)
+    start = time.perf_counter()
+    result = engines[engine](case, **options)
+    return result, time.perf_counter() - start
+
+
 def _check_output_path(flag: str, path) -> Path | None:
     if path is None:
         return None
@@ -299,9 +317,7 @@ def array_run(case_path, engine: str, out=None, trace=False, progress=None, *,
     """
     from .golden.array import load_case, save_result
 
-    if engine not in ARRAY_ENGINES:
-        raise ValueError(f"unknown array engine {engine!r}; choose one of "
-                         f"{', '.join(ARRAY_ENGINES)}")
+    check_engine("array", ARRAY_ENGINES, engine)
     out = _check_output_path("--out", out)
     plot = _check_output_path("--plot", plot)
     case = load_case(case_path)
@@ -620,9 +636,7 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
     from .golden.attention_fixed import ATTN_TARGET, OUT_TARGET
     from .golden.npz import write_npz
 
-    if engine not in ATTENTION_ENGINES:
-        raise ValueError(f"unknown attention engine {engine!r}; choose one of "
-                         f"{', '.join(ATTENTION_ENGINES)}")
+    check_engine("attention", ATTENTION_ENGINES, engine)
     out = _check_output_path("--out", out)
     plots = _check_plots_dir(plots)
     case = load_case(case_path)
@@ -632,11 +646,8 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
 
     _say(progress, f"{engine}: {case.heads} head(s), T = {case.tokens}, d_h = {case.d_h}, "
                    f"d_osc = {case.d_osc}, {case.mode}")
-    start = time.perf_counter()
-    if engine == "rtl":
-        options.update(sim=sim, build_root=build_root, progress=progress)
-    result = ATTENTION_ENGINES[engine](case, **options)
-    elapsed = time.perf_counter() - start
+    result, elapsed = run_engine(ATTENTION_ENGINES, engine, case, options, sim=sim,
+                                 build_root=build_root, progress=progress)
     reference = (result if engine == "golden-float" and case.mode == "analytic"
                  else attention_float(dataclasses.replace(case, mode="analytic")))
     mismatches = attention_rtl_mismatches(case, result) if engine == "rtl" else None

@@ -8,12 +8,19 @@ golden-fixed and rtl; cycles from rtl).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .flows import _check_output_path, _check_plots_dir, _json_default, _say, plot_attention
+from .flows import (
+    _check_output_path,
+    _check_plots_dir,
+    _json_default,
+    _say,
+    check_engine,
+    plot_attention,
+    run_engine,
+)
 
 __all__ = ["SOFTMAX_ENGINES", "softmax_run", "softmax_rtl_mismatches"]
 
@@ -102,9 +109,7 @@ def softmax_run(case_path, engine: str, out=None, progress=None, *, plots=None,
     from .golden.npz import write_npz
     from .golden.softmax import softmax_float
 
-    if engine not in SOFTMAX_ENGINES:
-        raise ValueError(f"unknown softmax engine {engine!r}; choose one of "
-                         f"{', '.join(SOFTMAX_ENGINES)}")
+    check_engine("softmax", SOFTMAX_ENGINES, engine)
     out = _check_output_path("--out", out)
     plots = _check_plots_dir(plots)
     case = _load(case_path)
@@ -114,11 +119,8 @@ def softmax_run(case_path, engine: str, out=None, progress=None, *, plots=None,
 
     _say(progress, f"{engine}: softmax, {case.heads} head(s), T = {case.tokens}, "
                    f"d_h = {case.d_h}, causal = {case.causal}")
-    start = time.perf_counter()
-    if engine == "rtl":
-        options.update(sim=sim, build_root=build_root, progress=progress)
-    result = SOFTMAX_ENGINES[engine](case, **options)
-    elapsed = time.perf_counter() - start
+    result, elapsed = run_engine(SOFTMAX_ENGINES, engine, case, options, sim=sim,
+                                 build_root=build_root, progress=progress)
     reference = result if engine == "golden-float" else softmax_float(case)
     mismatches = softmax_rtl_mismatches(case, result) if engine == "rtl" else None
 

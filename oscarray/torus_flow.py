@@ -15,11 +15,10 @@ is written whole or not at all (golden/npz.write_npz), after the run.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 
-from .flows import _check_output_path, _json_default, _say, rtl_capacity
+from .flows import _check_output_path, _json_default, _say, check_engine, rtl_capacity, run_engine
 
 __all__ = ["TORUS_ENGINES", "TORUS_CASE_CHECKS", "TORUS_RESULT_KEYS", "TORUS_RTL_INTEGERS",
            "TORUS_RTL_MIN_TOKENS", "TORUS_RTL_MIN_D", "torus_rtl_capacity", "torus_run",
@@ -124,9 +123,7 @@ def torus_run(case_path, engine: str, out=None, progress=None, sim=None, build_r
     from .golden.torus import load_case, torus_float, wrap_phase
     from .golden.torus_fixed import ATTN_TARGET, error_budget
 
-    if engine not in TORUS_ENGINES:
-        raise ValueError(f"unknown torus engine {engine!r}; choose one of "
-                         f"{', '.join(TORUS_ENGINES)}")
+    check_engine("torus", TORUS_ENGINES, engine)
     out = _check_output_path("--out", out)
     case = load_case(case_path)
     options = {"max_tokens": max_tokens, "max_d": max_d} if engine == "rtl" else {}
@@ -135,11 +132,8 @@ def torus_run(case_path, engine: str, out=None, progress=None, sim=None, build_r
 
     _say(progress, f"{engine}: T = {case.tokens}, D = {case.d}, "
                    f"{'causal' if case.causal else 'full'}, tau = {case.tau:g}")
-    start = time.perf_counter()
-    if engine == "rtl":
-        options.update(sim=sim, build_root=build_root, progress=progress)
-    result = TORUS_ENGINES[engine](case, **options)
-    elapsed = time.perf_counter() - start
+    result, elapsed = run_engine(TORUS_ENGINES, engine, case, options, sim=sim,
+                                 build_root=build_root, progress=progress)
     reference = result if engine == "golden-float" else torus_float(case)
     mismatches = torus_rtl_mismatches(case, result) if engine == "rtl" else None
 
