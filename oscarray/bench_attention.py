@@ -65,7 +65,7 @@ from .bench_common import best_seconds, check_names, header
 __all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
            "ATTENTION_BENCH_COLUMNS", "not_benched", "example_case", "mechanism_case",
            "refusal", "numpy_reference", "cycles_model", "measure_rtl", "bench_row",
-           "bench_attention"]
+           "row_key", "resumable_rows", "bench_attention"]
 
 # The mechanisms: paper A's head (the analytic fixed point and the two ODE settlings) and the
 # softmax head on the same front end and value path (golden/softmax.py).
@@ -406,12 +406,34 @@ def _fitted(device, build_root, progress, name, make) -> tuple[dict | None, dict
                       "target_mhz": TARGET_MHZ[board.family]}
 
 
+def row_key(row: dict) -> tuple:
+    """What a row measures: (shape, device, mechanism)."""
+    return row["shape"], row["device"], row["mechanism"]
+
+
+def resumable_rows(previous: dict, seed: int) -> dict:
+    """The rows of an earlier result (`bench_attention`'s, finished or written part way by
+    `on_row`) that a run with `seed` may take over instead of measuring them again, by
+    `row_key`; each keeps the date it was measured (`measured`, else the result's date).
+    A result of another seed is a ValueError: its cases are other draws."""
+    if previous.get("seed") != seed:
+        raise ValueError(f"cannot resume from a result of seed {previous.get('seed')!r}: "
+                         f"this run's seed is {seed}")
+    return {row_key(row): {**row, "measured": row.get("measured", previous.get("date"))}
+            for row in previous.get("rows", [])}
+
+
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,
                     build_root="build/bench_attention", sim=None, progress=None,
-                    mechanisms=None) -> dict:
+                    mechanisms=None, resume=None, on_row=None) -> dict:
     """Build, simulate and time the head per shape, device and mechanism (module docstring).
     Unknown shapes or devices, a negative seed, and every asked shape refused are ValueErrors
-    before any work."""
+    before any work.
+
+    `resume` (`resumable_rows` of an earlier result): rows taken over as they are, not
+    measured again (their `measured` date says when they were). `on_row(partial)` is called
+    after every row with the result so far (`complete` False), so a long run can be written
+    out as it goes and resumed."""
     from pathlib import Path
 
     from .golden.attention import SHAPES
@@ -449,14 +471,48 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
         flows._say(progress, f"{entry['mechanism']}: {entry['reason']}")
 
     root = Path(build_root)
+    resume = resume or {}
     rows = []
+    today = header()["date"]
+
+    def result(complete: bool) -> dict:
+        return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
+                "mechanisms": asked, "complete": complete, "rows": rows,
+                "versus_analytic": versus_analytic(rows), "refused": refused,
+                "not_benched": skipped}
+
+    def add(row: dict):
+        rows.append({**row, "measured": today})
+        if on_row is not None:
+            on_row(result(False))
+
+    def resumed(shape: str, mechanism: str) -> bool:
+        """Take over the rows of (shape, mechanism) on every device if `resume` has them
+        all."""
+        keys = [(shape, device, mechanism) for device in devices]
+        if not all(key in resume for key in keys):
+            return False
+        for key in keys:
+            flows._say(progress, f"{' '.join(key)}: row taken over from the run of "
+                                 f"{resume[key]['measured']}")
+            rows.append(resume[key])
+        if on_row is not None:
+            on_row(result(False))
+        return True
+
     for shape in runnable:
         references, numpys = {}, {}     # per family (oscillator or softmax): one each
         measured = {}                   # per (mode, CORDIC architecture): one simulation each
+        taken_over = set()              # the cases whose rows came from `resume`
         for device in devices:
             arch = DEVICE_BUILDS[device]["cordic_arch"]
             builds = {}                 # per head modes: one build each
             for case in benched[shape]:
+                if device == devices[0] and resumed(
+                        shape, "torus" if isinstance(case, list) else mechanism_name(case)):
+                    taken_over.add(id(case))
+                if id(case) in taken_over:
+                    continue
                 if isinstance(case, list):              # paper B's torus layers
                     if "torus" not in references:
                         references["torus"] = True
@@ -466,9 +522,8 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                                                           progress=progress)
                     flows._say(progress, f"{shape} on {device}: building the torus layer, "
                                          f"T = {case[0].tokens}, D = {case[0].d}")
-                    rows.append(torus_row(shape, device, case, measured["torus"],
-                                          numpys["torus"],
-                                          *_build(device, case, root / "boards", progress)))
+                    add(torus_row(shape, device, case, measured["torus"], numpys["torus"],
+                                  *_build(device, case, root / "boards", progress)))
                     continue
                 family = is_softmax(case)
                 if family not in references:
@@ -486,12 +541,9 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                                          f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
                                          f"modes {', '.join(modes)}")
                     builds[modes] = _build(device, case, root / "boards", progress)
-                rows.append(bench_row(shape, device, case, arch, measured[case.mode, arch],
-                                      numpys[family], *builds[modes]))
-    return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
-            "mechanisms": asked, "rows": rows,
-            "versus_analytic": versus_analytic(rows), "refused": refused,
-            "not_benched": skipped}
+                add(bench_row(shape, device, case, arch, measured[case.mode, arch],
+                              numpys[family], *builds[modes]))
+    return result(True)
 
 
 def versus_analytic(rows) -> list[dict]:

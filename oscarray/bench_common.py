@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
 import time
+from pathlib import Path
 
 from . import flows
 
@@ -15,8 +17,27 @@ DEVICES = {"up5k": "icebreaker", "ecp5-85f": "ulx3s-85f"}
 
 
 def header() -> dict:
-    """The start of a bench result: today's date and this machine."""
-    return {"date": datetime.date.today().isoformat(), "machine": flows.machine_description()}
+    """The start of a bench result: today's date, this machine and the source's commit."""
+    return {"date": datetime.date.today().isoformat(), "machine": flows.machine_description(),
+            "commit": source_commit()}
+
+
+def source_commit() -> str | None:
+    """The git commit of this source tree ("-dirty" when it has changes), or None outside a
+    git checkout."""
+    here = Path(__file__).resolve().parent
+
+    def git(*words):
+        return subprocess.run(["git", *words], cwd=here, capture_output=True, text=True,
+                              timeout=30)
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def check_names(what: str, names, known, example: str) -> tuple:

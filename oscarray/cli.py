@@ -294,7 +294,12 @@ def _add_bench_attention(bench_designs):
                        help="simulator (default: $SIM, else verilator)")
     bench.add_argument("--build-dir", default="build/bench_attention", metavar="DIR",
                        help="builds and simulator builds (default build/bench_attention)")
-    bench.add_argument("--output", default="out/bench_attention.json")
+    bench.add_argument("--output", default="out/bench_attention.json",
+                       help="the JSON, written after every row (complete: false until the "
+                            "run ends; default out/bench_attention.json)")
+    bench.add_argument("--resume", default=None, metavar="JSON",
+                       help="take over the rows of an earlier result of the same seed "
+                            "(finished or not) instead of measuring them again")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -594,10 +599,14 @@ def _run(args) -> int:
         return 0
 
     if args.command == "bench" and args.design == "attention":
-        from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention
+        from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention, resumable_rows
+        resume = None
+        if args.resume is not None:
+            resume = resumable_rows(flows.read_json_file(args.resume, "--resume"), args.seed)
         result = bench_attention(args.shape, args.device, seed=args.seed,
                                  build_root=args.build_dir, sim=args.sim, progress=progress,
-                                 mechanisms=args.mechanism)
+                                 mechanisms=args.mechanism, resume=resume,
+                                 on_row=lambda partial: flows.write_json(partial, args.output))
         _bench_report(result, args, "attention heads (paper A's oscillator, softmax) versus "
                                     "NumPy float64",
                       ATTENTION_BENCH_COLUMNS, _attention_bench_notes(result))

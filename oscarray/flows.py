@@ -179,6 +179,22 @@ def write_json(result: dict, path) -> Path:
     return path
 
 
+def read_json_file(path, what: str) -> dict:
+    """The JSON object in `path` (an earlier result); a missing, unreadable or non-object
+    file is a ValueError naming `what` and the path."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"{what}: cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what}: {path} is not JSON ({error.msg}, line {error.lineno})"
+                         ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what}: {path} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def _json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -306,6 +306,45 @@ def test_cli_json_and_not_bit_exact_exit_1(tmp_path, capsys, monkeypatch):
     assert len(report["rows"]) == 5 and not any(r["bit_exact"] for r in report["rows"])
 
 
+def test_rows_are_written_as_they_finish_and_a_run_resumes_from_them(tmp_path, monkeypatch):
+    fake_bench(monkeypatch)
+    partials = []
+    first = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path,
+                                  mechanisms=["softmax", "torus"],
+                                  on_row=lambda r: partials.append(json.loads(json.dumps(r))))
+    assert [len(p["rows"]) for p in partials] == [1, 2]
+    assert not any(p["complete"] for p in partials) and first["complete"]
+    assert all(row["measured"] == first["date"] for row in first["rows"])
+
+    # A resumed run measures only what the earlier one lacks (here: the analytic row).
+    earlier = {**partials[0], "date": "2026-01-01"}
+    del earlier["rows"][0]["measured"]              # an old result: its date stands in
+    measured = []
+    measure = bench.measure_rtl
+    monkeypatch.setattr(bench, "measure_rtl",
+                        lambda case, arch, **kw: measured.append(case.mode) or measure(
+                            case, arch, **kw))
+    again = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path,
+                                  mechanisms=["oscillator-analytic", "softmax"],
+                                  resume=bench.resumable_rows(earlier, 0))
+    assert measured == ["analytic"]
+    assert [(r["mechanism"], r["measured"]) for r in again["rows"]] == [
+        ("oscillator-analytic", again["date"]), ("softmax", "2026-01-01")]
+    assert [v["mechanism"] for v in again["versus_analytic"]] == ["softmax"]
+    with pytest.raises(ValueError, match="seed 0: this run's seed is 3"):
+        bench.resumable_rows(earlier, 3)
+
+
+def test_cli_resume_from_a_file_that_is_not_a_result_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    for path, message in ((bad, "holds a JSON list"), (tmp_path / "none.json", "cannot read")):
+        code = main(["bench", "attention", "--resume", str(path), "--output",
+                     str(tmp_path / "b.json"), "--build-dir", str(tmp_path / "build")])
+        assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists() and not (tmp_path / "build").exists()
+
+
 def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
     # Every mechanism of the only shape refused (softmax too, here): nothing runs.
     refusal = bench.refusal
