@@ -1,5 +1,8 @@
 """Paper A's oscillator attention at d_osc = 2 in fixed point: the bit-exact specification.
 
+(d_osc > 2, the analytic fixed point on the sphere: golden/attention_sphere.py, which reuses
+this module's front end and readout; attention_fixed and error_budget hand such cases to it.)
+
 Every integer below is what the RTL (Amaranth, later) must produce, bit for bit. The float
 reference is golden/attention.py (attention_float); the array engine is golden/array_fixed.py,
 used as it is. One rounding policy everywhere: R(v, s) = floor((v + 2**(s-1)) / 2**s), round
@@ -11,8 +14,8 @@ grows as q and k shrink). Values never wrap: every width below is derived (`form
 that nothing saturates except where a step says so.
 
 Scope and refusals (AttentionFixedError, a subclass of AttentionCaseError, raised by
-validate_fixed / front_end / the engine's loader before any Euler step): d_osc > 2 (not yet in
-fixed point), sigma "softplus" and "elu1" (they need exponentials of scores outside the
+validate_fixed / front_end / the engine's loader before any Euler step): the ODE modes at
+d_osc > 2 and d_osc > 16 (golden/attention_sphere.py), sigma "softplus" and "elu1" (they need exponentials of scores outside the
 hyperbolic CORDIC's range; only "relu_eps"), d_h so large that the score product exceeds 63
 bits (d_h > 128 with 20-bit q and k), T > 2048, a row whose largest score leaves relu_eps's
 1e-3 below one LSB of the 18-bit W (scores above ~256), tol * dt below one accumulator LSB,
@@ -233,6 +236,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -256,7 +260,7 @@ __all__ = [
     "ATTN_TARGET", "DATA_BITS", "FRAC", "INPUTS", "OUT_TARGET", "AttentionFixedConfig",
     "AttentionFixedError", "EngineRun", "FrontEnd", "analytic_phases", "attention_fixed",
     "detector_floor", "drive_shift", "engine_constants", "engine_cases", "error_budget",
-    "formats", "front_end",
+    "formats", "front_end", "input_terms", "readout_terms", "InputTerms",
     "normalize_shift", "normalized_couplings", "normalized_drive", "ode_phases",
     "prepare_anchors", "quantize_tensor", "readout_fixed", "reciprocal", "reciprocal_error",
     "rotation_error", "score_constant", "unit_from_phase", "validate_fixed",
@@ -437,10 +441,9 @@ def validate_fixed(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> Atten
     scalars; the data-dependent checks follow in front_end and the engine's loader)."""
     if not isinstance(case, AttentionCase):
         case = validate_case(case)
-    if case.d_osc != 2:
-        raise AttentionFixedError(
-            f"anchors: d_osc = {case.d_osc} is not yet in fixed point (only d_osc = 2, the "
-            f"phase oscillator; the Lohe flow on the sphere needs its own format)")
+    if case.d_osc > 2:
+        from .attention_sphere import check_sphere
+        check_sphere(case)          # analytic only, d_osc <= 16
     if case.sigma != "relu_eps":
         raise AttentionFixedError(
             f"sigma: {case.sigma!r} is not in fixed point yet (it needs an exponential "
@@ -494,7 +497,7 @@ class FrontEnd:
     @property
     def zero(self) -> np.ndarray:
         """(H, T) rows whose drive is exactly zero."""
-        return (self.h[..., 0] == 0) & (self.h[..., 1] == 0)
+        return np.all(self.h == 0, axis=-1)
 
 
 def prepare_anchors(anchors, config: AttentionFixedConfig = DEFAULT_CONFIG):
@@ -797,10 +800,13 @@ def ode_phases(case: AttentionCase, fe: FrontEnd,
 # ---------------------------------------------------------------------------------------------
 # Readout
 
-def readout_fixed(theta, fe: FrontEnd, p: int, config: AttentionFixedConfig = DEFAULT_CONFIG):
-    """(x (H, T, 2) Q2.16, attn (H, T, T) Q1.16, out (H, T, d_h) at v's exponent, the
-    numerators g and their row sums); module docstring, steps 8-11."""
-    x = unit_from_phase(config, theta)
+def readout_fixed(state, fe: FrontEnd, p: int, config: AttentionFixedConfig = DEFAULT_CONFIG,
+                  *, kind: str = "phase"):
+    """(x (H, T, d_osc) Q2.16, attn (H, T, T) Q1.16, out (H, T, d_h) at v's exponent, the
+    numerators g and their row sums); module docstring, steps 8-11. `state`: the P-bit
+    phases theta (kind "phase", d_osc = 2: x by the rotation CORDIC) or the unit vectors x
+    in Q2.16 themselves (kind "vector": golden/attention_sphere.py)."""
+    x = unit_from_phase(config, state) if kind == "phase" else np.asarray(state, np.int64)
     dot = np.einsum("hic,hjc->hij", x, fe.a)                 # Q4.32, exact
     u = np.maximum(0, (1 << FRAC) + _shift(dot, FRAC))       # 1 + cos, Q2.16, >= 0
     g = u
@@ -822,6 +828,9 @@ def attention_fixed(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> dict
     w_int, h_int, g_int (numerators), converged (H, T), scales (exponents: value =
     integer * 2**-exponent)."""
     case = validate_fixed(case, config)
+    if case.d_osc > 2:
+        from .attention_sphere import attention_sphere
+        return attention_sphere(case, config)
     fe = front_end(case, config)
     if case.mode == "analytic":
         theta = analytic_phases(fe, config)
@@ -902,43 +911,28 @@ def reciprocal_error(config: AttentionFixedConfig = DEFAULT_CONFIG) -> float:
     return (1 + b_div * 2.0 ** -(FRAC - 1)) / (1 - 1.5 * 2.0 ** -FRAC) - 1
 
 
-def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=None,
-                 inputs: str = "actual") -> dict:
-    """Bounds on |attn_fixed - attn_float| and |out_fixed - out_float| for this case, with
-    the float reference attention_float in "analytic" mode (x* = h / |h|) for every mode.
+class InputTerms(NamedTuple):
+    """The float reference's W and anchors beside the head's: what the host's input
+    quantization and the head's one W rounding do (error_budget's "W" term)."""
 
-    Derived term by term in the module docstring ("Error budget"). The head's arithmetic
-    (every rounding, CORDIC, reciprocal, the engine's steps and detector) enters with its
-    worst case. The host's quantization of the inputs (q, k, v, the anchors, and the two
-    constants 1/sqrt(d_h) and 1e-3) enters with its actual value when inputs="actual" (it
-    is a known function of the case), or with its worst case (half an LSB per element)
-    when inputs="worst". For the ODE modes the bound assumes the convergence detector fired
-    with every oscillator on the attracting side of its fixed point; pass `result`
-    (attention_fixed's) to mark oscillators that did not converge (bound pi for their angle).
+    W: np.ndarray          # (H, T, T) the float model's W
+    W_t: np.ndarray        # W~ = relu(s^) + eps^: W before the head's rounding
+    e_in: np.ndarray       # |W~ - W| (actual), or its bound ("worst")
+    rho_w: np.ndarray      # the bound on the head's rounding |W^ - W~| per entry
+    a_f: np.ndarray        # (H, T, d_osc) the float unit anchors
+    a_hat: np.ndarray      # the head's anchors (Q2.16) as values
+    d_a: np.ndarray        # (H, T) |a^ - a| per anchor (actual, or its bound)
+    d_v: np.ndarray        # |v^ - v| per element (actual, or its bound)
+    full: int              # F: the score's fraction bits
 
-    Returns: attn, out (the bounds; out in v's units), attn_target, out_target,
-    meets_targets, attn_rows (H, T), out_rows (H, T), angle (H, T) (the bound delta_i on
-    |theta_i - angle(h_i)|, radians) and terms (the largest value of each term).
-    """
-    if inputs not in INPUTS:
-        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
-    case = validate_fixed(case, config)
-    fe = front_end(case, config)
-    worst = inputs == "worst"
-    P, A, d_h = config.phase_bits, config.acc_bits, case.d_h
-    rot_abs, rot_rel = rotation_error(config)
-    lsb = 2.0 ** -FRAC
-    phase_lsb = 2 * math.pi / 2 ** P
-    eps_x = (rot_abs + math.sqrt(0.5)) * lsb + rot_rel    # |CORDIC (cos, sin) - e^{i angle}|
-    rho = reciprocal_error(config)
+
+def input_terms(case, fe: FrontEnd, worst: bool) -> InputTerms:
+    """error_budget's "W" term (module docstring) and the anchors' and v's quantization, for
+    the actual inputs or their worst case."""
+    d_h, lsb = case.d_h, 2.0 ** -FRAC
     mask = fe.mask
-
-    # The float reference.
     a_f = unit_anchors(case.anchors)
-    phi_f = np.arctan2(a_f[..., 1], a_f[..., 0])
     W = coupling_weights(case.q, case.k, case.sigma, case.causal)
-    h = drive(W, a_f)
-    psi = np.arctan2(h[..., 1], h[..., 0])
 
     # Steps 0-3, scores and W: W~ = relu(s^) + eps^ is W before the head's one rounding.
     full = fe.e_q + fe.e_k + fe.score_bits
@@ -960,12 +954,74 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=Non
         e_in = np.where(mask, np.where(s_f + e_score > 0, e_score, 0.0) + e_eps, 0.0)
         rho_w = np.where(mask & (s_f + e_score > 0) & ((full - fe.e_w) > 0)[..., None],
                          w_half, 0.0)                 # W rounds wherever s^ may be positive
-        d_a = np.full(fe.a.shape[:2], math.sqrt(2) * lsb / 2)          # |a^ - a| per anchor
+        d_a = np.full(fe.a.shape[:2], math.sqrt(case.d_osc) * lsb / 2)    # |a^ - a|
         d_v = np.full(case.v.shape, 2.0 ** -(fe.e_v + 1))
     else:
         e_in = np.abs(W_t - W)
         d_a = np.linalg.norm(a_hat - a_f, axis=-1)
         d_v = np.abs(fe.v * 2.0 ** -fe.e_v - case.v)
+    return InputTerms(W, W_t, e_in, rho_w, a_f, a_hat, d_a, d_v, full)
+
+
+def readout_terms(p: int, mask, u_up, e_c, A_f, S_lo, rot, rho):
+    """(e_attn, e_rest, e_g): error_budget's readout term (b) and its total with (a) = `rot`,
+    per entry, from the cosine's error e_c (u_up: the largest 1 + cos at the state; S_lo:
+    the smallest float row sum there; A_f: the float attention)."""
+    lsb = 2.0 ** -FRAC
+    e_g = e_c
+    if p >= 2:
+        e_g = (2 * u_up + e_g) * e_g + 0.5 * lsb
+    if p == 4:
+        e_g = (2 * u_up ** 2 + e_g) * e_g + 0.5 * lsb
+    e_g = np.where(mask, e_g, 0.0)
+    e_S = e_g.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = [e_g + np.clip(A_f + sign * rot, 0, 1) * (e_S - 2 * e_g) for sign in (-1, 1)]
+        e_ratio = np.where(S_lo > e_S, np.maximum(*ratio) / (S_lo - e_S), np.inf)
+    e_rest = np.where(mask, e_ratio + (A_f + rot + e_ratio) * rho + 0.5 * lsb, 0.0)
+    return np.where(mask, rot + e_rest, 0.0), e_rest, e_g
+
+
+def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=None,
+                 inputs: str = "actual") -> dict:
+    """Bounds on |attn_fixed - attn_float| and |out_fixed - out_float| for this case, with
+    the float reference attention_float in "analytic" mode (x* = h / |h|) for every mode.
+
+    Derived term by term in the module docstring ("Error budget"). The head's arithmetic
+    (every rounding, CORDIC, reciprocal, the engine's steps and detector) enters with its
+    worst case. The host's quantization of the inputs (q, k, v, the anchors, and the two
+    constants 1/sqrt(d_h) and 1e-3) enters with its actual value when inputs="actual" (it
+    is a known function of the case), or with its worst case (half an LSB per element)
+    when inputs="worst". For the ODE modes the bound assumes the convergence detector fired
+    with every oscillator on the attracting side of its fixed point; pass `result`
+    (attention_fixed's) to mark oscillators that did not converge (bound pi for their angle).
+
+    Returns: attn, out (the bounds; out in v's units), attn_target, out_target,
+    meets_targets, attn_rows (H, T), out_rows (H, T), angle (H, T) (the bound delta_i on
+    |theta_i - angle(h_i)|, radians) and terms (the largest value of each term).
+    """
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
+    case = validate_fixed(case, config)
+    if case.d_osc > 2:
+        from .attention_sphere import error_budget as sphere_budget
+        return sphere_budget(case, config, inputs)
+    fe = front_end(case, config)
+    worst = inputs == "worst"
+    P, A = config.phase_bits, config.acc_bits
+    rot_abs, rot_rel = rotation_error(config)
+    lsb = 2.0 ** -FRAC
+    phase_lsb = 2 * math.pi / 2 ** P
+    eps_x = (rot_abs + math.sqrt(0.5)) * lsb + rot_rel    # |CORDIC (cos, sin) - e^{i angle}|
+    rho = reciprocal_error(config)
+    mask = fe.mask
+
+    t = input_terms(case, fe, worst)
+    W, W_t, e_in, rho_w = t.W, t.W_t, t.e_in, t.rho_w
+    a_f, a_hat, d_a, d_v = t.a_f, t.a_hat, t.d_a, t.d_v
+    phi_f = np.arctan2(a_f[..., 1], a_f[..., 0])
+    h = drive(W, a_f)
+    psi = np.arctan2(h[..., 1], h[..., 0])
     ws_t = W_t.sum(-1)
     ws_up = ws_t + rho_w.sum(-1)
 
@@ -1080,18 +1136,7 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=Non
 
     a_len = 1 + math.sqrt(0.5) * lsb if worst else np.linalg.norm(a_hat, axis=-1)[:, None, :]
     e_c = eps_x * a_len + d_a[:, None, :] + 0.5 * lsb       # cos at theta, not from delta
-    e_g = e_c
-    if p >= 2:
-        e_g = (2 * u_up + e_g) * e_g + 0.5 * lsb
-    if p == 4:
-        e_g = (2 * u_up ** 2 + e_g) * e_g + 0.5 * lsb
-    e_g = np.where(mask, e_g, 0.0)
-    e_S = e_g.sum(-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = [e_g + np.clip(A_f + sign * rot, 0, 1) * (e_S - 2 * e_g) for sign in (-1, 1)]
-        e_ratio = np.where(S_lo > e_S, np.maximum(*ratio) / (S_lo - e_S), np.inf)
-    e_rest = np.where(mask, e_ratio + (A_f + rot + e_ratio) * rho + 0.5 * lsb, 0.0)
-    e_attn = np.where(mask, rot + e_rest, 0.0)
+    e_attn, e_rest, e_g = readout_terms(p, mask, u_up, e_c, A_f, S_lo, rot, rho)
 
     # Step 11, out = R(attn v^, 16): the rotation part with its signed derivative, the rest
     # entry by entry, v's quantization, the output rounding.

@@ -511,6 +511,10 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     _check_sizes(config, max_tokens, max_d_h)
     modes = check_modes(modes)
     case = validate_mechanism(case, config)
+    if case.mode in OSCILLATOR_MODES and case.d_osc != 2:
+        raise AttentionHeadError(f"anchors: d_osc = {case.d_osc} is not in RTL yet (the head "
+                                 f"is the phase oscillator, d_osc = 2; golden-fixed specifies "
+                                 f"d_osc > 2 in the analytic mode)")
     if case.mode not in modes:
         built = "built in RTL yet" if case.mode not in MODES else "in this build"
         raise AttentionHeadError(f"mode: {case.mode!r} is not {built} (this head: "

@@ -20,7 +20,8 @@ random_case with every entry at DEFAULTS), s = seed .. seed + N - 1, in each ODE
                 |out - out_analytic| / (2**-8 max|v|) over the cases (the fixed-point targets,
                 golden/attention_fixed.py; 1 is the target, reported for the float model too)
 
-golden-fixed runs d_osc = 2 only: the tinystories shape (d_osc = 8) is skipped there.
+golden-fixed's ODE modes run d_osc = 2 only (at d_osc > 2 only the analytic fixed point is in
+fixed point): the tinystories shape (d_osc = 8) is skipped there.
 """
 
 from __future__ import annotations

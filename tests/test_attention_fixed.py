@@ -498,7 +498,9 @@ def no_engine(monkeypatch):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"anchors": np.ones((1, 9, 3))}, r"d_osc = 3 is not yet in fixed point"),
+    ({"anchors": np.ones((1, 9, 3)), "mode": "ode-drive"},
+     r"'ode-drive' at d_osc = 3 is not in fixed point yet"),
+    ({"anchors": np.ones((1, 9, 17))}, r"d_osc = 17 exceeds 16"),
     ({"sigma": "softplus"}, r"'softplus' is not in fixed point"),
     ({"sigma": "elu1"}, r"'elu1' is not in fixed point"),
     ({"q": np.ones((1, 9, 2048)), "k": np.ones((1, 9, 2048)), "v": np.ones((1, 9, 2048))},
