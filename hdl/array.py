@@ -157,9 +157,11 @@ def k_bank_bits(config: ArrayFixedConfig, lanes: int = 1) -> int:
 
 
 def _addr_bits(config: ArrayFixedConfig, lanes: int = 1) -> int:
-    # k addresses are (bank, word): bank in the bits above the bank's word address.
+    # k addresses are (bank, word): bank in the bits above the bank's word address. The run
+    # registers' addresses (up to 8) must fit too (capacity 2 would give 2 bits otherwise).
     return max(1, (config.capacity ** 2 - 1).bit_length(),
-               k_bank_bits(config, lanes) + (lanes - 1).bit_length())
+               k_bank_bits(config, lanes) + (lanes - 1).bit_length(),
+               max(REGISTERS.values()).bit_length())
 
 
 def _data_bits(config: ArrayFixedConfig) -> int:
@@ -714,7 +716,9 @@ class ArrayEngine(wiring.Component):
     busy : Out(1)          a run is in progress
     done : Out(1)          the last run has finished (until the next start)
     steps_taken : Out(32)  Euler steps of the current or last run
-    cycles : Out(48)       clocks from start to done (counts while busy)
+    cycles : Out(48)       clocks from start to done (counts while busy; saturates at
+                           2**48 - 1, which the longest runs, 2**32 - 1 steps of a large
+                           array, can reach)
     converged : Out(1)     the detector stopped the run (CONVERGE_STEPS calm steps, tol enabled)
     order : Out(stream)    (cos, sin) = (sum_j cos_j, sum_j sin_j) of each state, before each
                            step and after the last: steps_taken + 1 items per run. The engine
@@ -724,17 +728,29 @@ class ArrayEngine(wiring.Component):
     update : Out(valid, index, acc)
                            an observation port: one clock per accumulator write during a run,
                            n per step in index order (for traces; ignore it otherwise)
-    load : In(stream)      writes (target, addr, data) while not busy (ready = not busy):
+    load : In(stream)      writes (target, addr, data) while not busy (ready = not busy,
+                           also in the clock a start is taken: a write then counts for that
+                           run, max_steps too). Addresses outside a memory (acc, w, pinned,
+                           drive: >= capacity; k: a bank >= P or a word >= `k_bank_depth`)
+                           and unknown registers are ignored:
                            acc/w (A bits, w mod 2**A), k (16-bit two's complement: k_ij at
                            bank i mod P, word (i div P) n + j (`k_bank_word`): address
                            bank * 2**k_bank_bits + word), pinned (bit 0),
                            drive (h_x low 18 bits, h_y high 18 bits), reg (REGISTERS: n,
-                           drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form).
+                           drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form;
+                           with drive_form and pairwise_form both set, the engine runs drive).
                            `load_writes(q, lanes=P)` encodes a case.
 
     Loads are the caller's to get right: t, D and s must be the case's (`quantize_case`), so
     R(C, t) fits the CORDIC's 18 bits.
     """
+
+    #: A max_steps load in the clock of a start counts for that run's first `final` (the
+    #: start reads the value being loaded). The formal proofs turn it off (a subclass) to show
+    #: that they catch the defect it fixes: without it the start reads the old max_steps while
+    #: the run compares its steps with the new one, so a 0 loaded then lets steps_taken run
+    #: on until it wraps at 2**32.
+    start_sees_load = True
 
     def __init__(self, config: ArrayFixedConfig, case: QuantizedCase | None = None, *,
                  lanes: int = 1, forms=ENGINE_FORMS, cordic_arch: str = "pipelined"):
@@ -900,8 +916,11 @@ class ArrayEngine(wiring.Component):
         order_sin = Signal(signed(len(self.order.payload.sin)))
         m.d.comb += [self.busy.eq(busy), self.converged.eq(calm == CONVERGE_STEPS),
                      self.order.payload.cos.eq(order_cos), self.order.payload.sin.eq(order_sin)]
-        with m.If(busy):
+        with m.If(busy & ~self.cycles.all()):         # saturates (see `cycles`)
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        # max_steps as the run sees it: a load in the clock of the start writes it then.
+        max_steps_next = Signal(STEP_COUNT_BITS)
+        m.d.comb += max_steps_next.eq(max_steps)
 
         def begin_phase_pass():
             m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
@@ -929,7 +948,7 @@ class ArrayEngine(wiring.Component):
         def begin_run():
             with m.If(self.start):
                 m.d.sync += [self.steps_taken.eq(0), calm.eq(0), self.cycles.eq(0),
-                             final.eq(max_steps == 0), self.done.eq(0), busy.eq(1)]
+                             final.eq(max_steps_next == 0), self.done.eq(0), busy.eq(1)]
                 begin_phase_pass()
                 m.next = "PHASES"
 
@@ -1202,13 +1221,17 @@ class ArrayEngine(wiring.Component):
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
                 # row sum S_i is the result, R(S_i, t) the update's y (x = 0: no nudge).
+                # With both form registers set the pass is drive's (the branch above), so its
+                # results come from the CORDIC: waiting for pairwise row sums there would
+                # never end (a deadlock the formal response proof found).
+                pairwise_pass = pairwise_form & ~drive_form
                 m.d.comb += [rd["acc"].addr.eq(collected), rd["w"].addr.eq(collected),
                              rd["pinned"].addr.eq(collected)]
-                with m.If(Mux(pairwise_form, h_valid, cordic.o.valid)):
+                with m.If(Mux(pairwise_pass, h_valid, cordic.o.valid)):
                     m.d.sync += [
                         collected.eq(collected + 1), u1_valid.eq(1),
-                        u1_x.eq(Mux(pairwise_form, 0, cordic.o.payload.x)),
-                        u1_y.eq(Mux(pairwise_form, round_shift_finish(h_z)[:SCALE_BITS],
+                        u1_x.eq(Mux(pairwise_pass, 0, cordic.o.payload.x)),
+                        u1_y.eq(Mux(pairwise_pass, round_shift_finish(h_z)[:SCALE_BITS],
                                     cordic.o.payload.y))]
                 with m.If(update.done):
                     m.d.comb += [wr["acc"].addr.eq(written), wr["acc"].data.eq(update.new_acc),
@@ -1237,7 +1260,7 @@ class ArrayEngine(wiring.Component):
                     m.d.sync += readout.eq(readout + 1)
                 begin_run()
 
-        # -- load port: writes while idle or done ---------------------------------------------
+        # -- load port: writes while idle or done (and in the clock of a start) --------------
         m.d.comb += self.load.ready.eq(~busy)
         load_item = self.load.payload
         with m.If(self.load.valid & ~busy):
@@ -1247,13 +1270,17 @@ class ArrayEngine(wiring.Component):
                         continue        # the drive memory of a build without drive
                     with m.Case(TARGETS[name]):
                         port = wr[name]
-                        m.d.comb += [port.addr.eq(load_item.addr), port.en.eq(1),
+                        # An address >= capacity is ignored (not aliased onto a low one).
+                        m.d.comb += [port.addr.eq(load_item.addr),
+                                     port.en.eq(load_item.addr < cap),
                                      port.data.eq(load_item.data[:len(Value.cast(port.data))])]
                 with m.Case(TARGETS["k"]):
                     # Into the lanes' write chain (see the k banks).
-                    m.d.comb += [k_write_in.valid.eq(1),
-                                 k_write_in.bank.eq(load_item.addr[word_bits:]),
-                                 k_write_in.addr.eq(load_item.addr[:word_bits]),
+                    # A bank >= P or a word beyond the bank is ignored (not aliased).
+                    k_bank, k_word_in = load_item.addr[word_bits:], load_item.addr[:word_bits]
+                    m.d.comb += [k_write_in.valid.eq((k_bank < lanes) & (k_word_in < bank_depth)),
+                                 k_write_in.bank.eq(k_bank),
+                                 k_write_in.addr.eq(k_word_in),
                                  k_write_in.data.eq(load_item.data[:COUPLING_BITS])]
                 with m.Case(TARGETS["reg"]):
                     with m.Switch(load_item.addr):
@@ -1263,4 +1290,7 @@ class ArrayEngine(wiring.Component):
                                 if left_out.get(key, False):
                                     continue
                                 m.d.sync += register.eq(load_item.data[:len(register)])
+                                if key == "max_steps" and self.start_sees_load:
+                                    m.d.comb += max_steps_next.eq(
+                                        load_item.data[:len(register)])
         return m

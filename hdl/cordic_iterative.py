@@ -298,6 +298,15 @@ class CordicIterative(Cordic):
 
     arch = "iterative"
 
+    #: The microcode word's `advance` and `finish` bits count only while busy. The ROM's read
+    #: register has no reset and no defined power-up value (Amaranth emits its RTLIL
+    #: INIT_VALUE as x), so in the first clock after power-up the word is arbitrary; gated by
+    #: busy (a reset register), it cannot start the program or raise done without an input.
+    #: While busy the word is always a program word and while idle always the idle word, so
+    #: the gate changes nothing else (latency and throughput are the same). The formal proofs
+    #: turn it off (a subclass) to show that they catch the power-up defect.
+    power_up_guard = True
+
     def __init__(self, config: CordicConfig):
         super().__init__(config)
         self.program = schedule_program(config)
@@ -423,7 +432,11 @@ class CordicIterative(Cordic):
         accept = self.i.valid & self.i.ready
 
         # Sequencer: the ROM answers one clock later, so it is addressed with the next pc.
-        pc_next = Mux(word.advance, pc + 1, Mux(accept, 1, 0))[:pc_bits]
+        # advance and finish are gated by busy (see `power_up_guard`).
+        advance, finish = word.advance, word.finish
+        if self.power_up_guard:
+            advance, finish = advance & busy, finish & busy
+        pc_next = Mux(advance, pc + 1, Mux(accept, 1, 0))[:pc_bits]
         dir_bit = y[-1] if config.vectoring else z[-1]
         sources = {"dir": dir_bit, "flip": flip, "zero": zero}
         cond = dir_bit
@@ -433,7 +446,7 @@ class CordicIterative(Cordic):
         m.d.sync += pc.eq(pc_next)
         with m.If(accept):
             m.d.sync += busy.eq(1)
-        with m.If(word.finish):
+        with m.If(finish):
             m.d.sync += [busy.eq(0), done.eq(1)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += done.eq(0)

@@ -3,17 +3,23 @@
 Each proof is a property harness from `oscarray.sim.formal_props` around a small instance of a
 core, run by SymbiYosys (`oscarray.sim.formal`). Each has deliberately broken variants that must
 FAIL (a counterexample trace from the initial state), which shows that the proof has teeth.
-Two more runs ("findings") document defects the proofs found in the cores as they are: they
-are expected to fail until the cores are fixed, and the passing proofs state the assumption
-that sets each one aside.
+
+Two of the broken variants are regression checks of defects the proofs found in the cores,
+now fixed: each is the core with its fix turned off (`note` says what the defect was):
+cordic_iterative_stream__power_up (the iterative CORDIC's microcode word register has no
+reset: a power-up word could raise done without an input; fixed by gating the word's
+advance and finish bits with busy) and array_counters__load_at_start (a max_steps loaded in
+the clock of a start was missed by the start and used by the run, so steps_taken could wrap;
+fixed by the start reading the value being loaded). The proofs themselves assume neither.
+A third defect, found by array_response once its depth covered a whole step after the first
+phase pass (drive_form and pairwise_form both loaded 1 deadlocked the coupling pass), is
+fixed too; that proof passing is its regression check.
 
 `formal_run(proofs=None, progress=None) -> dict` runs them (all, or the named ones) and returns
 
     {"proofs": [{"name", "target", "mode", "depth", "passed", "status", "seconds", "failed",
                  "properties", "note", "broken_variant_fails", "broken": [{"bug", "status",
-                 "fails", "failed", "seconds", "mode", "depth"}]}, ...],
-     "findings": [{"name", "target", "expect", "reproduced", "status", "failed", "seconds",
-                   "note"}, ...],
+                 "fails", "failed", "seconds", "mode", "depth", "note"}]}, ...],
      "passed": bool,          every proof passed and every broken variant failed
      "seconds": float, "tools": {...}}
 
@@ -34,8 +40,6 @@ from pathlib import Path
 __all__ = [
     "Proof",
     "Variant",
-    "finding_names",
-    "finding_table",
     "formal_run",
     "proof_names",
     "proof_table",
@@ -45,12 +49,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Variant:
-    """A run of a harness: `build()` gives the harness; it must end in `expect` (PASS/FAIL)."""
+    """A run of a harness: `build()` gives the harness; it must end in `expect` (PASS/FAIL).
+    `note`: for a regression variant, the defect it brings back."""
     name: str
     build: Callable
     mode: str
     depth: int
     expect: str = "FAIL"
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,16 @@ def _cordic(arch, bug=None, **options):
             BrokenStream,
             CordicStreamSpec,
             formal_cordic_config,
+            unguarded_cordic_iterative,
         )
-        dut = Cordic.create(formal_cordic_config(), arch)
-        if bug is not None:
+        if bug == "power_up":
+            # The core with its power-up guard off (the defect the proofs found).
+            dut = unguarded_cordic_iterative(formal_cordic_config())
+        else:
+            dut = Cordic.create(formal_cordic_config(), arch)
+        if bug not in (None, "power_up"):
             dut = BrokenStream(dut, bug)
+        if bug is not None:
             # Broken variants: the specification alone, bounded from reset; the data check
             # only where the bug is in the data (a deep data check is slow in BMC).
             options.setdefault("invariants", False)
@@ -135,23 +147,29 @@ def _cordic_depths():
     return pipelined.latency, iterative.cycles_per_result
 
 
-def _array_step_bound():
-    from .hdl.array import ENGINE_FORMS, cycles_per_step
+def _array_bounds():
+    """(the slowest step, the slowest phase pass) of the proofs' array, in clocks."""
+    from .hdl.array import ENGINE_FORMS, cycles_per_run, cycles_per_step
     from .sim.formal_props import formal_array_config
     config = formal_array_config()
-    return max(cycles_per_step(config, n, form) for n in range(1, config.capacity + 1)
-               for form in ENGINE_FORMS)
+    sizes = range(1, config.capacity + 1)
+    step = max(cycles_per_step(config, n, form) for n in sizes for form in ENGINE_FORMS)
+    phases = max(cycles_per_run(config, n, form, 0) for n in sizes for form in ENGINE_FORMS)
+    return step, phases
 
 
 def _proofs():
     lat, cpr = _cordic_depths()
-    step = _array_step_bound()
+    step, phase_pass = _array_bounds()
     # BMC depths of the broken CORDIC variants: a result needs the latency to come out, and a
     # few clocks more to stall, repeat or lose it.
     pipe_bmc, iter_bmc = lat + 8, cpr + 8
-    # Array: up to 6 clocks of loads before a start, then one whole step of the slowest form
-    # at the largest n (step_bound clocks), then a few clocks of margin.
-    resp_depth = step + 9
+    # Array, response: the watchdog restarts at the start and at each order item, so a BMC
+    # must reach the end of a whole step after the first phase pass: a start within the first
+    # 9 clocks (up to 9 loads, the last one in the start's clock), the phase pass, then one
+    # step of the slowest form at the largest n and one clock more (the watchdog's bound + 1).
+    resp_depth = 9 + phase_pass + step + 1
+    # Pinned: loads, a start, and the first step's writes (a step includes its phase pass).
     pin_depth = step + 6
     answer_bound, frame, link_format = _link_numbers()
     answers_depth = frame + answer_bound + 5
@@ -176,21 +194,25 @@ def _proofs():
               "nothing without an input; results held until taken; latency exactly "
               f"{cpr} clocks",
               _cordic("iterative"), "prove", 3,
-              "k-induction, with invariants on busy/done, pc and the microcode word; assumes "
-              "the microcode ROM's read register powers up as the ROM's idle word (see the "
-              "finding cordic_iterative_power_up)",
+              "k-induction, with invariants on busy/done, pc and the microcode word (while "
+              "busy); from any power-up value of the microcode ROM's read register (it has "
+              "no reset)",
               broken=(Variant("accept_while_busy", _cordic("iterative", "accept_while_busy"),
                               "bmc", iter_bmc),
                       Variant("duplicate", _cordic("iterative", "duplicate"), "bmc", iter_bmc),
-                      Variant("late", _cordic("iterative", "late"), "bmc", iter_bmc))),
+                      Variant("late", _cordic("iterative", "late"), "bmc", iter_bmc),
+                      Variant("power_up", _cordic("iterative", "power_up"), "bmc", 6,
+                              note=POWER_UP_NOTE))),
         Proof("array_counters", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms)",
               "steps_taken <= max_steps while busy (it never wraps); cycles = the busy clocks "
               "of the run, exactly",
               _array(("counters",)), "prove", 3,
-              "k-induction, with invariants on the sequencer FSM; assumes no load in the "
-              "clock of a start (see the finding array_load_at_start)",
+              "k-induction, with invariants on the sequencer FSM; loads in any clock the "
+              "engine takes them, the clock of a start included",
               broken=(Variant("cycles_narrow", _array(("counters",), "cycles_narrow"), "bmc",
-                              24),)),
+                              24),
+                      Variant("load_at_start", _array(("counters",), "load_at_start"), "bmc",
+                              12, note=LOAD_AT_START_NOTE))),
         Proof("array_response", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms; "
               "CORDIC latency 18)",
               f"while busy, an order item or done within {step} clocks (the consumer's stalls "
@@ -198,8 +220,14 @@ def _proofs():
               "into done",
               _array(("response",)), "bmc", resp_depth,
               f"BMC to {resp_depth} clocks: any start within the first 9 clocks (after up to "
-              "8 loads) is followed for a whole step of the slowest form at the largest n "
-              f"({step} clocks); max_steps <= 1; datapath cut",
+              f"9 loads) is followed through its phase pass (at most {phase_pass} clocks) and "
+              f"a whole step of the slowest form at the largest n ({step} clocks): every "
+              "watchdog count of a run with max_steps <= 1; datapath cut. (Not k-induction: "
+              "the watchdog needs a ranking invariant over every pipeline of the step, or an "
+              "induction depth above the bound, too slow here.) It found a deadlock, fixed: "
+              "drive_form and pairwise_form both loaded 1 left the coupling pass waiting for "
+              "pairwise row sums; a depth of step + 9 (the earlier one) did not reach it",
+              slow=True,
               broken=(Variant("lose_result", _array(("response",), "lose_result"), "bmc",
                               resp_depth),)),
         Proof("array_pinned", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms; "
@@ -235,26 +263,19 @@ def _proofs():
     ]
 
 
-def _findings():
-    return [
-        dict(name="cordic_iterative_power_up", target="hdl/cordic_iterative.py",
-             build=_cordic("iterative", invariants=False, assume_power_up_word=False),
-             mode="bmc", depth=6,
-             note="The microcode ROM's read register (rom.read_port(domain='sync')) has no "
-                  "reset and an undefined initial value (RTLIL INIT_VALUE x). A power-up "
-                  "word with `finish` set raises done in the first clock: a result with no "
-                  "input. A word with `advance` set runs the program with busy low (inputs "
-                  "are taken in the middle of it). Fix: qualify advance/finish with busy, or "
-                  "give the read port's data an init/reset."),
-        dict(name="array_load_at_start", target="hdl/array.py",
-             build=_array(("counters",), assume_no_load_at_start=False, invariants=False),
-             mode="bmc", depth=12,
-             note="load.ready = not busy is high in the clock a start is taken. A max_steps "
-                  "written in that clock is missed by the start (final = max_steps == 0 reads "
-                  "the old value) but used by the run's `taken == max_steps`: with 0 written "
-                  "the run goes on until steps_taken wraps at 2**32. Fix: load.ready = "
-                  "~busy & ~start, or compare taken >= max_steps."),
-    ]
+#: The defects the proofs found (fixed; the regression variants turn the fixes off).
+POWER_UP_NOTE = (
+    "regression (found by the proof, fixed): the microcode ROM's read register "
+    "(rom.read_port(domain='sync')) has no reset and an undefined initial value (RTLIL "
+    "INIT_VALUE x). Without CordicIterative.power_up_guard, a power-up word with `finish` set "
+    "raises done in the first clock (a result with no input), and one with `advance` set runs "
+    "the program with busy low. The fix gates advance and finish with busy.")
+LOAD_AT_START_NOTE = (
+    "regression (found by the proof, fixed): load.ready = not busy is high in the clock a "
+    "start is taken. Without ArrayEngine.start_sees_load, a max_steps written in that clock is "
+    "missed by the start (final = max_steps == 0 reads the old value) but used by the run's "
+    "`taken == max_steps`: with 0 written the run goes on until steps_taken wraps at 2**32. "
+    "The fix: the start reads the value being loaded.")
 
 
 def proof_table() -> list[Proof]:
@@ -262,19 +283,9 @@ def proof_table() -> list[Proof]:
     return _proofs()
 
 
-def finding_table() -> list[dict]:
-    """The findings: name, target, build, mode, depth, note."""
-    return _findings()
-
-
 def proof_names() -> list[str]:
     """The proofs, in the order `formal_run` runs them."""
     return [proof.name for proof in _proofs()]
-
-
-def finding_names() -> list[str]:
-    """The findings (runs expected to fail until the cores are fixed)."""
-    return [finding["name"] for finding in _findings()]
 
 
 def slow_proofs() -> list[str]:
@@ -299,16 +310,15 @@ def _say(progress, message: str):
         progress(message)
 
 
-def formal_run(proofs=None, progress=None, *, broken: bool = True, findings: bool = True,
-               workdir=None, timeout: int = 900) -> dict:
-    """Run the proofs named in `proofs` (None: all), their broken variants (`broken`) and the
-    findings (`findings`, only when `proofs` is None or names them). Returns the dict in
-    the module docstring. `workdir`: where sby works (default: a temporary folder, removed
-    unless something did not end as expected)."""
+def formal_run(proofs=None, progress=None, *, broken: bool = True, workdir=None,
+               timeout: int = 900) -> dict:
+    """Run the proofs named in `proofs` (None: all) and their broken variants (`broken`).
+    Returns the dict in the module docstring. `workdir`: where sby works (default: a
+    temporary folder, removed unless something did not end as expected)."""
     from .sim.formal import FormalToolMissing, run_sby
 
     table = _proofs()
-    known = [p.name for p in table] + [f["name"] for f in _findings()]
+    known = [p.name for p in table]
     if proofs is not None:
         unknown = [name for name in proofs if name not in known]
         if unknown:
@@ -318,7 +328,7 @@ def formal_run(proofs=None, progress=None, *, broken: bool = True, findings: boo
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="formal-"))
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results, found, all_ok = [], [], True
+    results, all_ok = [], True
 
     def run(name, build, mode, depth):
         try:
@@ -350,7 +360,8 @@ def formal_run(proofs=None, progress=None, *, broken: bool = True, findings: boo
                 variants.append({"bug": variant.name, "mode": variant.mode,
                                  "depth": variant.depth, "status": outcome.status,
                                  "fails": fails, "failed": outcome.failed_asserts,
-                                 "seconds": round(outcome.seconds, 2)})
+                                 "seconds": round(outcome.seconds, 2),
+                                 "note": variant.note})
                 _say(progress, f"formal:   broken {variant.name}: {outcome.status} in "
                      f"{outcome.seconds:.1f} s"
                      + (f" ({'; '.join(outcome.failed_asserts)})"
@@ -360,24 +371,8 @@ def formal_run(proofs=None, progress=None, *, broken: bool = True, findings: boo
             entry["broken_variant_fails"] = all(v["fails"] for v in variants)
         results.append(entry)
 
-    if findings:
-        for finding in _findings():
-            if finding["name"] not in wanted:
-                continue
-            _say(progress, f"formal: finding {finding['name']} ({finding['mode']}, depth "
-                 f"{finding['depth']})")
-            outcome = run(finding["name"], finding["build"], finding["mode"], finding["depth"])
-            found.append({"name": finding["name"], "target": finding["target"],
-                          "mode": finding["mode"], "depth": finding["depth"],
-                          "expect": "FAIL", "reproduced": outcome.status == "FAIL",
-                          "status": outcome.status, "failed": outcome.failed_asserts,
-                          "seconds": round(outcome.seconds, 2), "note": finding["note"]})
-            _say(progress, f"formal:   {outcome.status} in {outcome.seconds:.1f} s"
-                 + (f" ({'; '.join(outcome.failed_asserts)})"
-                    if outcome.failed_asserts else ""))
-
     if workdir is None and all_ok:
         shutil.rmtree(root, ignore_errors=True)
-    return {"proofs": results, "findings": found, "passed": bool(all_ok),
+    return {"proofs": results, "passed": bool(all_ok),
             "seconds": round(time.monotonic() - started, 2), "tools": _tools(),
             "workdir": None if (workdir is None and all_ok) else str(root)}

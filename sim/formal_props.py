@@ -12,7 +12,9 @@ inputs with free values (`AnySeq`, `AnyConst`) and check it with `Assert` / `Ass
   fails is the specification itself and not a proof aid.
 
 Broken DUTs for the tests are wrappers with the same ports that add one realistic bug each
-(`BrokenStream`, `BrokenArray`).
+(`BrokenStream`, `broken_array_engine`, `BrokenLink`), or the cores with one of their fixes
+turned off (`unguarded_cordic_iterative`, the array engine's `load_at_start`): the defects
+these proofs found, kept as regression checks.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from amaranth.hdl import (
 from amaranth.hdl._ast import (  # also in amaranth.asserts (deprecated)
     AnyConst,
     AnySeq,
-    Initial,
 )
 from amaranth.lib import wiring
 
@@ -54,6 +55,7 @@ __all__ = [
     "formal_cordic_config",
     "formal_link",
     "internal_signals",
+    "unguarded_cordic_iterative",
 ]
 
 
@@ -218,18 +220,15 @@ class CordicStreamSpec(Elaboratable):
     Invariants (pipelined: pending = number of valid stages; the tracked transaction sits in
     the stage with `ahead` valid stages after it, holding exactly the partial composition of
     P, `age` = stage index + 1 unless stalled. Iterative: pending = busy + done, pc and the
-    microcode word agree with the program, age = pc while busy).
+    microcode word agree with the program while busy, age = pc while busy).
 
-    `assume_power_up_word` (iterative only): assume the microcode ROM's read register starts
-    as the ROM's idle word. Amaranth leaves that register's initial value undefined (RTLIL
-    INIT_VALUE x, and it has no reset); without the assumption the proof finds a power-up in
-    which a garbage word starts the program with no input and emits a result (see the tests).
+    Nothing is assumed about the power-up state beyond the DUT's resets: the iterative core's
+    microcode word register has no reset and starts arbitrary (RTLIL INIT_VALUE x), and the
+    proof covers every such start (`unguarded_cordic_iterative` shows what it catches).
     """
 
-    def __init__(self, dut, *, invariants: bool = True, track_data: bool | None = None,
-                 assume_power_up_word: bool = True):
+    def __init__(self, dut, *, invariants: bool = True, track_data: bool | None = None):
         self.dut = dut
-        self.assume_power_up_word = assume_power_up_word
         core = getattr(dut, "inner", dut)
         self.pipelined = isinstance(core, CordicPipelined)
         if self.pipelined and core.split_stages:
@@ -318,7 +317,6 @@ class CordicStreamSpec(Elaboratable):
                                           partials)
             else:
                 self._iterative_invariants(m, fragment, pending, tracking, age)
-        self._iterative_power_up(m, fragment)
         return m
 
     def _partials(self, m, captured):
@@ -363,14 +361,6 @@ class CordicStreamSpec(Elaboratable):
         rom._MustUse__silence = True
         return Array(Value.cast(rom.shape.const(rom.init[k])) for k in range(rom.depth))
 
-    def _iterative_power_up(self, m, fragment):
-        """Assume the microcode word register starts as the ROM's idle word (see `__init__`)."""
-        if self.pipelined or not self.assume_power_up_word:
-            return
-        word = _port_data(internal_signals(fragment), "rom.port0.data")
-        m.d.comb += Assume(~Initial() | (word == self._rom_table()[0]),
-                           "power-up: microcode word = ROM[0]")
-
     def _iterative_invariants(self, m, fragment, pending, tracking, age):
         core = self.core
         sigs = internal_signals(fragment)
@@ -384,11 +374,25 @@ class CordicStreamSpec(Elaboratable):
             Assert(busy | (pc == 0), "inv: pc idle"),
             Assert(~(tracking & busy) | (age == pc), "inv: age = pc"),
         ]
-        # The microcode word is the ROM's word at {cond, pc} for one of the two cond bits.
+        # While busy the microcode word is the ROM's word at {cond, pc} for one of the two cond
+        # bits. (While idle it is the idle word, except in the first clock: the register has
+        # no reset, and the core ignores it then.)
         table = self._rom_table()
-        m.d.comb += Assert((word == table[Cat(Const(0, 1), pc)]) |
+        m.d.comb += Assert(~busy | (word == table[Cat(Const(0, 1), pc)]) |
                            (word == table[Cat(Const(1, 1), pc)]),
                            "inv: microcode word = ROM[pc]")
+
+
+def unguarded_cordic_iterative(config: CordicConfig):
+    """The iterative CORDIC without its power-up guard (`CordicIterative.power_up_guard`):
+    the defect the proofs found, an arbitrary microcode word in the first clock that raises
+    done (a result without an input) or runs the program while idle."""
+    from ..hdl.cordic_iterative import CordicIterative
+
+    class UnguardedCordicIterative(CordicIterative):
+        power_up_guard = False
+
+    return UnguardedCordicIterative(config)
 
 
 
@@ -423,9 +427,9 @@ def formal_array_config(small_cordic: bool = True):
     """The small array format of the proofs: 3 oscillators, 8-bit phases, 10-bit accumulators
     (and a 4-iteration CORDIC, latency 18, with `small_cordic`).
 
-    Capacity 3, not the format's minimum of 2: at capacity 2 the load port's address has 2
-    bits, too few for the run registers at addresses 4..8 (s, tol, tol_enable, max_steps,
-    pairwise_form cannot be loaded; see the report of issue 7).
+    Capacity 3, not the format's minimum of 2: its memories are not a power of two deep (a
+    load at address 3 fits the 2-bit memory address but is beyond capacity), which capacity 2
+    would not show.
     """
     from ..golden.array_fixed import ArrayFixedConfig
     cls = _small_cordic_config_class() if small_cordic else ArrayFixedConfig
@@ -435,15 +439,10 @@ def formal_array_config(small_cordic: bool = True):
 class ArraySpec(Elaboratable):
     """The array engine's controller under arbitrary loads, starts and stream consumers.
 
-    Free every clock: start, the load port (valid and payload), order.ready, phases.ready.
-    Assumed (the documented contract of the load port, and a small run): n is loaded with
-    1..capacity, acc/w/pinned/drive addresses are below capacity (a larger one aliases:
-    the memories' address ports are narrower than the load's), max_steps is loaded with at
-    most `max_steps_limit`. With `assume_no_load_at_start` (default), no load is taken in the
-    clock of a start: load.ready is high in that clock, and a max_steps write there is not
-    seen by the start (final = max_steps == 0 reads the old value) while the run compares
-    steps with the new one, so a 0 written there lets the run go on for 2**32 steps; the
-    proof without the assumption shows it (see the tests).
+    Free every clock: start, the load port (valid and payload, any target and address, also
+    in the clock of a start), order.ready, phases.ready. Assumed (the documented contract of
+    the load port, and a small run): n is loaded with 1..capacity, max_steps with at most
+    `max_steps_limit`.
 
     `properties` selects what is checked (each is one proof in `oscarray.formal_flow`):
 
@@ -454,8 +453,9 @@ class ArraySpec(Elaboratable):
       ("counters"), a run ends within (max_steps + 1) * step_bound such clocks: it always
       returns to done. When busy falls, done is set.
     - "counters": steps_taken <= max_steps while busy (so it never wraps: it stops at the
-      32-bit max_steps); cycles = the busy clocks since the start, exactly (+1 per busy
-      clock, 0 at the start). With `invariants`, the FSM facts that make this inductive
+      32-bit max_steps), also when max_steps is loaded in the clock of the start; cycles =
+      the busy clocks since the start, exactly (+1 per busy clock, 0 at the start,
+      saturating at 2**48 - 1). With `invariants`, the FSM facts that make this inductive
       (busy = not IDLE or DONE; not final in COUPLING and STEP_END; steps < max_steps while
       busy and not final; the shadow of max_steps is the register).
     - "pinned": pinned oscillators never move. One oscillator, chosen freely (AnyConst), is
@@ -471,8 +471,7 @@ class ArraySpec(Elaboratable):
 
     def __init__(self, engine, *, properties=("response", "counters", "pinned"),
                  max_steps_limit: int = 1, step_bound: int | None = None,
-                 cut_datapath: bool = True, assume_no_load_at_start: bool = True,
-                 invariants: bool = True):
+                 cut_datapath: bool = True, invariants: bool = True):
         from ..hdl.array import cycles_per_step
         self.engine = engine
         core = getattr(engine, "inner", engine)
@@ -480,7 +479,6 @@ class ArraySpec(Elaboratable):
         self.config = core.config
         self.properties = tuple(properties)
         self.max_steps_limit = max_steps_limit
-        self.assume_no_load_at_start = assume_no_load_at_start
         self.invariants = invariants
         if step_bound is None:
             cap = self.config.capacity
@@ -513,10 +511,6 @@ class ArraySpec(Elaboratable):
             m.d.comb += Assume((item.data >= 1) & (item.data <= cap), "n in 1..capacity")
         with m.If(is_reg & (item.addr == REGISTERS["max_steps"])):
             m.d.comb += Assume(item.data <= self.max_steps_limit, "a short run")
-        with m.If(fire & (item.target != TARGETS["reg"]) & (item.target != TARGETS["k"])):
-            m.d.comb += Assume(item.addr < cap, "a memory address below capacity")
-        if self.assume_no_load_at_start:
-            m.d.comb += Assume(~(fire & dut.start), "no load in the clock of a start")
 
         ctx = dict(m=m, dut=dut, item=item, fire=fire, is_reg=is_reg, busy=dut.busy,
                    started=dut.start & ~dut.busy, fragment=fragment)
@@ -547,7 +541,7 @@ class ArraySpec(Elaboratable):
         busy_clocks = Signal(len(dut.cycles))
         with m.If(started):
             m.d.sync += busy_clocks.eq(0)
-        with m.Elif(busy):
+        with m.Elif(busy & ~busy_clocks.all()):           # saturates, as the engine's
             m.d.sync += busy_clocks.eq(busy_clocks + 1)
         m.d.comb += Assert(dut.cycles == busy_clocks, "cycles is not the busy clocks of the run")
         if not self.invariants:
@@ -596,7 +590,10 @@ class ArraySpec(Elaboratable):
 #:   pinned_ignored  the step update ignores the pinned flag (pinned oscillators move)
 #:   lose_result     the main CORDIC loses its first result (the phase pass waits forever)
 #:   cycles_narrow   the cycles output is 4 bits wide: a counter that wraps silently
-ARRAY_BUGS = ("pinned_ignored", "lose_result", "cycles_narrow")
+#:   load_at_start   the engine without its `start_sees_load` fix (the defect the proofs
+#:                   found): a max_steps load in the clock of a start is missed by the start
+#:                   and used by the run, so a 0 loaded then lets steps_taken pass it
+ARRAY_BUGS = ("pinned_ignored", "lose_result", "cycles_narrow", "load_at_start")
 
 
 def _pinned_ignored_update():
@@ -633,6 +630,10 @@ def broken_array_engine(bug: str, config, **kwargs):
         raise ValueError(f"unknown bug {bug!r}; choose one of {ARRAY_BUGS}")
     if bug == "cycles_narrow":
         return _NarrowCycles(array_module.ArrayEngine(config, **kwargs))
+    if bug == "load_at_start":
+        class StartMissesLoad(array_module.ArrayEngine):
+            start_sees_load = False
+        return StartMissesLoad(config, **kwargs)
 
     class Patched(array_module.ArrayEngine):
         """The engine, elaborated with a broken unit in place of a good one."""
