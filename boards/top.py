@@ -2,11 +2,12 @@
 
 What a top holds, from the pins in:
 
-    board clock -> PLL (ECP5 EHXPLLL; iCE40 SB_PLL40_PAD) -> domain `sync`, held in reset
-                   until the PLL locks
+    board clock -> PLL (ECP5 EHXPLLL; iCE40 SB_PLL40_PAD; or none: TopSpec.pll) -> domain
+                   `sync`, held in reset until the PLL locks
     UART rx pin -> UartRx -> SyncFIFOBuffered (16 bytes) -> HostLink -> UartTx -> UART tx pin
     HostLink.engine <-> the engine (in a ResetInserter on the link's `engine_reset`: ABORT)
                         with its `o` items through an output FIFO sized for one whole head
+                        (block RAM, or on the iCEBreaker the SPRAM: `SinglePortFifo`)
     LEDs: busy, done, error, watchdog, rx and tx activity, a heartbeat, PLL locked
 
 Why the output FIFO: the attention head stops while its `o` item is not taken, and the host
@@ -24,13 +25,20 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
                     uses the Feather header instead: pin "0" (N17) is RX, pin "1" (M18) TX
                     (3.3 V); connect a 3.3 V USB-serial adapter there (its TX to pin 0, its
                     RX to pin 1, GND to GND)
-    icebreaker      no attention head fits the iCE40UP5K (measured: the analytic head needs
-                    29 SB_MAC16 of the 8 there are, and about 13k logic cells of 5280), so
-                    `design="attention"` is refused (`DesignDoesNotFit`, before any tool
-                    runs); `design="link"` builds the host link with the loopback engine
-                    (sim/link.py `FakeEngine`: a memory written through the link and replayed
-                    on READ), at 24 MHz (PLL 12 -> 24 MHz), on the FT2232H's UART (pins 6, 9),
-                    to prove the board's link end to end (`oscarray.driver.link_selftest`)
+    icebreaker      the head built with the softmax mode alone (hdl/attention.py
+                    modes=("softmax",)), T <= 16, d_h <= 32 (the subject-verb shape, 9 x 32),
+                    iterative CORDIC, at the board's 12 MHz without the PLL, on the FT2232H's
+                    UART (pins 6, 9); the output FIFO in 3 of the 4 SPRAMs. No oscillator head
+                    fits the iCE40UP5K: the analytic one needs 12 SB_MAC16 of the 8 there are
+                    and about 6.7k LUT4s of 5280 (4 SB_MAC16 a multiply and 29 in all with
+                    synth_ice40's own DSP mapping). The softmax head's Fmax there (13-14 MHz,
+                    the critical path its EXP pass's shift and rounding of M - m) is below
+                    the iCE40 PLL's 16 MHz minimum, hence the board clock. The driver runs any
+                    attention case on it through softmax (golden `softmax_case`).
+                    `design="link"` builds the host link with the loopback engine (sim/link.py
+                    `FakeEngine`: a memory written through the link and replayed on READ), at
+                    24 MHz (PLL 12 -> 24 MHz), to prove the board's link end to end
+                    (`oscarray.driver.link_selftest`)
 
 The PLL frequency is a parameter (`clk_mhz`); the defaults leave margin under what the head
 reached in earlier ECP5 builds (33-34 MHz at speed grade 6, the critical path in the head's
@@ -46,14 +54,18 @@ included):
     ulx3s-85f        attention T 64, d_h 32  15149    7486  16   32    31.2      30       yes
     orangecrab-25f   attention T 64, d_h 32  14720    7405  16   32    40.3      32       yes
     icebreaker       link (loopback engine)  1349     660   0    5     27.3      24       yes
+    icebreaker       softmax T 16, d_h 32    4853     1383  7    29    13.6      12 (none) yes
 
-(The output FIFO of 8192 items is most of the ECP5 tops' BRAM; the iCEBreaker's critical
-path is the link's: its state decode to `o.ready`, through the loopback engine, to a clock
-enable.)
+(The output FIFO of 8192 items is most of the ECP5 tops' BRAM; the iCEBreaker's link
+design's critical path is the link's: its state decode to `o.ready`, through the loopback
+engine, to a clock enable. Its attention top (measured 2026-11-24) uses 3 SPRAM besides:
+the output FIFO of 1024 items; boards/build.py's iCE40 script (SB_MAC16 for operand slices
+of 8 bits or more, the head's row buffers without read-old-data emulation) makes it fit.)
 
 The engine's identity travels in the link's PING answer (`engine_id`, `encode_engine_id`):
-the host driver learns from it which head is on the board (T and d_h capacity, ODE modes)
-and checks the field widths of the answer against that head's (`oscarray.driver`).
+the host driver learns from it which head is on the board (T and d_h capacity, ODE modes or
+softmax alone) and checks the field widths of the answer against that head's
+(`oscarray.driver`).
 
 Simulation: `AttentionTop(board, pll=False)` outside a platform (as cocotb runs it) has no
 PLL and no pins: its ports are `rxd` In(1), `txd` Out(1) and the LED signals, clocked by the
@@ -67,11 +79,12 @@ import math
 from dataclasses import dataclass
 
 from amaranth.build import ResourceError
-from amaranth.hdl import (ClockDomain, ClockSignal, Const, Instance, Module,
+from amaranth.hdl import (ClockDomain, ClockSignal, Const, Instance, Module, Mux,
                           ResetInserter, ResetSignal, Signal)
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = [
@@ -80,6 +93,8 @@ __all__ = [
     "BoardTopError",
     "DESIGNS",
     "ENGINE_LOOPBACK",
+    "ENGINE_SOFTMAX",
+    "SinglePortFifo",
     "LinkTop",
     "TOPS",
     "TopSpec",
@@ -95,8 +110,12 @@ __all__ = [
 #: the loopback engine.
 DESIGNS = ("attention", "link")
 
-#: engine_id of the loopback engine (bit 7 clear); attention heads have bit 7 set.
+#: engine_id of the loopback engine (bits 7-6 clear); attention heads have bit 7 set (the
+#: oscillator's) or bits 7-6 = 01 (softmax only): `encode_engine_id`.
 ENGINE_LOOPBACK = 0x01
+
+#: bits 7-6 of a softmax-only head's engine_id.
+ENGINE_SOFTMAX = 0x40
 
 #: The signals an LED can show.
 LED_SIGNALS = ("busy", "done", "error", "watchdog", "fault", "rx", "tx", "heartbeat",
@@ -117,13 +136,19 @@ class TopSpec:
 
     board       a name of boards/build.py's BOARDS
     clk_mhz     the PLL's output, the design's clock
+    pll         False: no PLL, the board's clock pin clocks the design (clk_mhz is its
+                frequency; a top of another clock uses the PLL)
+    link_clk_mhz  the link design's clock, where it is not clk_mhz
     design      the default design ("attention", or "link" where no head fits)
     max_tokens, max_d_h, modes   the attention head's capacity and modes
+    cordic_arch the head's CORDICs ("pipelined" or "iterative", hdl/cordic.py)
     uart        "uart" (the board's amaranth-boards UART resource) or "header" (the pins of
                 `header_uart`: (connector, index, rx pin, tx pin))
     leds        the signal (LED_SIGNALS) of each LED, in the order of the board's "led"
                 resources; with `rgb`, the red, green and blue pins of "rgb_led" 0
     fits        False: no attention head fits the device (`refusal` says why)
+    out_fifo    the output FIFO's memory: "bram" (SyncFIFOBuffered, block RAM) or "spram"
+                (`SinglePortFifo`: the iCE40 SPRAM)
     """
 
     board: str
@@ -140,6 +165,10 @@ class TopSpec:
     refusal: str = ""
     baud: int = 115_200
     max_payload: int = 1024
+    cordic_arch: str = "pipelined"
+    out_fifo: str = "bram"
+    pll: bool = True
+    link_clk_mhz: float | None = None
 
 
 TOPS = {
@@ -150,14 +179,10 @@ TOPS = {
         "orangecrab-25f", clk_mhz=32.0, uart="header", header_uart=("io", 0, "0", "1"),
         rgb=True, leds=("fault", "done", "busy")),
     "icebreaker": TopSpec(
-        "icebreaker", clk_mhz=24.0, design="link",
+        "icebreaker", clk_mhz=12.0, pll=False, link_clk_mhz=24.0, max_tokens=16, max_d_h=32,
+        modes=("softmax",), cordic_arch="iterative", out_fifo="spram",
         # on-board red, green; then the LED PMOD (break-off) LEDs 2..6
-        leds=("fault", "done", "busy", "rx", "tx", "heartbeat", "locked"),
-        fits=False,
-        refusal="no attention head fits the iCE40UP5K: the smallest (analytic) head needs 29 "
-                "SB_MAC16 DSPs of the 8 there are and about 13k logic cells of 5280 "
-                "(measured by `oscarray bench attention`); build --design link for the host "
-                "link with the loopback engine instead"),
+        leds=("fault", "done", "busy", "rx", "tx", "heartbeat", "locked")),
 }
 
 
@@ -169,6 +194,18 @@ def top_spec(board: str) -> TopSpec:
         raise UnknownBoard(f"board {board!r} has no top level; boards with one: "
                            f"{', '.join(sorted(TOPS))}")
     return TOPS[board]
+
+
+def spec_for_head(identity: dict) -> TopSpec | None:
+    """The TopSpec of the first board whose attention head is `identity` (a
+    `decode_engine_id` answer: max_tokens, max_d_h, modes), or None: what the host knows of
+    a head besides its PING (its CORDIC architecture, hence its clocks per head)."""
+    for spec in TOPS.values():
+        if (spec.fits and (spec.max_tokens, spec.max_d_h, tuple(spec.modes))
+                == (identity.get("max_tokens"), identity.get("max_d_h"),
+                    tuple(identity.get("modes", ())))):
+            return spec
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,10 +282,12 @@ def pll_ice40(fin_hz: float, fout_hz: float, tolerance: float = 0.005) -> dict:
 
 
 def encode_engine_id(max_tokens: int, max_d_h: int, modes) -> int:
-    """The engine_id of an attention head: bit 7 set, bits 0-3 log2(max_tokens) (1..2048),
-    bits 4-5 log2(max_d_h) - 4 (16, 32, 64, 128), bit 6 the ODE modes (ode-drive and
-    ode-pairwise) built. BoardTopError for a capacity it cannot name (a board head has power
-    of two capacities)."""
+    """The engine_id of an attention head: bits 0-3 log2(max_tokens) (1..2048), bits 4-5
+    log2(max_d_h) - 4 (16, 32, 64, 128); then bit 7 set for the oscillator's head (analytic,
+    bit 6 the ODE modes ode-drive and ode-pairwise built), or bits 7-6 = 01 for the head
+    built with the softmax mode only (hdl/attention.py `modes=("softmax",)`). BoardTopError
+    for a head it cannot name (a board head has power of two capacities, and either the
+    oscillator's modes or softmax alone)."""
     from ..hdl.attention import check_modes
     modes = check_modes(modes)
     t_log, d_log = int(max_tokens).bit_length() - 1, int(max_d_h).bit_length() - 1
@@ -257,22 +296,29 @@ def encode_engine_id(max_tokens: int, max_d_h: int, modes) -> int:
                             f"not {max_tokens}")
     if max_d_h != 1 << d_log or not 4 <= d_log <= 7:
         raise BoardTopError(f"a board head's max_d_h must be 16, 32, 64 or 128, not {max_d_h}")
-    ode = "ode-drive" in modes or "ode-pairwise" in modes
+    capacity = t_log | ((d_log - 4) << 4)
     if "softmax" in modes:
-        raise BoardTopError("a board head has the oscillator modes only (no softmax)")
-    return 0x80 | t_log | ((d_log - 4) << 4) | (0x40 if ode else 0)
+        if modes != ("softmax",):
+            raise BoardTopError("a board head has the oscillator modes or the softmax mode "
+                                "alone, not both")
+        return ENGINE_SOFTMAX | capacity
+    ode = "ode-drive" in modes or "ode-pairwise" in modes
+    return 0x80 | capacity | (0x40 if ode else 0)
 
 
 def decode_engine_id(engine_id: int) -> dict:
     """What `encode_engine_id` (or ENGINE_LOOPBACK) says: {"design": "attention",
     "max_tokens", "max_d_h", "modes"} or {"design": "link"}; ValueError for an unknown id."""
     engine_id = int(engine_id)
-    if engine_id & 0x80:
+    if engine_id & 0x80 or engine_id & 0xC0 == ENGINE_SOFTMAX:
         from ..hdl.attention import OSCILLATOR_MODES
         t_log, d_log = engine_id & 0x0F, ((engine_id >> 4) & 0x03) + 4
         if t_log > 11:
             raise ValueError(f"engine id 0x{engine_id:02X}: no head has 2**{t_log} tokens")
-        modes = OSCILLATOR_MODES if engine_id & 0x40 else ("analytic",)
+        if not engine_id & 0x80:
+            modes = ("softmax",)
+        else:
+            modes = OSCILLATOR_MODES if engine_id & 0x40 else ("analytic",)
         return {"design": "attention", "max_tokens": 1 << t_log, "max_d_h": 1 << d_log,
                 "modes": tuple(modes)}
     if engine_id == ENGINE_LOOPBACK:
@@ -296,6 +342,61 @@ def _stretch(m: Module, pulse, clocks: int, name: str) -> Signal:
     return out
 
 
+class SinglePortFifo(wiring.Component):
+    """A FIFO of `depth` items of `width` bits in a memory with one address for its read and
+    write ports (a single-port RAM: the iCE40 SPRAM, which Yosys maps only such a memory to),
+    with SyncFIFOBuffered's ports (w_data, w_en, w_rdy; r_data, r_rdy, r_en) and order.
+
+    Each clock the memory either writes (an item offered and room: writes first) or reads
+    the next item into the output (items waiting, and the output empty or taken this clock),
+    so it takes one item a clock and gives one a clock while none arrives: the head's burst
+    of a row is never held up, and the reads catch up between bursts (the link takes an item
+    every few UART bytes). Holds `depth` items in memory plus the one at the output.
+    The memory is named with NO_INIT_SUFFIX (boards/build.py drops its all-zero init: every
+    word is written before it is read) and asks for Yosys's "huge" RAM (ram_style).
+    """
+
+    def __init__(self, width: int, depth: int, *, ram_style: str | None = "huge"):
+        if depth < 1:
+            raise BoardTopError(f"a FIFO needs a depth of at least 1, not {depth}")
+        self.width, self.depth, self.ram_style = int(width), int(depth), ram_style
+        super().__init__({"w_data": In(self.width), "w_en": In(1), "w_rdy": Out(1),
+                          "r_data": Out(self.width), "r_rdy": Out(1), "r_en": In(1)})
+
+    def elaborate(self, platform):
+        from ..hdl.array import NO_INIT_SUFFIX
+        m = Module()
+        memory = Memory(shape=self.width, depth=self.depth, init=[],
+                        attrs={"ram_style": self.ram_style} if self.ram_style else None)
+        m.submodules["mem" + NO_INIT_SUFFIX] = memory
+        rd, wr = memory.read_port(), memory.write_port()
+        w_ptr = Signal(range(self.depth), name="w_ptr")
+        r_ptr = Signal(range(self.depth), name="r_ptr")
+        stored = Signal(range(self.depth + 1), name="stored")   # in memory, not yet read
+        out_valid = Signal(name="out_valid")
+        write = Signal()
+        read = Signal()
+        m.d.comb += [
+            self.w_rdy.eq(stored != self.depth),
+            write.eq(self.w_en & self.w_rdy),
+            read.eq(~write & (stored != 0) & (~out_valid | self.r_en)),
+            wr.addr.eq(Mux(write, w_ptr, r_ptr)), rd.addr.eq(wr.addr),
+            wr.en.eq(write), wr.data.eq(self.w_data), rd.en.eq(read),
+            self.r_data.eq(rd.data), self.r_rdy.eq(out_valid),
+        ]
+
+        def bump(ptr):
+            return Mux(ptr == self.depth - 1, 0, ptr + 1)
+
+        with m.If(write):
+            m.d.sync += w_ptr.eq(bump(w_ptr))
+        with m.If(read):
+            m.d.sync += r_ptr.eq(bump(r_ptr))
+        m.d.sync += [stored.eq(stored + write - read),
+                     out_valid.eq(read | (out_valid & ~self.r_en))]
+        return m
+
+
 class BoardTop(wiring.Component):
     """UART, FIFO, HostLink, an engine (ResetInserter on ABORT), an output FIFO, LEDs, and on
     a board the PLL and the pins (module docstring). Subclasses give the engine (`_engine`).
@@ -305,12 +406,15 @@ class BoardTop(wiring.Component):
     board : str          a name in TOPS (its pins, LEDs, clock); None only for simulation
     clk_mhz : float      the PLL's output (default: the board's TopSpec)
     pll : bool           False: no PLL; on a board the board clock drives `sync` directly
+                         (default: the TopSpec's `pll`, or the PLL for a clk_mhz other than
+                         the board clock's)
     baud : int           the UART's rate (on a board; the divisor comes from clk and baud)
     divisor : int        clocks per UART bit, instead of baud (simulation: e.g. 4)
     max_payload, byte_timeout, watchdog_cycles : the link's (HostLink); byte_timeout
                          defaults to 50 ms of clocks (500 bit times in simulation), the
                          watchdog to 30 s (2**24 clocks in simulation)
     out_fifo_depth : int items the output FIFO holds (None: one head at capacity; 0: none)
+    out_fifo : str       its memory, "bram" or "spram" (None: the TopSpec's `out_fifo`)
 
     Ports (what the simulation drives; on a board they are wired to pins inside)
     -----
@@ -321,17 +425,21 @@ class BoardTop(wiring.Component):
 
     engine_id = 0
 
-    def __init__(self, board: str | None, *, clk_mhz: float | None = None, pll: bool = True,
+    def __init__(self, board: str | None, *, clk_mhz: float | None = None,
+                 pll: bool | None = None,
                  baud: int | None = None, divisor: int | None = None,
                  max_payload: int | None = None, byte_timeout: int | None = None,
                  watchdog_cycles: int | None = None, out_fifo_depth: int | None = None,
-                 rx_fifo_depth: int = 16):
+                 rx_fifo_depth: int = 16, out_fifo: str | None = None):
         from ..hdl.link import HostLink, HostLinkError, uart_divisor
         try:
             self.spec = top_spec(board) if board is not None else TopSpec("sim", clk_mhz=100.0)
             self.board = board
+            self.clk_mhz = float(clk_mhz) if clk_mhz is not None else self._default_clk_mhz()
+            if pll is None:             # the board's way, or the PLL for another clock
+                pll = self.spec.pll or (board is not None and abs(
+                    self.clk_mhz * 1e6 - self._board_clock_hz()) > 1e3)
             self.pll = bool(pll) and board is not None
-            self.clk_mhz = float(clk_mhz) if clk_mhz is not None else self.spec.clk_mhz
             self.baud = int(baud) if baud is not None else self.spec.baud
             self.pll_params = None
             if self.pll:
@@ -361,6 +469,9 @@ class BoardTop(wiring.Component):
             self.format = self.link.format
             self.out_fifo_depth = (self._default_out_depth() if out_fifo_depth is None
                                    else int(out_fifo_depth))
+            self.out_fifo = out_fifo or self.spec.out_fifo
+            if self.out_fifo not in ("bram", "spram"):
+                raise BoardTopError(f"out_fifo must be 'bram' or 'spram', not {out_fifo!r}")
             from ..hdl.link import UartRx, UartTx
             self.uart_rx, self.uart_tx = UartRx(self.divisor), UartTx(self.divisor)
             # parts of this top, elaborated with it (the top itself warns when unused)
@@ -384,6 +495,9 @@ class BoardTop(wiring.Component):
 
     def _default_out_depth(self) -> int:
         return 0
+
+    def _default_clk_mhz(self) -> float:
+        return self.spec.clk_mhz
 
     # -- clocks ----------------------------------------------------------------------------------
     def _board_clock_hz(self) -> float:
@@ -511,7 +625,10 @@ class BoardTop(wiring.Component):
         if self.out_fifo_depth:
             # the engine's items through a FIFO (reset with the engine on ABORT)
             width = len(engine.o.payload.as_value())
-            out_fifo = SyncFIFOBuffered(width=width, depth=self.out_fifo_depth)
+            if self.out_fifo == "spram":
+                out_fifo = SinglePortFifo(width, self.out_fifo_depth)
+            else:
+                out_fifo = SyncFIFOBuffered(width=width, depth=self.out_fifo_depth)
             m.submodules.out_fifo = ResetInserter(reset)(out_fifo)
             m.d.comb += [out_fifo.w_data.eq(engine.o.payload.as_value()),
                          out_fifo.w_en.eq(engine.o.valid), engine.o.ready.eq(out_fifo.w_rdy),
@@ -546,14 +663,14 @@ class BoardTop(wiring.Component):
 class AttentionTop(BoardTop):
     """The attention head (hdl/attention.py `AttentionHead`) behind the host link.
 
-    Besides BoardTop's parameters: `max_tokens`, `max_d_h`, `modes` (default: the board's
-    TopSpec; power-of-two capacities, d_h 16..128, the oscillator modes) and `cordic_arch`.
-    A board whose TopSpec says no head fits (the iCEBreaker) is refused with
+    Besides BoardTop's parameters: `max_tokens`, `max_d_h`, `modes` and `cordic_arch`
+    (default: the board's TopSpec; power-of-two capacities, d_h 16..128, the oscillator
+    modes or softmax alone). A board whose TopSpec says no head fits is refused with
     `DesignDoesNotFit` (boards/build.py), unless `force` (to measure it anyway).
     """
 
     def __init__(self, board: str | None, *, max_tokens: int | None = None,
-                 max_d_h: int | None = None, modes=None, cordic_arch: str = "pipelined",
+                 max_d_h: int | None = None, modes=None, cordic_arch: str | None = None,
                  force: bool = False, **options):
         from ..golden.attention_fixed import DEFAULT_CONFIG
         from ..hdl.attention import check_modes
@@ -561,13 +678,13 @@ class AttentionTop(BoardTop):
             spec = top_spec(board) if board is not None else None
             if spec is not None and not spec.fits and not force:
                 from .build import DesignDoesNotFit
-                raise DesignDoesNotFit(board, "SB_MAC16 DSPs", 29, 8, None,
+                raise DesignDoesNotFit(board, "attention head", None, None, None,
                                        detail=spec.refusal)
             self.config = DEFAULT_CONFIG
             self.max_tokens = int(max_tokens or (spec.max_tokens if spec else 16))
             self.max_d_h = int(max_d_h or (spec.max_d_h if spec else 32))
             self.modes = check_modes(modes or (spec.modes if spec else ("analytic",)))
-            self.cordic_arch = cordic_arch
+            self.cordic_arch = cordic_arch or (spec.cordic_arch if spec else "pipelined")
             self.engine_id = encode_engine_id(self.max_tokens, self.max_d_h, self.modes)
         except Exception:
             self._MustUse__silence = True
@@ -597,6 +714,9 @@ class LinkTop(BoardTop):
     (`oscarray.driver.link_selftest`)."""
 
     engine_id = ENGINE_LOOPBACK
+
+    def _default_clk_mhz(self) -> float:
+        return self.spec.link_clk_mhz or self.spec.clk_mhz
 
     def _layouts(self):
         from ..sim.link import harness_layouts
@@ -636,9 +756,9 @@ def build_top(board: str, design: str = "attention", *, build_dir="build/boards"
     Returns build()'s fields: board, device, bitstream, lut, ff, dsp, bram, fmax_mhz (of the
     PLL's clock), target_mhz (the PLL's frequency), timing_met, clock, netlist, seconds; and
     core_lut, core_ff (= lut, ff: there is no harness), design, name, clk_mhz, baud, divisor,
-    pll (the dividers), engine_id, and for the attention design max_tokens, max_d_h, modes.
-    Parameter errors and a design that cannot fit (`DesignDoesNotFit`, the iCEBreaker's
-    head) come before any tool runs.
+    pll (the dividers; None without a PLL), engine_id, and for the attention design
+    max_tokens, max_d_h, modes, cordic_arch. Parameter errors and a design whose TopSpec
+    says it cannot fit (`DesignDoesNotFit`) come before any tool runs.
     """
     import time
     from pathlib import Path
@@ -688,4 +808,4 @@ def elaborate_top(board: str, design: str = "attention", **options):
     return spec.platform().build(top, name="top", do_build=False)
 
 
-__all__ += ["elaborate_top", "top_build_name", "top_spec"]
+__all__ += ["elaborate_top", "spec_for_head", "top_build_name", "top_spec"]

@@ -111,6 +111,7 @@ __all__ = [
     "KINDS",
     "MODES",
     "MAX_D_H",
+    "NO_COLLISION_ATTR",
     "REGISTERS",
     "SHIFT_BITS",
     "TARGETS",
@@ -136,6 +137,18 @@ __all__ = [
     "row_items",
     "shift_round",
 ]
+
+#: A memory with this attribute (1; one read and one write port) never uses what its read
+#: port returns in a clock its write port writes the address read: the head's q, k, v and
+#: anchors are written by `load` only while idle, and each row buffer is written in one pass
+#: and read for use only in later passes, which begin after the writing pass's last item
+#: has left. On the iCE40, whose block RAM leaves such a read undefined,
+#: `oscarray.boards.build` then spares Yosys emulating the RTL's read-old-data behaviour in
+#: logic (flip-flops holding each write's data and address, a comparator and a multiplexer:
+#: about 400 logic cells for the head). tests/test_memory_collisions.py checks the claim:
+#: the head stays bit-exact with those reads returning garbage. (An attribute, not a name:
+#: the names, and so the other builds' netlists, stay as they were.)
+NO_COLLISION_ATTR = "oscarray_no_collide"
 
 DATA_MAX = (1 << (DATA_BITS - 1)) - 1      # 2**17 - 1: W, the reciprocal's m
 W_BITS = DATA_BITS - 1                      # W: 17 bits unsigned
@@ -1289,18 +1302,19 @@ class AttentionHead(wiring.Component):
         depth = cap << stride_bits
         # Softmax keeps the scores' sign (no relu): one bit more.
         score_shape = signed(w["m"] + 1) if softmax else unsigned(w["m"])
+        no_collide = {NO_COLLISION_ATTR: 1}
         mem = {
-            "q": Memory(shape=signed(B), depth=depth, init=[]),
-            "k": Memory(shape=signed(B), depth=depth, init=[]),
-            "v": Memory(shape=signed(DATA_BITS), depth=depth, init=[]),
+            "q": Memory(shape=signed(B), depth=depth, init=[], attrs=no_collide),
+            "k": Memory(shape=signed(B), depth=depth, init=[], attrs=no_collide),
+            "v": Memory(shape=signed(DATA_BITS), depth=depth, init=[], attrs=no_collide),
             # Row buffers: the scores m_ij, the numerators g_ij, attn_ij, out_id.
-            "score": Memory(shape=score_shape, depth=cap, init=[]),
-            "numer": Memory(shape=unsigned(w["g"]), depth=cap, init=[]),
-            "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[]),
-            "out": Memory(shape=signed(w["out"]), depth=dcap, init=[]),
+            "score": Memory(shape=score_shape, depth=cap, init=[], attrs=no_collide),
+            "numer": Memory(shape=unsigned(w["g"]), depth=cap, init=[], attrs=no_collide),
+            "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[], attrs=no_collide),
+            "out": Memory(shape=signed(w["out"]), depth=dcap, init=[], attrs=no_collide),
         }
         if oscillator:
-            mem["anchor"] = Memory(shape=pair, depth=cap, init=[])
+            mem["anchor"] = Memory(shape=pair, depth=cap, init=[], attrs=no_collide)
         rd, wr = {}, {}
         for name, memory in mem.items():
             m.submodules[f"mem_{name}"] = memory

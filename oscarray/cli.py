@@ -428,10 +428,26 @@ def _parser() -> argparse.ArgumentParser:
                         help="only these proofs (default: all)")
     formal.add_argument("--json", action="store_true", help="print one JSON object")
 
-    demo = commands.add_parser("demo", help="the built-in example, end to end")
-    demo.add_argument("--vectors", type=int, default=20000)
-    demo.add_argument("--out-dir", default="out/demo")
+    from .demo import DEMO_MODES
+    from .golden.attention import SHAPES
+    demo = commands.add_parser(
+        "demo", help="the built-in example, end to end",
+        description="Paper A's attention head on an example case through golden-float, "
+                    "golden-fixed and the RTL (the board top in cocotb, through the host "
+                    "driver on its simulated UART), a comparison table, heatmaps and "
+                    "settling plots, and the iCEBreaker bitstream with its utilization and "
+                    "Fmax (the link top when the attention head does not fit the UP5K).")
+    demo.add_argument("--example", choices=list(SHAPES), default="sva",
+                      help="the example case (default sva: 1 head, T 9, d_h 32)")
+    demo.add_argument("--seed", type=int, default=0, metavar="S")
+    demo.add_argument("--mode", nargs="+", default=list(DEMO_MODES), metavar="MODE",
+                      help="analytic, ode-drive, ode-pairwise (default: analytic ode-drive)")
+    demo.add_argument("--out-dir", default="out/demo", metavar="DIR")
     demo.add_argument("--skip-build", action="store_true", help="no bitstream")
+    demo.add_argument("--simulator", choices=("verilator", "icarus"), default=None)
+    demo.add_argument("--build-dir", default=None, metavar="DIR",
+                      help="where simulator builds are cached (default build/sim)")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -620,9 +636,13 @@ def _run(args) -> int:
         return 0
 
     if args.command == "demo":
-        from .demo import run_demo
-        return run_demo(vectors=args.vectors, out_dir=args.out_dir, build=not args.skip_build,
-                        progress=progress)
+        from .demo import print_demo, run_demo
+        result = run_demo(example=args.example, seed=args.seed, modes=args.mode,
+                          out_dir=args.out_dir, build=not args.skip_build,
+                          simulator=args.simulator, sim_build_root=args.build_dir,
+                          progress=progress)
+        _report(result, args.json, print_demo)
+        return 0 if result["passed"] else 1
     raise AssertionError(args.command)
 
 

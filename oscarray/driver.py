@@ -30,7 +30,11 @@ DeviceError subclasses (BusyError, WatchdogError, ...) at once.
 
 The head's `cycles` from a board count from START to done; the board tops buffer a whole
 head's items (boards/top.py), so the head never waits for the host and `cycles` equals
-`cycles_per_head` (analytic) or `ode_cycles`.
+`cycles_per_head` (analytic, softmax) or `ode_cycles`.
+
+A head built with the softmax mode alone (the iCEBreaker's: no oscillator head fits the
+UP5K) runs every case through softmax (golden `softmax_case`; anchors and the oscillator
+fields are ignored), and `run_case` returns `oscarray softmax --engine rtl`'s result.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ MAX_HUNT = 1 << 16
 #: The fields of the PING answer that must agree with the head the host expects.
 WIDTH_FIELDS = ("target_bits", "addr_bits", "data_bits", "value_bits", "kind_bits",
                 "value_signed", "cycle_bits")
+#: The modes of a head built with softmax alone (boards/top.py: the iCEBreaker's).
+SOFTMAX_ONLY = ("softmax",)
 
 
 class NoResponse(LinkError):
@@ -413,13 +419,16 @@ class Driver:
         h_int, e_w, steps, converged, cycles, error). The case is checked against the head
         on the device (`check_case`: its refusals come before any write)."""
         from .golden.attention import AttentionCase, validate_case
+        from .golden.softmax import softmax_case
         from .sim.attention import stack_heads
         from .golden.attention_fixed import DEFAULT_CONFIG
         from .hdl.attention import check_case, decode_items, head_writes, row_items
 
         config = config or DEFAULT_CONFIG
         head = self.attention_head()
-        if not isinstance(case, AttentionCase):
+        if head["modes"] == SOFTMAX_ONLY:
+            case = softmax_case(case)
+        elif not isinstance(case, AttentionCase):
             case = validate_case(case)
         options = {"max_tokens": head["max_tokens"], "max_d_h": head["max_d_h"],
                    "modes": head["modes"]}
@@ -439,8 +448,15 @@ class Driver:
 
     def run_case(self, case, config=None) -> dict:
         """Every head of an attention case on the device, as `oscarray attention --engine
-        rtl` returns it (attn, out, x_star, the integers, scales, cycles; `attention_result`)."""
+        rtl` returns it (attn, out, x_star, the integers, scales, cycles; `attention_result`);
+        on a softmax-only head (the iCEBreaker's) the case through softmax, as `oscarray
+        softmax --engine rtl` returns it (attn, out, attn_int, out_int, scales, cycles)."""
         from .golden.attention import AttentionCase, validate_case
+        if self.attention_head()["modes"] == SOFTMAX_ONLY:
+            from .golden.softmax import softmax_case
+            from .softmax_flow import softmax_rtl_result
+            case = softmax_case(case)
+            return softmax_rtl_result(case, self.run_case_raw(case, config))
         if not isinstance(case, AttentionCase):
             case = validate_case(case)
         rtl = self.run_case_raw(case, config)

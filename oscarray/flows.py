@@ -678,31 +678,52 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
         write_npz(out, arrays)
     plot = settling_plot = None
     if plots is not None:
-        plots.mkdir(parents=True, exist_ok=True)
-        plot = plot_attention(result["attn"], reference["attn"],
-                              plots / f"{Path(case_path).stem}_{engine}.png", engine=engine,
-                              title=f"{Path(case_path).name}: {engine}, {case.mode}")
-        if case.mode != "analytic":
-            settling = attention_float(case, settling=True)["settling"]
-            settling_plot = plot_settling(settling, case.tol, np.asarray(result["steps"]),
-                          plots / f"{Path(case_path).stem}_{engine}_settling.png",
-                          engine=engine, title=f"{Path(case_path).name}: {case.mode}, "
-                                               f"dt = {case.dt:g}, {case.init} start")
+        plot, settling_plot = attention_plots(case, case_path, result, reference, engine,
+                                              plots)
 
-    v_max = float(np.abs(case.v).max())
-    out_err = float(np.abs(result["out"] - reference["out"]).max())
     steps = np.asarray(result["steps"])
     return {"engine": engine, "case": str(case_path),
             "shape": [case.heads, case.tokens, case.d_h, case.d_osc],
             "mode": case.mode, "sigma": case.sigma, "p": case.p, "causal": case.causal,
-            "max_attn_err": float(np.abs(result["attn"] - reference["attn"]).max()),
-            "max_out_err_rel": out_err / v_max if v_max > 0 else out_err,
+            **attention_errors(case, result, reference),
             "attn_target": ATTN_TARGET, "out_target_rel": OUT_TARGET,
             "steps_max": int(steps.max()), "not_converged": int(np.count_nonzero(steps < 0)),
             "cycles": None if "cycles" not in result else [int(c) for c in result["cycles"]],
             "mismatches": mismatches, "sim": result.get("sim"), "elapsed_s": elapsed,
             "out": None if out is None else str(out), "plot": None if plot is None else str(plot),
             "settling_plot": None if settling_plot is None else str(settling_plot)}
+
+
+def attention_errors(case, result, reference) -> dict:
+    """An attention result against the reference (golden-float's analytic result):
+    max_attn_err = max |attn - attn_ref|, max_out_err_rel = max |out - out_ref| / max |v|
+    (the terms of ATTN_TARGET and OUT_TARGET)."""
+    v_max = float(np.abs(case.v).max())
+    out_err = float(np.abs(np.asarray(result["out"]) - reference["out"]).max())
+    return {"max_attn_err": float(np.abs(np.asarray(result["attn"]) - reference["attn"]).max()),
+            "max_out_err_rel": out_err / v_max if v_max > 0 else out_err}
+
+
+def attention_plots(case, case_path, result, reference, engine: str, plots) -> tuple:
+    """Into the folder `plots` (created): `<case>_<engine>.png`, the engine's attention
+    beside the reference's (plot_attention), and for the ODE modes
+    `<case>_<engine>_settling.png` (plot_settling). Returns the two paths (None for the
+    second in the analytic mode)."""
+    from .golden.attention import attention_float
+
+    plots = Path(plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    stem, name = Path(case_path).stem, Path(case_path).name
+    plot = plot_attention(result["attn"], reference["attn"], plots / f"{stem}_{engine}.png",
+                          engine=engine, title=f"{name}: {engine}, {case.mode}")
+    settling_plot = None
+    if case.mode != "analytic":
+        settling = attention_float(case, settling=True)["settling"]
+        settling_plot = plot_settling(settling, case.tol, np.asarray(result["steps"]),
+                                      plots / f"{stem}_{engine}_settling.png", engine=engine,
+                                      title=f"{name}: {case.mode}, dt = {case.dt:g}, "
+                                            f"{case.init} start")
+    return plot, settling_plot
 
 
 def plot_settling(settling, tol: float, engine_steps, path, engine: str = "engine",
@@ -768,6 +789,6 @@ def plot_attention(attn, reference, path, engine: str = "engine", title=None,
 
 
 __all__ += ["ATTENTION_ENGINES", "ATTENTION_CASE_CHECKS", "attention_run", "attention_example",
-            "attention_rtl_result",
+            "attention_rtl_result", "attention_errors", "attention_plots",
             "attention_example_arrays", "attention_rtl_capacity", "attention_rtl_mismatches",
             "plot_attention", "plot_settling"]

@@ -22,7 +22,7 @@ from .flows import (
     run_engine,
 )
 
-__all__ = ["SOFTMAX_ENGINES", "softmax_run", "softmax_rtl_mismatches"]
+__all__ = ["SOFTMAX_ENGINES", "softmax_run", "softmax_rtl_mismatches", "softmax_rtl_result"]
 
 SOFTMAX_RESULT_KEYS = ("attn", "out", "attn_int", "out_int", "g_int", "y_int")
 
@@ -52,8 +52,6 @@ def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progres
          cordic_arch="pipelined") -> dict:
     """The attention head built with the softmax mode only, in cocotb (`cordic_arch`: its
     divide CORDIC's)."""
-    from .golden.attention_fixed import FRAC
-    from .golden.softmax import softmax_fixed
     from .sim.attention import run_attention_rtl
 
     max_tokens, max_d_h = _rtl_capacity(case, max_tokens, max_d_h)
@@ -62,11 +60,20 @@ def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progres
     rtl = run_attention_rtl(case, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
                             build_root=build_root, modes=("softmax",),
                             cordic_arch=cordic_arch)
+    return softmax_rtl_result(case, rtl)
+
+
+def softmax_rtl_result(case, rtl: dict) -> dict:
+    """`oscarray softmax --engine rtl`'s result from a softmax head's integers (`rtl`: as
+    sim/attention.py `run_attention_rtl` or the board driver gives them): attn, out, the
+    integers, the host's scales (golden-fixed's step 0), cycles per head."""
+    from .golden.attention_fixed import FRAC
+    from .golden.softmax import softmax_fixed
     scales = softmax_fixed(case)["scales"]          # the host's exponents (step 0)
     return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -scales["out"],
             "attn_int": rtl["attn_int"].astype(np.int64),
             "out_int": rtl["out_int"].astype(np.int64), "scales": scales,
-            "cycles": rtl["cycles"].astype(np.int64), "sim": rtl["sim"]}
+            "cycles": np.asarray(rtl["cycles"]).astype(np.int64), "sim": rtl.get("sim")}
 
 
 def softmax_rtl_mismatches(case, rtl: dict) -> int:

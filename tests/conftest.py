@@ -18,3 +18,16 @@ def attention_build_root(tmp_path_factory):
     root = base / "attention-sim"
     root.mkdir(exist_ok=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def board_build_root(tmp_path_factory):
+    """One simulator build folder for the board tops (sim/board_sim.py), shared like
+    `attention_build_root`: the analytic T <= 16, d_h <= 32 top that tests/test_driver.py
+    runs is built once and the demo's test (tests/test_demo.py) reuses it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "board-sim"
+    root.mkdir(exist_ok=True)
+    return root

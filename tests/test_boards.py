@@ -113,6 +113,52 @@ def test_icebreaker_synthesis_uses_dsps():
     assert "-dsp" in get_board("icebreaker").synth_opts
 
 
+def test_icebreaker_script_maps_dsps_with_its_own_minimum_width():
+    """The iCE40 Yosys script: synth_ice40 up to `coarse`, our coarse section (mul2dsp with
+    the board's minimum slice width, NO_COLLISION_ATTR memories relaxed), synth_ice40 from
+    `map_ram`; the ECP5 boards' script is amaranth's own (synth_ecp5, no DSP step of ours)."""
+    from oscarray.hdl.attention import NO_COLLISION_ATTR
+    board = get_board("icebreaker")
+    assert board.dsp_min_width == flow.DSP_MIN_WIDTH >= 5 and board.x_on_collision
+    script = flow.synth_commands("icebreaker", "top")
+    assert script["synth_opts"] == "-spram -run begin:coarse"
+    lines = script["script_after_synth"].splitlines()
+    mul2dsp = [line for line in lines if "mul2dsp.v" in line]
+    assert len(mul2dsp) == 1
+    width = flow.DSP_MIN_WIDTH
+    assert f"-D DSP_A_MINWIDTH={width} -D DSP_B_MINWIDTH={width}" in mul2dsp[0]
+    assert "ice40/dsp_map.v" in mul2dsp[0] and "DSP_NAME=$__MUL16X16" in mul2dsp[0]
+    assert lines.index(mul2dsp[0]) < lines.index("ice40_dsp")
+    assert lines[-2] == (f"setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 "
+                         f"a:{NO_COLLISION_ATTR}=1 %i")
+    assert lines[-1] == "synth_ice40 -spram -top top -run map_ram:"
+    assert script["script_after_read"] == flow._DROP_NO_INIT
+    for ecp5 in ("ulx3s-85f", "orangecrab-25f"):
+        assert flow.synth_commands(ecp5, "top") == {
+            "script_after_read": flow._DROP_NO_INIT, "synth_opts": "",
+            "script_after_synth": ""}
+    with pytest.raises(ValueError):
+        flow.ice40_coarse_script(1)
+
+
+def test_our_coarse_section_is_synth_ice40s():
+    """ice40_coarse_script at synth_ice40's widths (2) is, command for command, the `coarse`
+    section `help synth_ice40` prints for "-dsp" (a Yosys update that changes it fails here)."""
+    import subprocess
+    yosys = flow._tool_env()["YOSYS"]
+    text = subprocess.run([yosys, "-p", "help synth_ice40"], capture_output=True,
+                          text=True, check=True).stdout
+    section = text.split("    coarse:")[1].split("    map_ram:")[0]
+    commands = []
+    for line in section.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        command = line.split("  (if ")[0].strip()       # "(if -dsp)": we give -dsp
+        commands.append(command.replace(" [-no-rw-check]", ""))
+    assert flow.ice40_coarse_script(2).splitlines() == commands
+
+
 def test_unknown_board_lists_valid_names():
     with pytest.raises(UnknownBoard) as info:
         get_board("de10-nano")

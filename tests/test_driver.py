@@ -12,8 +12,6 @@ byte through its UART pins (bit-exact with golden-fixed, clocks as `cycles_per_h
 the link top's loopback self-test.
 """
 
-import os
-
 import numpy as np
 import pytest
 
@@ -348,16 +346,6 @@ def test_frames_never_exceed_the_devices_payload():
 # Through the RTL: a board top in cocotb, the driver on its UART pins
 
 
-@pytest.fixture(scope="module")
-def board_build_root(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    root = base / "board-sim"
-    root.mkdir(exist_ok=True)
-    return root
-
-
 def test_run_case_sim_is_bit_exact(tmp_path, board_build_root):
     """`oscarray run --sim`: a small subject-verb case (T 9, d_h 32) through the top's UART
     pins at 4 clocks a bit; every integer equal to golden-fixed's, clocks = formula."""
@@ -398,3 +386,81 @@ def test_run_case_sim_ode_drive(tmp_path, board_build_root):
     assert summary["head"]["modes"] == ("analytic", "ode-drive", "ode-pairwise")
     assert summary["mismatches"] == 0 and summary["not_converged"] == 0
     assert summary["cycles"] == summary["cycles_expected"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A softmax-only head (the iCEBreaker's)
+
+
+class SoftmaxHeadModel(HeadModel):
+    """A head built with the softmax mode alone, as golden `EngineModel`: the case through
+    golden softmax_case, its items golden softmax_fixed's integers (zero headers, converged),
+    its clocks those of the iterative CORDIC (the iCEBreaker's build)."""
+
+    def __init__(self, case, max_tokens, max_d_h):
+        from oscarray.golden.softmax import softmax_case, softmax_fixed
+        self.case = case = softmax_case(case)
+        self.writes = head_writes(case, max_tokens=max_tokens, max_d_h=max_d_h,
+                                  modes=("softmax",))
+        golden = softmax_fixed(case)
+        header = [(1 if name == "converged" else 0, KINDS[name]) for name in HEADER]
+        self.items = [sum(([*header, *[(int(a), KINDS["attn"]) for a in golden["attn_int"][h, i]],
+                            *[(int(o), KINDS["out"]) for o in golden["out_int"][h, i]]]
+                           for i in range(case.tokens)), [])
+                      for h in range(case.heads)]
+        self.memory = {}
+        self.reset()
+
+    def status(self):
+        case = self.case
+        return self.done, False, cycles_per_head(case.tokens, case.d_h, case.causal,
+                                                 cordic_arch="iterative", mode="softmax")
+
+
+def test_run_case_on_a_softmax_head_gives_softmax_results():
+    """The iCEBreaker's head (T 16, d_h 32, softmax only): its engine id names it, and an
+    attention case runs through softmax, as `oscarray softmax --engine rtl` gives it."""
+    from oscarray.boards.top import TOPS, decode_engine_id, spec_for_head
+    from oscarray.golden.softmax import softmax_case, softmax_fixed
+    from oscarray.softmax_flow import softmax_rtl_mismatches
+    spec = TOPS["icebreaker"]
+    tokens, d_h = spec.max_tokens, spec.max_d_h
+    engine_id = encode_engine_id(tokens, d_h, spec.modes)
+    identity = decode_engine_id(engine_id)
+    assert identity["modes"] == ("softmax",) and spec_for_head(identity) is spec
+    fmt = link_format(load_layout(DEFAULT_CONFIG, tokens, d_h),
+                      output_layout(DEFAULT_CONFIG, tokens, d_h), max_payload=256,
+                      engine_id=engine_id)
+    case = validate_case(random_case("sva", 4))                     # T 9, d_h 32, anchors
+    driver = Driver(FakeTransport(LinkDevice(fmt, SoftmaxHeadModel(case, tokens, d_h))))
+    assert driver.ping() == fmt and driver.attention_head() == identity
+    result = driver.run_case(case)
+    soft = softmax_case(case)
+    assert softmax_rtl_mismatches(soft, result) == 0
+    golden = softmax_fixed(soft)
+    np.testing.assert_array_equal(result["attn_int"], golden["attn_int"])
+    assert result["scales"] == golden["scales"]
+    assert list(result["cycles"]) == [cycles_per_head(9, 32, case.causal,
+                                                      cordic_arch="iterative",
+                                                      mode="softmax")] * case.heads
+
+
+@pytest.mark.slow
+def test_run_case_sim_on_the_icebreaker_top(tmp_path, board_build_root):
+    """`oscarray run --sim --board icebreaker`: the iCEBreaker's top as it is built (the
+    softmax-only head with the iterative CORDIC, the output FIFO in the single-port memory)
+    through its UART pins: bit-exact with golden softmax_fixed, clocks = formula."""
+    from oscarray.flows import attention_example
+    from oscarray.run_flow import run_case
+    case_path = tmp_path / "sva.npz"
+    attention_example("sva", case_path, seed=1)
+    out = tmp_path / "result.npz"
+    summary = run_case(case_path, out, sim=True, board="icebreaker",
+                       build_root=board_build_root)
+    print(summary)
+    assert summary["head"]["modes"] == ("softmax",) and summary["mode"] == "softmax"
+    assert summary["mismatches"] == 0
+    assert summary["cycles"] == summary["cycles_expected"]
+    assert summary["framing_errors"] == 0 and summary["retries"] == 0
+    saved = np.load(out)
+    assert str(saved["mechanism"]) == "softmax" and saved["attn"].shape == (1, 9, 9)
