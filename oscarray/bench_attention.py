@@ -414,12 +414,14 @@ def row_key(row: dict) -> tuple:
 def resumable_rows(previous: dict, seed: int) -> dict:
     """The rows of an earlier result (`bench_attention`'s, finished or written part way by
     `on_row`) that a run with `seed` may take over instead of measuring them again, by
-    `row_key`; each keeps the date it was measured (`measured`, else the result's date).
-    A result of another seed is a ValueError: its cases are other draws."""
+    `row_key`; each keeps the date it was measured (`measured`, else the result's date)
+    and its commit (`commit`, else the result's). A result of another seed is a ValueError: its
+    cases are other draws."""
     if previous.get("seed") != seed:
         raise ValueError(f"cannot resume from a result of seed {previous.get('seed')!r}: "
                          f"this run's seed is {seed}")
-    return {row_key(row): {**row, "measured": row.get("measured", previous.get("date"))}
+    return {row_key(row): {**row, "measured": row.get("measured", previous.get("date")),
+                           "commit": row.get("commit", previous.get("commit"))}
             for row in previous.get("rows", [])}
 
 
@@ -473,7 +475,7 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     root = Path(build_root)
     resume = resume or {}
     rows = []
-    today = header()["date"]
+    today, commit = header()["date"], header()["commit"]
 
     def result(complete: bool) -> dict:
         return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
@@ -482,20 +484,17 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                 "not_benched": skipped}
 
     def add(row: dict):
-        rows.append({**row, "measured": today})
+        rows.append({**row, "measured": today, "commit": commit})
         if on_row is not None:
             on_row(result(False))
 
-    def resumed(shape: str, mechanism: str) -> bool:
-        """Take over the rows of (shape, mechanism) on every device if `resume` has them
-        all."""
-        keys = [(shape, device, mechanism) for device in devices]
-        if not all(key in resume for key in keys):
+    def resumed(key: tuple) -> bool:
+        """Take over the row `key` (shape, device, mechanism) if `resume` has it."""
+        if key not in resume:
             return False
-        for key in keys:
-            flows._say(progress, f"{' '.join(key)}: row taken over from the run of "
-                                 f"{resume[key]['measured']}")
-            rows.append(resume[key])
+        flows._say(progress, f"{' '.join(key)}: row taken over from the run of "
+                             f"{resume[key]['measured']} (commit {resume[key]['commit']})")
+        rows.append(resume[key])
         if on_row is not None:
             on_row(result(False))
         return True
@@ -503,15 +502,12 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     for shape in runnable:
         references, numpys = {}, {}     # per family (oscillator or softmax): one each
         measured = {}                   # per (mode, CORDIC architecture): one simulation each
-        taken_over = set()              # the cases whose rows came from `resume`
         for device in devices:
             arch = DEVICE_BUILDS[device]["cordic_arch"]
             builds = {}                 # per head modes: one build each
             for case in benched[shape]:
-                if device == devices[0] and resumed(
-                        shape, "torus" if isinstance(case, list) else mechanism_name(case)):
-                    taken_over.add(id(case))
-                if id(case) in taken_over:
+                if resumed((shape, device, "torus" if isinstance(case, list)
+                            else mechanism_name(case))):
                     continue
                 if isinstance(case, list):              # paper B's torus layers
                     if "torus" not in references:

@@ -334,6 +334,14 @@ def test_rows_are_written_as_they_finish_and_a_run_resumes_from_them(tmp_path, m
     with pytest.raises(ValueError, match="seed 0: this run's seed is 3"):
         bench.resumable_rows(earlier, 3)
 
+    # Row by row: a device the earlier run did not have is measured, the other taken over.
+    measured.clear()
+    both = bench.bench_attention(["sva"], ["up5k", "ecp5-85f"], build_root=tmp_path,
+                                 mechanisms=["softmax"], resume=bench.resumable_rows(earlier, 0))
+    assert measured == ["softmax"]
+    assert [(r["device"], r["measured"]) for r in both["rows"]] == [
+        ("up5k", both["date"]), ("ecp5-85f", "2026-01-01")]
+
 
 def test_cli_resume_from_a_file_that_is_not_a_result_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
