@@ -7,7 +7,6 @@ elaborated without contents, and each head of each case is written through the `
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,7 @@ from ..hdl.attention import (
     row_items,
     validate_mechanism,
 )
-from .runner import run_cocotb
-from .streams import layout_fields
+from .runner import ready_probabilities, run_batch
 
 __all__ = ["run_attention_rtl", "run_attention_rtl_batch", "stack_heads"]
 
@@ -61,10 +59,7 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     if not cases:
         return []
     cordic_latencies(config, cordic_arch)          # refuses an unknown architecture
-    readies = list(ready_prob) if isinstance(ready_prob, (list, tuple, np.ndarray)) \
-        else [float(ready_prob)] * len(cases)
-    if len(readies) != len(cases):
-        raise ValueError(f"ready_prob: {len(readies)} values for {len(cases)} cases")
+    readies = ready_probabilities(ready_prob, len(cases))
     head = AttentionHead(config, max_tokens=max_tokens, max_d_h=max_d_h,
                          cordic_arch=cordic_arch, modes=modes)
     name = (f"attention_t{max_tokens}_d{max_d_h}_b{config.qk_bits}_p{config.phase_bits}"
@@ -72,34 +67,27 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
             + ("_ode" if "ode-drive" in modes else "")
             + ("_softmax" if "softmax" in modes else "")
             + ("" if "analytic" in modes else "_only"))
-    _, load_widths, _ = layout_fields(load_layout(config, max_tokens, max_d_h))
-    _, out_widths, out_signs = layout_fields(output_layout(config, max_tokens, max_d_h))
-    with tempfile.TemporaryDirectory(prefix="oscarray-attention-") as tmp:
-        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        arrays = {"count": len(cases)}
-        for c, case in enumerate(cases):
-            writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h,
-                                 modes=modes)
-            arrays[f"heads_{c}"] = len(writes)
-            arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d_h)
-            arrays[f"ready_{c}"] = readies[c]
-            for h, rows in enumerate(writes):
-                arrays[f"writes_{c}_{h}"] = rows
-        np.savez(in_path, **arrays)
-        result = run_cocotb(
-            head, name=name, test_module="oscarray.sim.attention_tb", sim=sim,
-            build_root=build_root, verbose=verbose,
-            params={"in_path": str(in_path), "out_path": str(out_path),
-                    "load_widths": load_widths, "out_widths": out_widths,
-                    "out_signs": out_signs, "seed": seed})
-        out = dict(np.load(out_path))
+    arrays = {"count": len(cases)}
+    for c, case in enumerate(cases):
+        writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h,
+                             modes=modes)
+        arrays[f"heads_{c}"] = len(writes)
+        arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d_h)
+        arrays[f"ready_{c}"] = readies[c]
+        for h, rows in enumerate(writes):
+            arrays[f"writes_{c}_{h}"] = rows
+    out, simulator = run_batch(head, name=name, test_module="oscarray.sim.attention_tb",
+                               arrays=arrays,
+                               load_layout=load_layout(config, max_tokens, max_d_h),
+                               output_layout=output_layout(config, max_tokens, max_d_h),
+                               sim=sim, build_root=build_root, verbose=verbose, seed=seed)
     results = []
     for c, case in enumerate(cases):
         heads = [decode_items(out[f"items_{c}_{h}"], case.tokens, case.d_h)
                  for h in range(case.heads)]
         results.append(stack_heads(
             heads, [int(out[f"cycles_{c}_{h}"]) for h in range(case.heads)],
-            [bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]) | {"sim": result.sim})
+            [bool(out[f"error_{c}_{h}"]) for h in range(case.heads)]) | {"sim": simulator})
     return results
 
 

@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -36,7 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 __all__ = [
+    "run_batch",
+    "ready_probabilities",
     "PARAMS_ENV",
     "SIMULATORS",
     "VERILATOR_FLAGS",
@@ -583,3 +588,35 @@ def _check(result: RunResult) -> None:
         raise SimulationFailed(
             f"waves were requested but {result.waves_path} was not written "
             f"(log: {result.log_path})", failed=[], log_path=result.log_path, result=result)
+
+
+def ready_probabilities(ready_prob, count: int) -> list[float]:
+    """One output-ready probability per case: `ready_prob` as it is (a list, tuple or array
+    of `count` values) or one float for every case; another count is a ValueError."""
+    readies = (list(ready_prob) if isinstance(ready_prob, (list, tuple, np.ndarray))
+               else [float(ready_prob)] * count)
+    if len(readies) != count:
+        raise ValueError(f"ready_prob: {len(readies)} values for {count} cases")
+    return readies
+
+
+def run_batch(component, *, name: str, test_module: str, arrays: dict, load_layout,
+              output_layout, sim: str | None = None, build_root: Path | None = None,
+              verbose: bool = False, seed: int = 0) -> tuple[dict, str]:
+    """Run a batch test bench (sim/streams.load_run_collect's: load, start, collect per
+    case) on `component`: `arrays` (the cases' writes and counts, in the test module's
+    names) go to it in an npz with the load and output streams' field widths and signs
+    (from the layouts); returns (the arrays it wrote back, the simulator's name)."""
+    from .streams import layout_fields
+    _, load_widths, _ = layout_fields(load_layout)
+    _, out_widths, out_signs = layout_fields(output_layout)
+    with tempfile.TemporaryDirectory(prefix=f"oscarray-{name}-") as tmp:
+        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(in_path, **arrays)
+        result = run_cocotb(
+            component, name=name, test_module=test_module, sim=sim, build_root=build_root,
+            verbose=verbose,
+            params={"in_path": str(in_path), "out_path": str(out_path),
+                    "load_widths": load_widths, "out_widths": out_widths,
+                    "out_signs": out_signs, "seed": seed})
+        return dict(np.load(out_path)), result.sim

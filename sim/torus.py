@@ -7,10 +7,7 @@ host's step 0), run, and read back from the `o` stream.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from ..golden.torus_fixed import DEFAULT_CONFIG, TorusFixedConfig
 from ..hdl.torus import (
@@ -22,8 +19,7 @@ from ..hdl.torus import (
     row_items,
     torus_writes,
 )
-from .runner import run_cocotb
-from .streams import layout_fields
+from .runner import ready_probabilities, run_batch
 
 __all__ = ["run_torus_rtl", "run_torus_rtl_batch"]
 
@@ -42,36 +38,25 @@ def run_torus_rtl_batch(cases, config: TorusFixedConfig = DEFAULT_CONFIG, *,
     cases = [check_case(case, config, max_tokens=max_tokens, max_d=max_d) for case in cases]
     if not cases:
         return []
-    readies = list(ready_prob) if isinstance(ready_prob, (list, tuple, np.ndarray)) \
-        else [float(ready_prob)] * len(cases)
-    if len(readies) != len(cases):
-        raise ValueError(f"ready_prob: {len(readies)} values for {len(cases)} cases")
+    readies = ready_probabilities(ready_prob, len(cases))
     layer = TorusLayer(config, max_tokens=max_tokens, max_d=max_d, cordic_arch=cordic_arch)
     name = (f"torus_t{max_tokens}_d{max_d}_p{config.phase_bits}_a{config.acc_bits}"
             + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}"))
-    _, load_widths, _ = layout_fields(load_layout(config, max_tokens, max_d))
-    _, out_widths, out_signs = layout_fields(output_layout(config))
-    with tempfile.TemporaryDirectory(prefix="oscarray-torus-") as tmp:
-        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        arrays = {"count": len(cases)}
-        for c, case in enumerate(cases):
-            arrays[f"writes_{c}"] = torus_writes(case, config, max_tokens=max_tokens,
-                                                 max_d=max_d)
-            arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d)
-            arrays[f"ready_{c}"] = readies[c]
-        np.savez(in_path, **arrays)
-        result = run_cocotb(
-            layer, name=name, test_module="oscarray.sim.torus_tb", sim=sim,
-            build_root=build_root, verbose=verbose,
-            params={"in_path": str(in_path), "out_path": str(out_path),
-                    "load_widths": load_widths, "out_widths": out_widths,
-                    "out_signs": out_signs, "seed": seed})
-        out = dict(np.load(out_path))
+    arrays = {"count": len(cases)}
+    for c, case in enumerate(cases):
+        arrays[f"writes_{c}"] = torus_writes(case, config, max_tokens=max_tokens, max_d=max_d)
+        arrays[f"items_{c}"] = case.tokens * row_items(case.tokens, case.d)
+        arrays[f"ready_{c}"] = readies[c]
+    out, simulator = run_batch(layer, name=name, test_module="oscarray.sim.torus_tb",
+                               arrays=arrays,
+                               load_layout=load_layout(config, max_tokens, max_d),
+                               output_layout=output_layout(config), sim=sim,
+                               build_root=build_root, verbose=verbose, seed=seed)
     results = []
     for c, case in enumerate(cases):
         decoded = decode_items(out[f"items_{c}"], case.tokens, case.d)
         decoded["cycles"] = int(out[f"cycles_{c}"])
-        decoded["sim"] = result.sim
+        decoded["sim"] = simulator
         results.append(decoded)
     return results
 
