@@ -53,9 +53,9 @@ __all__ = [
 # --- Board registry -------------------------------------------------------------------------
 
 #: The iCEBreaker's `Board.dsp_min_width` (see `ice40_coarse_script`). Measured on its
-#: attention top (boards/top.py, 2026-11-24): 7 SB_MAC16 at 6..8 (29 at synth_ice40's 2, 12 for
-#: the analytic head), 8 at 5 (the 21 x 17 product's 5-bit slice gets one) for about 90 logic
-#: cells fewer; 4 takes four for the 20 x 20 q k product alone.
+#: attention top (boards/top.py, softmax head, 2026-11-24): 7 SB_MAC16 at 6..8 (15 at
+#: synth_ice40's 2), 8 at 5 (the 21 x 17 product's 5-bit slice gets one) for about 90 logic
+#: cells fewer; the analytic head takes 12 at 8 (29 at 2).
 DSP_MIN_WIDTH = 8
 
 
@@ -238,9 +238,10 @@ def ice40_coarse_script(dsp_min_width=2, x_on_collision=False):
     multipliers and slices of them with both operands at least this wide. Why: mul2dsp cuts
     a multiplier wider than 16 x 16 into 16-bit slices and a remainder, and synth_ice40 maps
     every slice with both operands of 2 bits or more (DSP_A_MINWIDTH = DSP_B_MINWIDTH = 2) to
-    an SB_MAC16 of its own, so an 18 x 18 multiply takes four (16 x 16, 16 x 2, 2 x 16,
-    2 x 2) of the UP5K's eight. With a larger minimum the thin slices stay in logic (a
-    2 x 16 partial product and its adder are a few dozen logic cells) and an 18 x 18 or
+    an SB_MAC16 of its own (if its product is 11 bits or wider), so an 18 x 18 multiply takes
+    three of the UP5K's eight (16 x 16, 16 x 2, 2 x 16; the 2 x 2 product is too narrow:
+    measured on a lone 18 x 18 multiply). With a larger minimum the thin slices stay in logic
+    (a 2 x 16 partial product and its adder are a few dozen logic cells) and an 18 x 18 or
     20 x 20 multiply takes one SB_MAC16. The arithmetic is the same $mul either way (only
     the cells that compute it differ), so results do not change. Multipliers of at most
     16 x 16 with both operands at least `dsp_min_width` bits map as before; narrower ones

@@ -30,7 +30,7 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
                     iterative CORDIC, at the board's 12 MHz without the PLL, on the FT2232H's
                     UART (pins 6, 9); the output FIFO in 3 of the 4 SPRAMs. No oscillator head
                     fits the iCE40UP5K: the analytic one needs 12 SB_MAC16 of the 8 there are
-                    and about 6.7k LUT4s of 5280 (4 SB_MAC16 a multiply and 29 in all with
+                    and about 6.7k logic cells of 5280 (4 SB_MAC16 a multiply and 29 in all with
                     synth_ice40's own DSP mapping). The softmax head's Fmax there (13-14 MHz,
                     the critical path its EXP pass's shift and rounding of M - m) is below
                     the iCE40 PLL's 16 MHz minimum, hence the board clock. The driver runs any

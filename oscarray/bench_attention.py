@@ -475,10 +475,11 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     root = Path(build_root)
     resume = resume or {}
     rows = []
-    today, commit = header()["date"], header()["commit"]
+    started = header()                  # one date and commit for the whole run
+    today, commit = started["date"], started["commit"]
 
     def result(complete: bool) -> dict:
-        return {**header(), "seed": seed, "shapes": shapes, "devices": devices,
+        return {**started, "seed": seed, "shapes": shapes, "devices": devices,
                 "mechanisms": asked, "complete": complete, "rows": rows,
                 "versus_analytic": versus_analytic(rows), "refused": refused,
                 "not_benched": skipped}

@@ -12,8 +12,9 @@ Stages (progress on stderr as "[k/n] ..."):
 5. the comparison table (printed, table.txt, summary.json) and the plots: for each case the
    RTL's attention beside golden-float's and their difference, and in the ODE modes the
    settling curves (flows.attention_plots);
-6. the iCEBreaker bitstream (run_flow.build_board): the attention top, or when the device
-   cannot hold it (DesignDoesNotFit) the link top with its loopback engine, said so plainly.
+6. the iCEBreaker bitstream (run_flow.build_board): its attention top (a softmax head: no
+   oscillator head fits the UP5K, boards/top.py), or should the device not hold it
+   (DesignDoesNotFit) the link top with its loopback engine, said so plainly.
 
 Every engine is compared with golden-float in the analytic mode (x* = h / |h|, the reference
 of the fixed-point error budget for every mode): max |attn - float| and max |out - float| /
