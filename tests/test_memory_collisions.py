@@ -116,16 +116,18 @@ def test_analytic_head_ignores_reads_that_meet_a_write(arch, shape, causal, read
     assert sum(hits.values()) > 0, hits
 
 
-@pytest.mark.parametrize("modes,shape,causal,ready", [
-    (("softmax",), (1, 8, 8, 2), True, 1.0),
-    (("softmax",), (1, 7, 5, 2), False, 0.4),
-    (("analytic", "softmax"), (1, 6, 3, 2), False, 1.0),
+@pytest.mark.parametrize("modes,shape,causal,ready,arch", [
+    (("softmax",), (1, 8, 8, 2), True, 1.0, "pipelined"),
+    (("softmax",), (1, 7, 5, 2), False, 0.4, "pipelined"),
+    (("analytic", "softmax"), (1, 6, 3, 2), False, 1.0, "pipelined"),
+    # The iCEBreaker's head: softmax alone on the iterative CORDIC (boards/top.py).
+    (("softmax",), (1, 8, 7, 2), True, 0.7, "iterative"),
 ])
-def test_softmax_head_ignores_reads_that_meet_a_write(modes, shape, causal, ready):
+def test_softmax_head_ignores_reads_that_meet_a_write(modes, shape, causal, ready, arch):
     _, T, d_h, _ = shape
     case = softmax_case(random_case(shape, seed=T + d_h, causal=np.array(causal)))
     gold = softmax_fixed(case)
-    head = AttentionHead(CONFIG, modes=modes, **SMALL)
+    head = AttentionHead(CONFIG, modes=modes, cordic_arch=arch, **SMALL)
     items, hits = run_poisoned(head, head_writes(case, CONFIG, modes=modes, **SMALL)[0],
                                T * row_items(T, d_h), ready_prob=ready, seed=T)
     got = decode_items(items, T, d_h)
