@@ -261,7 +261,8 @@ __all__ = [
     "AttentionFixedError", "EngineRun", "FrontEnd", "analytic_phases", "attention_fixed",
     "detector_floor", "drive_shift", "engine_constants", "engine_cases", "error_budget",
     "formats", "front_end", "input_terms", "readout_terms", "InputTerms",
-    "normalize_shift", "normalized_couplings", "normalized_drive", "ode_phases",
+    "normalize_shift", "normalize_shift_vector", "normalized_couplings", "normalized_drive",
+    "ode_phases",
     "prepare_anchors", "quantize_tensor", "readout_fixed", "reciprocal", "reciprocal_error",
     "rotation_error", "score_constant", "unit_from_phase", "validate_fixed",
 ]
@@ -380,14 +381,22 @@ def score_constant(d_h: int) -> tuple[int, int]:
     return c, c_bits
 
 
+def normalize_shift_vector(h) -> tuple[np.ndarray, np.ndarray]:
+    """(hs, n): each integer vector h (..., d) shifted by its own power of two, n =
+    bitlen(max_c |h_c|) - 16 (right shifts round half up; left shifts are exact; a zero
+    vector stays), so that max_c |hs_c| lies in [2**15, 2**16]: the magnitude then fits the
+    CORDIC's 18-bit input (d = 2) or the sphere normalizer's square root (d > 2)."""
+    h = np.asarray(h, np.int64)
+    peak = np.abs(h).max(axis=-1)
+    n = np.where(peak > 0, _bit_length(peak) - FRAC, 0)
+    return _shift(h, n[..., None]), n
+
+
 def normalize_shift(x, y):
-    """Shift each integer vector (x, y) by its own power of two so that max(|x|, |y|) lies in
-    [2**15, 2**16] (right shifts round half up; left shifts are exact; (0, 0) stays):
-    the magnitude then fits the CORDIC's 18-bit input. Returns (x, y, shift)."""
-    x, y = np.asarray(x, np.int64), np.asarray(y, np.int64)
-    peak = np.maximum(np.abs(x), np.abs(y))
-    shift = np.where(peak > 0, _bit_length(peak) - FRAC, 0)
-    return _shift(x, shift), _shift(y, shift), shift
+    """`normalize_shift_vector` of the vectors (x, y): returns (x, y, shift)."""
+    hs, n = normalize_shift_vector(np.stack([np.asarray(x, np.int64),
+                                             np.asarray(y, np.int64)], axis=-1))
+    return hs[..., 0], hs[..., 1], n
 
 
 def reciprocal(config: AttentionFixedConfig, sums):

@@ -64,17 +64,17 @@ from .attention_fixed import (
     OUT_TARGET,
     AttentionFixedConfig,
     AttentionFixedError,
-    _bit_length,
     _shift,
     front_end,
     input_terms,
+    normalize_shift_vector,
     readout_fixed,
     readout_terms,
     reciprocal,
     reciprocal_error,
 )
 
-__all__ = ["NORM_GUARD", "MAX_D_OSC", "check_sphere", "isqrt", "normalize_shift_vector",
+__all__ = ["NORM_GUARD", "MAX_D_OSC", "check_sphere", "isqrt",
            "sphere_state", "attention_sphere", "error_budget"]
 
 NORM_GUARD = 8          # G: fraction bits of the norm N = |hs| 2**G
@@ -99,16 +99,6 @@ def isqrt(values) -> np.ndarray:
     root = np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
     root = np.where(root * root > values, root - 1, root)
     return np.where((root + 1) * (root + 1) <= values, root + 1, root)
-
-
-def normalize_shift_vector(h) -> tuple[np.ndarray, np.ndarray]:
-    """(hs, n): each vector h (..., d) shifted by its own power of two, n = bitlen(max |h_c|)
-    - 16 (right shifts round half up, left shifts exact; a zero vector stays), so that
-    max_c |hs_c| lies in [2**15, 2**16]."""
-    h = np.asarray(h, np.int64)
-    peak = np.abs(h).max(axis=-1)
-    n = np.where(peak > 0, _bit_length(peak) - FRAC, 0)
-    return _shift(h, n[..., None]), n
 
 
 def sphere_state(h, config: AttentionFixedConfig = DEFAULT_CONFIG) -> np.ndarray:
