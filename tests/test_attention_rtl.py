@@ -252,6 +252,21 @@ async def load_and_start(ctx, dut, writes):
     ctx.set(dut.start, 0)
 
 
+async def collect_items(ctx, dut, items, rng, ready_prob=1.0, clock_limit=MAX_CLOCKS):
+    """Take `items` (value, kind) from `o`, ready with probability `ready_prob` a clock;
+    returns them as an (N, 2) array."""
+    got, clocks = [], 0
+    while len(got) < items:
+        clocks += 1
+        assert clocks < clock_limit, f"{len(got)} of {items} items after {clocks} clocks"
+        ready = int(rng.random() < ready_prob)
+        ctx.set(dut.o.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+        if valid and ready:
+            got.append((payload.value, payload.kind))
+    return np.array(got, np.int64)
+
+
 def simulate_head(dut, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CLOCKS):
     """Load `writes`, start, collect `items` from `o`; returns (items (N, 2), cycles, error)."""
     rng = np.random.default_rng(seed)
@@ -259,22 +274,13 @@ def simulate_head(dut, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CL
 
     async def bench(ctx):
         await load_and_start(ctx, dut, writes)
-        got, clocks = [], 0
-        while len(got) < items:
-            clocks += 1
-            assert clocks < clock_limit, f"{len(got)} of {items} items after {clocks} clocks"
-            ready = int(rng.random() < ready_prob)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                got.append((payload.value, payload.kind))
+        got = await collect_items(ctx, dut, items, rng, ready_prob, clock_limit)
         ctx.set(dut.o.ready, 0)
         for _ in range(3):
             await ctx.tick()
         assert ctx.get(dut.done) and not ctx.get(dut.busy)
         assert not ctx.get(dut.o.valid)
-        out.update(items=np.array(got, np.int64), cycles=ctx.get(dut.cycles),
-                   error=ctx.get(dut.error))
+        out.update(items=got, cycles=ctx.get(dut.cycles), error=ctx.get(dut.error))
     run(dut, bench)
     return out
 

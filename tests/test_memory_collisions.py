@@ -11,7 +11,8 @@ import pytest
 from amaranth.hdl import Cat, Elaboratable, Fragment, Module, Mux, Signal
 from amaranth.hdl._mem import MemoryInstance
 from test_attention_rtl import (CONFIG, MAX_CLOCKS, ODE_MODES, SMALL, assert_head_bit_exact,
-                                assert_ode_bit_exact, load_and_start, ode_case, run)
+                                assert_ode_bit_exact, collect_items, load_and_start, ode_case,
+                                run)
 
 from oscarray.golden.attention import random_case
 from oscarray.golden.attention_fixed import attention_fixed, front_end, validate_fixed
@@ -85,16 +86,7 @@ def run_poisoned(head, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CL
 
     async def bench(ctx):
         await load_and_start(ctx, dut, writes)
-        got, clocks = [], 0
-        while len(got) < items:
-            clocks += 1
-            assert clocks < clock_limit, f"{len(got)} of {items} items after {clocks} clocks"
-            ready = int(rng.random() < ready_prob)
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                got.append((payload.value, payload.kind))
-        out["items"] = np.array(got, np.int64)
+        out["items"] = await collect_items(ctx, dut, items, rng, ready_prob, clock_limit)
         out["hits"] = {name: ctx.get(signal) for name, signal in dut.hits.items()}
     run(dut, bench)
     return out["items"], out["hits"]
