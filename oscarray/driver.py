@@ -418,18 +418,13 @@ class Driver:
         sim/attention.py `run_attention_rtl` gives them (attn_int, out_int, theta_int, x_int,
         h_int, e_w, steps, converged, cycles, error). The case is checked against the head
         on the device (`check_case`: its refusals come before any write)."""
-        from .golden.attention import AttentionCase, validate_case
-        from .golden.softmax import softmax_case
-        from .sim.attention import stack_heads
         from .golden.attention_fixed import DEFAULT_CONFIG
         from .hdl.attention import check_case, decode_items, head_writes, row_items
+        from .sim.attention import stack_heads
 
         config = config or DEFAULT_CONFIG
         head = self.attention_head()
-        if head["modes"] == SOFTMAX_ONLY:
-            case = softmax_case(case)
-        elif not isinstance(case, AttentionCase):
-            case = validate_case(case)
+        case = head_case(case, head["modes"])
         options = {"max_tokens": head["max_tokens"], "max_d_h": head["max_d_h"],
                    "modes": head["modes"]}
         case = check_case(case, config, **options)
@@ -451,17 +446,25 @@ class Driver:
         rtl` returns it (attn, out, x_star, the integers, scales, cycles; `attention_result`);
         on a softmax-only head (the iCEBreaker's) the case through softmax, as `oscarray
         softmax --engine rtl` returns it (attn, out, attn_int, out_int, scales, cycles)."""
-        from .golden.attention import AttentionCase, validate_case
-        if self.attention_head()["modes"] == SOFTMAX_ONLY:
-            from .golden.softmax import softmax_case
+        modes = self.attention_head()["modes"]
+        case = head_case(case, modes)
+        if tuple(modes) == SOFTMAX_ONLY:
             from .softmax_flow import softmax_rtl_result
-            case = softmax_case(case)
             return softmax_rtl_result(case, self.run_case_raw(case, config))
-        if not isinstance(case, AttentionCase):
-            case = validate_case(case)
         rtl = self.run_case_raw(case, config)
         return attention_result(case, rtl, max_tokens=self.identity["max_tokens"],
                                 max_d_h=self.identity["max_d_h"])
+
+
+def head_case(case, modes):
+    """`case` (validated) as a head built with `modes` runs it: through softmax on a
+    softmax-only head (golden `softmax_case`: the anchors and oscillator fields ignored),
+    else as it is."""
+    from .golden.attention import AttentionCase, validate_case
+    if tuple(modes) == SOFTMAX_ONLY:
+        from .golden.softmax import softmax_case
+        return softmax_case(case)
+    return case if isinstance(case, AttentionCase) else validate_case(case)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,12 +54,9 @@ def sim_top_options(case, board: str | None = None, max_tokens=None, max_d_h=Non
 
 
 def _head_case(case, head: dict):
-    """`case` as the head `head` (its modes) runs it: through softmax on a softmax-only head
-    (golden `softmax_case`: the oscillator fields ignored), else as it is."""
-    if tuple(head["modes"]) == ("softmax",):
-        from .golden.softmax import softmax_case
-        return softmax_case(case)
-    return case
+    """`case` as the head `head` (its modes) runs it (driver.head_case)."""
+    from .driver import head_case
+    return head_case(case, head["modes"])
 
 
 def _write_result(out: Path, result: dict, engine: str, mechanism: str | None = None) -> None:
