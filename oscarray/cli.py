@@ -422,8 +422,8 @@ def _parser() -> argparse.ArgumentParser:
     formal = commands.add_parser(
         "formal", help="the SymbiYosys proofs (CORDIC streams, array controller, host link)",
         description="Run the formal proofs (sim/formal_props.py, yowasp-sby with boolector), "
-                    "each with its deliberately broken variants (which must fail), and the "
-                    "defects the proofs found (reproduced until fixed).")
+                    "each with its deliberately broken variants (which must fail; among "
+                    "them the defects the proofs found, brought back).")
     formal.add_argument("--proof", nargs="+", default=None, metavar="NAME",
                         help="only these proofs (default: all)")
     formal.add_argument("--json", action="store_true", help="print one JSON object")
@@ -436,7 +436,8 @@ def _parser() -> argparse.ArgumentParser:
                     "golden-fixed and the RTL (the board top in cocotb, through the host "
                     "driver on its simulated UART), a comparison table, heatmaps and "
                     "settling plots, and the iCEBreaker bitstream with its utilization and "
-                    "Fmax (the link top when the attention head does not fit the UP5K).")
+                    "Fmax (its attention top holds a softmax head: no oscillator head fits "
+                    "the UP5K).")
     demo.add_argument("--example", choices=list(SHAPES), default="sva",
                       help="the example case (default sva: 1 head, T 9, d_h 32)")
     demo.add_argument("--seed", type=int, default=0, metavar="S")

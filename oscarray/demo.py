@@ -51,7 +51,7 @@ def check_demo(example: str = "sva", seed: int = 0, modes=DEMO_MODES, out_dir="o
     """Every refusal before any work: the example and seed, the modes, the output folder,
     each case against golden-fixed and the simulated head. Returns (out folder, {mode: case
     arrays}, the simulated top's modes)."""
-    from .flows import attention_example_arrays
+    from .flows import _check_plots_dir, attention_example_arrays
     from .golden.attention import validate_case
     from .hdl.attention import OSCILLATOR_MODES, check_case
     from .run_flow import sim_top_options
@@ -64,12 +64,7 @@ def check_demo(example: str = "sva", seed: int = 0, modes=DEMO_MODES, out_dir="o
         raise ValueError(f"--mode {unknown[0]!r}: choose from {', '.join(OSCILLATOR_MODES)}")
     if len(set(modes)) != len(modes):
         raise ValueError(f"--mode: a mode given twice ({' '.join(modes)})")
-    out = Path(out_dir)
-    for folder in (out, *out.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"--out-dir {out}: {folder} is a file, not a folder")
-            break
+    out = _check_plots_dir(out_dir, "--out-dir")
     top_modes = (("analytic",) if modes == ("analytic",) else tuple(OSCILLATOR_MODES))
     cases = {}
     for mode in modes:

@@ -594,15 +594,16 @@ ATTENTION_RESULT_KEYS = ("attn", "out", "x_star", "steps", "attn_int", "out_int"
                          "e_w", "converged")
 
 
-def _check_plots_dir(plots) -> Path | None:
-    """A folder that is, or can be created as, a folder (created only after the work)."""
+def _check_plots_dir(plots, option: str = "--plots") -> Path | None:
+    """A folder that is, or can be created as, a folder (created only after the work);
+    `option` names it in the error."""
     if plots is None:
         return None
     plots = Path(plots)
     for folder in (plots, *plots.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise ValueError(f"--plots {plots}: {folder} is a file, not a folder")
+                raise ValueError(f"{option} {plots}: {folder} is a file, not a folder")
             break
     return plots
 
