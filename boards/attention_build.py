@@ -35,13 +35,15 @@ ROUTER = {"ecp5": "router2"}
 
 
 def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str,
-                    modes=("analytic",)) -> str:
+                    modes=("analytic",), d_osc: int = 2) -> str:
     """The build's name (and folder under build_dir/board/); the modes besides "analytic"
-    are named (`_drive`, `_pairwise`, `_softmax`), and `_only` marks a head without it."""
+    are named (`_drive`, `_pairwise`, `_softmax`), `_only` marks a head without it, and
+    `_o<d_osc>` a head on the sphere (d_osc > 2)."""
     modes = check_modes(modes)
     named = [mode.removeprefix("ode-") for mode in modes if mode != "analytic"]
     return (f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
-            + "".join(f"_{m}" for m in named) + ("" if "analytic" in modes else "_only"))
+            + "".join(f"_{m}" for m in named) + ("" if "analytic" in modes else "_only")
+            + ("" if d_osc == 2 else f"_o{d_osc}"))
 
 
 def netlist_usage(board: str, build_dir, name: str) -> dict | None:
@@ -58,26 +60,26 @@ def netlist_usage(board: str, build_dir, name: str) -> dict | None:
 def build_attention_head(board: str, max_tokens: int, max_d_h: int,
                          cordic_arch: str = "pipelined", build_dir="build/boards",
                          progress=None, *, target_mhz: float | None = None,
-                         seed: int = 1, modes=("analytic",)) -> dict:
-    """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs and the
-    `modes` (hdl/attention.MODES; "analytic" always) for `board`.
+                         seed: int = 1, modes=("analytic",), d_osc: int = 2) -> dict:
+    """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs, the
+    `modes` (hdl/attention.MODES; "analytic" always) and `d_osc` for `board`.
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
-    max_d_h, cordic_arch, modes and name. Parameter errors (AttentionHeadError, TypeError,
+    max_d_h, cordic_arch, modes, d_osc and name. Parameter errors (AttentionHeadError, TypeError,
     UnknownBoard) come before any tool runs; a head too big for the device raises
     `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
     spec = get_board(board)
     # The head refuses a capacity or an architecture it cannot build here, before any tool.
     head = AttentionHead(DEFAULT_CONFIG, max_tokens=max_tokens, max_d_h=max_d_h,
-                         cordic_arch=cordic_arch, modes=modes)
+                         cordic_arch=cordic_arch, modes=modes, d_osc=d_osc)
     modes = check_modes(modes)
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
-    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes)
+    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes, d_osc)
     result = build(lambda: head, board, build_dir=Path(build_dir), target_mhz=target,
                    name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
     result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch,
-                  modes=list(modes), name=name)
+                  modes=list(modes), d_osc=d_osc, name=name)
     return result
 
 

@@ -101,8 +101,10 @@ from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, d
                     round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
+from ..golden.attention_sphere import MAX_D_OSC
 from .cordic import ARCHITECTURES, Cordic
 from .exp2 import NegExp2
+from .sphere import SphereNormalizer, sphere_cycles
 
 __all__ = [
     "E_MAX",
@@ -123,17 +125,20 @@ __all__ = [
     "WeightExponent",
     "bit_length",
     "check_case",
+    "check_d_osc",
     "check_modes",
     "cordic_latencies",
     "cycles_per_head",
     "cycles_per_row",
     "decode_items",
+    "head_d_osc",
     "head_writes",
     "load_layout",
     "ode_cycles",
     "ode_engine_runs",
     "output_layout",
     "relu_eps_int",
+    "header_names",
     "row_items",
     "shift_round",
 ]
@@ -196,8 +201,22 @@ REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_sh
 #: steps: the Euler steps of the row's engine run (0 in the analytic mode and for a zero
 #: drive); converged: its detector fired (1 in the analytic mode and for a zero drive).
 KINDS = {"e_w": 0, "h_x": 1, "h_y": 2, "theta": 3, "cos": 4, "sin": 5, "attn": 6, "out": 7,
-         "steps": 8, "converged": 9}
+         "steps": 8, "converged": 9, "h_c": 10, "x_c": 11}
 HEADER = ("e_w", "h_x", "h_y", "theta", "cos", "sin", "steps", "converged")
+
+
+def header_names(d_osc: int = 2) -> tuple:
+    """A row's header items at d_osc: HEADER, with d_osc > 2's further components of h and
+    x after h_y and after sin (kinds h_c and x_c); theta is 0 there (no phase on the
+    sphere)."""
+    h_more = tuple(f"h_{c}" for c in range(2, d_osc))
+    x_more = tuple(f"x_{c}" for c in range(2, d_osc))
+    return ("e_w", "h_x", "h_y") + h_more + ("theta", "cos", "sin") + x_more \
+        + ("steps", "converged")
+
+
+def _kind(name: str) -> int:
+    return KINDS[name] if name in KINDS else KINDS[name[0] + "_c"]
 
 
 class AttentionHeadError(ValueError):
@@ -391,38 +410,40 @@ class Reciprocal(wiring.Component):
 
 
 class Numerator(wiring.Component):
-    """Step 9 for one (i, j): u = max(0, 2**16 + R(cos a_x + sin a_y, 16)) and
-    g = u (p = 1), R(u u, 16) (p = 2), R(g2 g2, 16) with g2 = R(u u, 16) (p = 4).
+    """Step 9 for one (i, j): u = max(0, 2**16 + R(x . a, 16)) and g = u (p = 1), R(u u, 16)
+    (p = 2), R(g2 g2, 16) with g2 = R(u u, 16) (p = 4); x . a = sum_c x_c a_c over the d_osc
+    components (d_osc products side by side, summed in the clock after).
 
     A pipeline of `latency` register stages (products, u, g2, g), one item per clock.
 
     Ports
     -----
-    valid : In(1)                        an item is present
-    cos, sin, a_x, a_y : In(signed(18))  x_i (Q2.16) and the anchor a_j (Q2.16)
-    p : In(3)                            1, 2 or 4 (held while items are in flight)
-    o_valid : Out(1)                     g is an item's result (`latency` clocks later)
+    valid : In(1)                          an item is present
+    x, a : In(array of d_osc signed(18))   x_i (Q2.16: (cos, sin) at d_osc = 2) and the
+                                           anchor a_j (Q2.16)
+    p : In(3)                              1, 2 or 4 (held while items are in flight)
+    o_valid : Out(1)                       g is an item's result (`latency` clocks later)
     g : Out(unsigned(21))
     """
 
     latency = 4
 
-    def __init__(self):
-        shape = signed(DATA_BITS)
-        super().__init__({"valid": In(1), "cos": In(shape), "sin": In(shape),
-                          "a_x": In(shape), "a_y": In(shape), "p": In(3),
+    def __init__(self, d_osc: int = 2):
+        self.d_osc = d_osc
+        vector = data.ArrayLayout(signed(DATA_BITS), d_osc)
+        super().__init__({"valid": In(1), "x": In(vector), "a": In(vector), "p": In(3),
                           "o_valid": Out(1), "g": Out(unsigned(21))})
 
     def elaborate(self, platform):
         m = Module()
-        product = signed(2 * DATA_BITS)
-        pc, ps = Signal(product), Signal(product)
+        products = [Signal(signed(2 * DATA_BITS), name=f"product_{c}")
+                    for c in range(self.d_osc)]
         u = Signal(unsigned(DATA_BITS))
         u3, g2 = Signal(unsigned(DATA_BITS)), Signal(unsigned(19))
         valid = Signal(self.latency - 1)
-        m.d.sync += [pc.eq(self.cos * self.a_x), ps.eq(self.sin * self.a_y),
-                     valid.eq(Cat(self.valid, valid[:-1]))]
-        cosine = (1 << FRAC) + _round_const(pc + ps, FRAC)
+        m.d.sync += [product.eq(self.x[c] * self.a[c]) for c, product in enumerate(products)]
+        m.d.sync += valid.eq(Cat(self.valid, valid[:-1]))
+        cosine = (1 << FRAC) + _round_const(sum(products), FRAC)
         m.d.sync += u.eq(Mux(cosine < 0, 0, cosine))
         m.d.sync += [u3.eq(u), g2.eq(_round_const(u * u, FRAC))]
         m.d.sync += [self.o_valid.eq(valid[-1]),
@@ -490,9 +511,9 @@ def output_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
                               "kind": unsigned(4)})
 
 
-def row_items(tokens: int, d_h: int) -> int:
-    """Items per row on `o`: the header, T attn, d_h out."""
-    return len(HEADER) + tokens + d_h
+def row_items(tokens: int, d_h: int, d_osc: int = 2) -> int:
+    """Items per row on `o`: the header (`header_names`), T attn, d_h out."""
+    return len(header_names(d_osc)) + tokens + d_h
 
 
 def check_modes(modes) -> tuple:
@@ -516,18 +537,19 @@ def validate_mechanism(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> A
 
 
 def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
-               max_d_h: int, modes=("analytic",)) -> AttentionCase:
+               max_d_h: int, modes=("analytic",), d_osc: int = 2) -> AttentionCase:
     """The case, validated by the golden model (validate_fixed, front_end and, in the ODE
     modes, the engine's loader: every refusal of the specification), then refused
-    (AttentionHeadError) if this head cannot run it: a mode not in `modes`, T or d_h above
-    the build's, a score shift outside the register."""
+    (AttentionHeadError) if this head cannot run it: a mode not in `modes`, anchors of
+    another d_osc than the build's, T or d_h above the build's, a score shift outside the
+    register."""
     _check_sizes(config, max_tokens, max_d_h)
     modes = check_modes(modes)
+    check_d_osc(d_osc, modes)
     case = validate_mechanism(case, config)
-    if case.mode in OSCILLATOR_MODES and case.d_osc != 2:
-        raise AttentionHeadError(f"anchors: d_osc = {case.d_osc} is not in RTL yet (the head "
-                                 f"is the phase oscillator, d_osc = 2; golden-fixed specifies "
-                                 f"d_osc > 2 in the analytic mode)")
+    if case.mode in OSCILLATOR_MODES and case.d_osc != d_osc:
+        raise AttentionHeadError(f"anchors: d_osc = {case.d_osc}, but this head is built for "
+                                 f"d_osc = {d_osc}")
     if case.mode not in modes:
         built = "built in RTL yet" if case.mode not in MODES else "in this build"
         raise AttentionHeadError(f"mode: {case.mode!r} is not {built} (this head: "
@@ -546,6 +568,26 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     return case
 
 
+def head_d_osc(case: AttentionCase) -> int:
+    """The d_osc of the head a validated case needs: its anchors' in an oscillator mode, 2
+    (the default build) for softmax, which has no anchors."""
+    return case.d_osc if case.mode in OSCILLATOR_MODES else 2
+
+
+def check_d_osc(d_osc, modes) -> int:
+    """d_osc as an int (2..MAX_D_OSC; above 2 the analytic mode only: golden-fixed has the
+    Lohe flow's fixed point there, not its Euler steps), else AttentionHeadError."""
+    if isinstance(d_osc, bool) or not isinstance(d_osc, (int, np.integer)):
+        raise TypeError(f"d_osc must be an integer, not {d_osc!r}")
+    if not 2 <= d_osc <= MAX_D_OSC:
+        raise AttentionHeadError(f"d_osc must be 2..{MAX_D_OSC}, not {d_osc}")
+    ode = [mode for mode in modes if mode in OSCILLATOR_MODES[1:]]
+    if d_osc > 2 and ode:
+        raise AttentionHeadError(f"modes: {', '.join(map(repr, ode))} at d_osc = {d_osc} is "
+                                 f"not in fixed point yet (only the analytic mode is)")
+    return int(d_osc)
+
+
 def _case_constants(case: AttentionCase, config: AttentionFixedConfig):
     """(c, F): the score constant and F = e_q + e_k + C (host step 0); softmax's c carries
     log2(e) (golden `softmax_constant`)."""
@@ -557,13 +599,17 @@ def _case_constants(case: AttentionCase, config: AttentionFixedConfig):
 
 
 def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int,
-                max_d_h: int, modes=MODES) -> list[np.ndarray]:
+                max_d_h: int, modes=None, d_osc: int = 2) -> list[np.ndarray]:
     """The `load` writes of each head of `case` (host step 0: golden `quantize_tensor`,
     `prepare_anchors`, `score_constant`): one (M, 3) int64 array of (target, addr, data) per
     head, registers last. q, k, v of token t, component d at address t * stride + d (stride
-    = max_d_h rounded up to a power of two); anchor t at t, data a_x | a_y << 18; signed
-    values as two's complement of their width."""
-    case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes)
+    = max_d_h rounded up to a power of two); anchor t at t, data a_x | a_y << 18 (d_osc > 2:
+    component c of anchor t at t * 2**bits(d_osc - 1) + c, data a_c); signed values as two's
+    complement of their width. `modes`: the head's build (default: every mode d_osc has)."""
+    if modes is None:
+        modes = MODES if d_osc == 2 else ("analytic", SOFTMAX)
+    case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes,
+                      d_osc=d_osc)
     q, _ = quantize_tensor(case.q, config.qk_bits)
     k, _ = quantize_tensor(case.k, config.qk_bits)
     v, _ = quantize_tensor(case.v)
@@ -588,8 +634,14 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
             rows.append(np.stack([np.full(addr.size, TARGETS[name]), addr, words], 1))
         if case.mode != SOFTMAX:            # softmax has no anchors
             a, _ = prepare_anchors(case.anchors[head:head + 1], config)
-            anchor = (a[0, :, 0] & data_mask) | ((a[0, :, 1] & data_mask) << DATA_BITS)
-            rows.append(np.stack([np.full(tokens, TARGETS["anchor"]), np.arange(tokens),
+            if d_osc == 2:
+                anchor = (a[0, :, 0] & data_mask) | ((a[0, :, 1] & data_mask) << DATA_BITS)
+                where = np.arange(tokens)
+            else:
+                anchor = a[0].reshape(-1) & data_mask
+                where = (np.arange(tokens)[:, None] << _osc_bits(d_osc)) \
+                    + np.arange(d_osc)[None, :]
+            rows.append(np.stack([np.full(anchor.size, TARGETS["anchor"]), where.reshape(-1),
                                   anchor], 1))
         if engine is not None:
             rows.append(_engine_writes(case, engine, head))
@@ -597,6 +649,11 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                               for key, value in registers.items()]))
         heads.append(np.concatenate(rows).astype(np.int64))
     return heads
+
+
+def _osc_bits(d_osc: int) -> int:
+    """Address bits of an anchor's component at d_osc > 2 (address = t || c)."""
+    return (d_osc - 1).bit_length()
 
 
 def _engine_writes(case: AttentionCase, engine: dict, head: int) -> np.ndarray:
@@ -622,24 +679,27 @@ def _engine_writes(case: AttentionCase, engine: dict, head: int) -> np.ndarray:
                      for target, address, value in writes], np.int64)
 
 
-def decode_items(items: np.ndarray, tokens: int, d_h: int) -> dict:
-    """One head's `o` items ((N, 2) int64 of (value, kind)) as arrays: e_w (T,), h (T, 2),
-    theta (T,), x (T, 2), attn (T, T), out (T, d_h). Raises ValueError if the kinds are not
-    in the order the head gives them."""
-    per_row = row_items(tokens, d_h)
+def decode_items(items: np.ndarray, tokens: int, d_h: int, d_osc: int = 2) -> dict:
+    """One head's `o` items ((N, 2) int64 of (value, kind)) as arrays: e_w (T,), h (T, d_osc),
+    theta (T,), x (T, d_osc), attn (T, T), out (T, d_h). Raises ValueError if the kinds are
+    not in the order the head gives them."""
+    per_row = row_items(tokens, d_h, d_osc)
+    names = header_names(d_osc)
     items = np.asarray(items, np.int64).reshape(-1, 2)
     if items.shape[0] != tokens * per_row:
         raise ValueError(f"{items.shape[0]} items for {tokens} rows of {per_row}")
-    kinds = [KINDS[name] for name in HEADER] + [KINDS["attn"]] * tokens \
+    kinds = [_kind(name) for name in names] + [KINDS["attn"]] * tokens \
         + [KINDS["out"]] * d_h
     rows = items.reshape(tokens, per_row, 2)
     if not np.array_equal(rows[:, :, 1], np.tile(kinds, (tokens, 1))):
         raise ValueError("the head's items are not in row order (e_w, h, theta, x, attn, out)")
     values = rows[:, :, 0]
-    header = {name: values[:, index] for index, name in enumerate(HEADER)}
-    start = len(HEADER)
-    return {"e_w": header["e_w"], "h": np.stack([header["h_x"], header["h_y"]], -1),
-            "theta": header["theta"], "x": np.stack([header["cos"], header["sin"]], -1),
+    header = {name: values[:, index] for index, name in enumerate(names)}
+    start = len(names)
+    h = [header["h_x"], header["h_y"]] + [header[f"h_{c}"] for c in range(2, d_osc)]
+    x = [header["cos"], header["sin"]] + [header[f"x_{c}"] for c in range(2, d_osc)]
+    return {"e_w": header["e_w"], "h": np.stack(h, -1),
+            "theta": header["theta"], "x": np.stack(x, -1),
             "steps": header["steps"], "converged": header["converged"].astype(bool),
             "attn": values[:, start:start + tokens], "out": values[:, start + tokens:]}
 
@@ -677,12 +737,14 @@ SOFTMAX_ROW_OVERHEAD = 1 + 4 + (3 + NegExp2.latency) + 2 + 3 + 3 + len(HEADER)
 
 def cycles_per_row(attended: int, tokens: int, d_h: int,
                    config: AttentionFixedConfig = DEFAULT_CONFIG,
-                   cordic_arch: str = "pipelined", mode: str = "analytic") -> int:
+                   cordic_arch: str = "pipelined", mode: str = "analytic",
+                   d_osc: int = 2) -> int:
     """Clocks of one row with n = `attended` tokens (the `o` stream always ready).
     analytic: SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1,
     ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3,
-    EMIT 8 + T + d_h. softmax: SCORES n d_h + 4, EXP n + 6, RECIP L_d + 2, ATTN n + 3,
-    OUT n d_h + 3, EMIT 8 + T + d_h."""
+    EMIT 8 + T + d_h; at d_osc > 2, SPHERE (`sphere_cycles`) instead of NORMALIZE, VECTOR
+    and ROTATE, and EMIT 2 d_osc + 4 + T + d_h. softmax: SCORES n d_h + 4, EXP n + 6,
+    RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 8 + T + d_h."""
     n = attended
     latencies = cordic_latencies(config, cordic_arch)
     if mode == SOFTMAX:
@@ -690,18 +752,23 @@ def cycles_per_row(attended: int, tokens: int, d_h: int,
     if mode != "analytic":
         raise AttentionHeadError(f"cycles_per_row: mode {mode!r} has no fixed row length "
                                  f"(the ODE modes: ode_cycles)")
+    if d_osc > 2:
+        l_d = latencies[2]
+        return 2 * n * d_h + 3 * n + tokens + d_h + l_d + sphere_cycles(d_osc, l_d) \
+            + ROW_OVERHEAD - 3 - len(HEADER) + len(header_names(d_osc))
     return 2 * n * d_h + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
 
 
 def cycles_per_head(tokens: int, d_h: int, causal: bool,
                     config: AttentionFixedConfig = DEFAULT_CONFIG,
-                    cordic_arch: str = "pipelined", mode: str = "analytic") -> int:
+                    cordic_arch: str = "pipelined", mode: str = "analytic",
+                    d_osc: int = 2) -> int:
     """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
     over the rows (n = i + 1 when causal, else T). Closed form, analytic:
     T (T + d_h + L + 51) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
     L = L_v + L_r + L_d; softmax: T (T + d_h + L_d + 27) + (2 d_h + 2) N."""
     return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch,
-                              mode) for i in range(tokens))
+                              mode, d_osc) for i in range(tokens))
 
 
 def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool = False,
@@ -783,6 +850,11 @@ class AttentionHead(wiring.Component):
                                     "ode-pairwise" (one `ArrayEngine`, 1 lane, capacity
                                     max_tokens, or 2 max_tokens with pairwise's pinned
                                     anchors; `ode_cycles` lists the passes)
+    d_osc : int                     the anchors' and the state's components: 2 (the phase
+                                    oscillator: vector and rotation CORDICs), or 3..16 (the
+                                    unit vector on the sphere, golden/attention_sphere.py:
+                                    `SphereNormalizer` instead of those CORDICs; the analytic
+                                    and softmax modes only)
 
     Ports
     -----
@@ -794,19 +866,23 @@ class AttentionHead(wiring.Component):
     cycles : Out(32)     clocks from start to done (counts while busy)
     load : In(stream)    writes (target, addr, data) while not busy (ready = not busy):
                          q, k (B-bit two's complement), v (18-bit) at address t * stride + d;
-                         anchor t: a_x | a_y << 18 (Q2.16); reg (REGISTERS): tokens, d_h,
+                         anchor t: a_x | a_y << 18 (Q2.16) at t (d_osc > 2: component c at
+                         t * 2**bits(d_osc - 1) + c); reg (REGISTERS): tokens, d_h,
                          causal, p, score_c, score_shift. `head_writes` encodes a case.
     o : Out(stream)      per row, `row_items` items of (value, kind): e_w, h_x, h_y, theta
-                         (P-bit unsigned), cos, sin, attn_i0 .. attn_i(T-1), out_i0 ..
+                         (P-bit unsigned), cos, sin (`header_names`: at d_osc > 2 every
+                         component of h and x, theta 0), attn_i0 .. attn_i(T-1), out_i0 ..
                          out_i(d_h-1). The head waits while an item is not taken.
     """
 
     def __init__(self, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int = 64,
-                 max_d_h: int = 32, cordic_arch: str = "pipelined", modes=("analytic",)):
+                 max_d_h: int = 32, cordic_arch: str = "pipelined", modes=("analytic",),
+                 d_osc: int = 2):
         try:
             _check_sizes(config, max_tokens, max_d_h)
             cordic_latencies(config, cordic_arch)
             self.modes = check_modes(modes)
+            self.d_osc = check_d_osc(d_osc, self.modes)
         except Exception:
             self._MustUse__silence = True
             raise
@@ -1193,45 +1269,49 @@ class AttentionHead(wiring.Component):
 
         return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
 
-    def _oscillator_datapath(self, m, *, rd, wr, issue_tag, last_j, exponent, normalizer,
-                             vector, rotate, numer, score_shift, p, h, theta, x, total):
-        """Paper A's passes WEIGHTS (steps 3-4) and READOUT (step 9) and the CORDICs'
-        inputs. Returns WEIGHTS's issue tag (w0) and its end (w3), W_ij (weight), the
-        normalized drive's registers (norm_x, norm_y) and READOUT's end (r5)."""
+    def _oscillator_datapath(self, m, *, wr, issue_tag, last_j, exponent, state, numer,
+                             score_shift, p, h, theta, x, anchors, score, total):
+        """Paper A's passes WEIGHTS (steps 3-4) and READOUT (step 9) and the state units'
+        inputs (`state`: the Normalizer and the vector and rotation CORDICs at d_osc = 2, the
+        SphereNormalizer above). `anchors`: a_j's components as read. Returns WEIGHTS's
+        issue tag (w0) and its end (w3), W_ij (weight), the normalized drive's registers
+        (norm_x, norm_y; d_osc = 2) and READOUT's end (r5)."""
         w = self.widths
-        pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
-        h_x, h_y = h
-        cos, sin = x
+        product_shape = signed(W_BITS + DATA_BITS + 1)
 
         # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
         w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
         w3 = delay_line(m, w0, 3, "w")
         weight = Signal(unsigned(W_BITS))
-        anchor = Signal(pair)
-        px, py = Signal(signed(W_BITS + DATA_BITS + 1)), Signal(signed(W_BITS + DATA_BITS + 1))
+        anchor = [Signal(signed(DATA_BITS), name=f"anchor_{c}") for c in range(self.d_osc)]
+        products = [Signal(product_shape, name=f"wa_{c}") for c in range(self.d_osc)]
         # R(m, F - e_w) <= 2**17 - 1 in a row that fits: its left shifts are below 18.
-        rounded = shift_round(m, rd["score"].data, score_shift - exponent.e_w, w["m"] + 1,
-                              W_BITS + 1)
-        m.d.sync += [weight.eq(rounded + exponent.eps), anchor.eq(rd["anchor"].data),
-                     px.eq(weight * anchor.x), py.eq(weight * anchor.y)]
-        with m.If(w3.valid):
-            m.d.sync += [h_x.eq(h_x + px), h_y.eq(h_y + py)]
-        m.d.comb += [normalizer.h_x.eq(h_x), normalizer.h_y.eq(h_y)]
+        rounded = shift_round(m, score, score_shift - exponent.e_w, w["m"] + 1, W_BITS + 1)
+        m.d.sync += weight.eq(rounded + exponent.eps)
+        for a_read, a_reg, product, h_c in zip(anchors, anchor, products, h):
+            m.d.sync += [a_reg.eq(a_read), product.eq(weight * a_reg)]
+            with m.If(w3.valid):
+                m.d.sync += h_c.eq(h_c + product)
 
         # The analytic state and x_i.
         norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
-        m.d.comb += [vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
-                     vector.i.payload.z.eq(0),
-                     rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
-                     rotate.i.payload.z.eq(theta)]
+        if self.d_osc == 2:
+            normalizer, vector, rotate = state
+            m.d.comb += [normalizer.h_x.eq(h[0]), normalizer.h_y.eq(h[1]),
+                         vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
+                         vector.i.payload.z.eq(0),
+                         rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
+                         rotate.i.payload.z.eq(theta)]
+        else:
+            m.d.comb += [state.h[c].eq(h_c) for c, h_c in enumerate(h)]
 
         # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
         r0 = issue_tag("READOUT", 1, last_j, last_j)
         r1 = delay_line(m, r0, 1, "r")
         r5 = delay_line(m, r1, Numerator.latency, "r")
-        m.d.comb += [numer.valid.eq(r1.valid), numer.cos.eq(cos), numer.sin.eq(sin),
-                     numer.a_x.eq(rd["anchor"].data.x), numer.a_y.eq(rd["anchor"].data.y),
-                     numer.p.eq(p)]
+        m.d.comb += [numer.valid.eq(r1.valid), numer.p.eq(p)]
+        m.d.comb += [numer.x[c].eq(x_c) for c, x_c in enumerate(x)]
+        m.d.comb += [numer.a[c].eq(a_c) for c, a_c in enumerate(anchors)]
         with m.If(r5.valid):
             m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
                          wr["numer"].en.eq(1)]
@@ -1240,11 +1320,10 @@ class AttentionHead(wiring.Component):
                                r5=r5)
 
     def _oscillator_states(self, m, osc, *, ode, mode, exponent, row_e_w, begin_pass,
-                           in_state, issuing, advance, j, d, last_j, normalizer, sent,
-                           call_once, vector, rotate, theta, x):
+                           in_state, issuing, advance, j, d, last_j, state, sent,
+                           call_once, theta, x, recip):
         """The sequencer's states of paper A's row from EXPONENT to READOUT (inside the FSM;
         `osc` is `_oscillator_datapath`'s result)."""
-        cos, sin = x
         with m.State("EXPONENT"):
             with m.If(exponent.done):
                 with m.If(~exponent.found):
@@ -1258,10 +1337,31 @@ class AttentionHead(wiring.Component):
             with m.If(issuing):
                 advance(j, last_j, d, 1)
             with m.If(osc.w3.valid & osc.w3.final):
-                m.next = "NORMALIZE"
+                if self.d_osc > 2:
+                    # h's last sum lands now: the normalizer reads h from the next clock.
+                    m.d.comb += state.start.eq(1)
+                    m.next = "SPHERE"
+                else:
+                    m.next = "NORMALIZE"
                 if ode:
                     with m.If(mode != MODES.index("analytic")):
                         m.next = "DRIVE_RECIP"
+
+        if self.d_osc > 2:
+            with m.State("SPHERE"):
+                # The normalizer's N takes the reciprocal unit, idle in this state.
+                m.d.comb += [in_state["SPHERE"].eq(1), recip.i.valid.eq(state.root.valid),
+                             state.root.ready.eq(recip.i.ready),
+                             state.inverse.valid.eq(recip.o.valid),
+                             state.inverse.payload.eq(recip.o.payload)]
+                with m.If(state.done):
+                    begin_pass()
+                    m.next = "READOUT"
+            self._readout_state(m, osc, in_state, issuing, advance, j, d, last_j)
+            return
+
+        normalizer, vector, rotate = state
+        cos, sin = x
 
         with m.State("NORMALIZE"):
             m.d.sync += [osc.norm_x.eq(normalizer.x), osc.norm_y.eq(normalizer.y),
@@ -1278,7 +1378,10 @@ class AttentionHead(wiring.Component):
                 m.d.sync += [cos.eq(rotate.o.payload.x), sin.eq(rotate.o.payload.y)]
                 begin_pass()
                 m.next = "READOUT"
+        self._readout_state(m, osc, in_state, issuing, advance, j, d, last_j)
 
+    @staticmethod
+    def _readout_state(m, osc, in_state, issuing, advance, j, d, last_j):
         with m.State("READOUT"):
             m.d.comb += in_state["READOUT"].eq(1)
             with m.If(issuing):
@@ -1313,8 +1416,12 @@ class AttentionHead(wiring.Component):
             "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[], attrs=no_collide),
             "out": Memory(shape=signed(w["out"]), depth=dcap, init=[], attrs=no_collide),
         }
+        sphere = oscillator and self.d_osc > 2
+        anchor_names = [f"anchor{c}" for c in range(self.d_osc)] if sphere else ["anchor"]
         if oscillator:
-            mem["anchor"] = Memory(shape=pair, depth=cap, init=[], attrs=no_collide)
+            for name in anchor_names:
+                mem[name] = Memory(shape=signed(DATA_BITS) if sphere else pair, depth=cap,
+                                   init=[], attrs=no_collide)
         rd, wr = {}, {}
         for name, memory in mem.items():
             m.submodules[f"mem_{name}"] = memory
@@ -1334,15 +1441,21 @@ class AttentionHead(wiring.Component):
         assert len(registers) == len(REGISTERS)
 
         # -- units ----------------------------------------------------------------------------
-        m.submodules.reciprocal = recip = Reciprocal(cfg, w["sum"], self.cordic_arch)
+        recip_bits = w["sum"]
+        if sphere:
+            m.submodules.sphere = state = SphereNormalizer(self.d_osc, w["h"])
+            recip_bits = max(recip_bits, state.root_bits)
+        m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch)
         m.d.comb += recip.o.ready.eq(1)
         if oscillator:
             m.submodules.exponent = exponent = WeightExponent(w["m"])
+            m.submodules.numerator = numer = Numerator(self.d_osc)
+        if oscillator and not sphere:
             m.submodules.normalizer = normalizer = Normalizer(w["h"])
             m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
             m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
-            m.submodules.numerator = numer = Numerator()
             m.d.comb += [vector.o.ready.eq(1), rotate.o.ready.eq(1)]
+            state = (normalizer, vector, rotate)
         if softmax:
             m.submodules.exp2 = exp2 = NegExp2(EXP_FRAC)
 
@@ -1388,14 +1501,15 @@ class AttentionHead(wiring.Component):
                      rd["v"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
                      rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
         if oscillator:
-            m.d.comb += rd["anchor"].addr.eq(j)
+            m.d.comb += [rd[name].addr.eq(j) for name in anchor_names]
 
         # A pass's items carry (valid, first, last, final, j, d) down its pipeline.
         tag = data.StructLayout({"valid": 1, "first": 1, "last": 1, "final": 1,
                                  "j": range(cap + 1), "d": range(dcap + 1)})
 
         in_state = {name: Signal(name=f"in_{name.lower()}")
-                    for name in ("SCORES", "WEIGHTS", "READOUT", "EXP", "ATTN", "OUT")}
+                    for name in ("SCORES", "WEIGHTS", "SPHERE", "READOUT", "EXP", "ATTN",
+                                 "OUT")}
 
         def issue_tag(name, first, last, final):
             t = Signal(tag, name=f"{name}_tag")
@@ -1445,19 +1559,28 @@ class AttentionHead(wiring.Component):
                 m.d.sync += total.eq(total + exp2.e)
 
         # The oscillator state's registers: the header's items (0 in a softmax-only build).
-        h_x, h_y = Signal(signed(w["h"])), Signal(signed(w["h"]))
+        h = [Signal(signed(w["h"]), name=name)
+             for name in ("h_x", "h_y", *(f"h_{c}" for c in range(2, self.d_osc)))]
+        h_x, h_y = h[:2]
         row_e_w = Signal(range(E_MAX + 1))
         theta = Signal(P)
         cos, sin = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
+        x = [state.x[c] for c in range(self.d_osc)] if sphere else [cos, sin]
         w_sum = Signal(unsigned(w["sum"]))
         drive_recip = Signal()              # the reciprocal serves step 6's s_i (ode-drive)
-        m.d.comb += recip.i.payload.eq(Mux(drive_recip, w_sum, total))
+        recip_input = Mux(drive_recip, w_sum, total)
+        if sphere:
+            recip_input = Mux(in_state["SPHERE"], state.root.payload, recip_input)
+        m.d.comb += recip.i.payload.eq(recip_input)
         if oscillator:
+            if sphere:
+                anchors = [rd[name].data for name in anchor_names]
+            else:
+                anchors = [rd["anchor"].data.x, rd["anchor"].data.y]
             osc = self._oscillator_datapath(
-                m, rd=rd, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
-                normalizer=normalizer, vector=vector, rotate=rotate, numer=numer,
-                score_shift=score_shift, p=p, h=(h_x, h_y), theta=theta, x=(cos, sin),
-                total=total)
+                m, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
+                state=state, numer=numer, score_shift=score_shift, p=p, h=h, theta=theta,
+                x=x, anchors=anchors, score=rd["score"].data, total=total)
         if softmax:                         # EXP's g into the numerator buffer
             with m.If(x6.valid):
                 m.d.comb += [wr["numer"].addr.eq(x6.j), wr["numer"].data.eq(exp2.e),
@@ -1487,13 +1610,14 @@ class AttentionHead(wiring.Component):
                      wr["out"].en.eq(o3.valid & o3.last)]
 
         # EMIT: item k of the row; the buffers are read one item ahead.
-        item = Signal(range(len(HEADER) + cap + dcap + 1))
+        names = header_names(self.d_osc)
+        item = Signal(range(len(names) + cap + dcap + 1))
         fire = self.o.valid & self.o.ready
         next_item = item + fire
-        emit_attn = item - len(HEADER)
+        emit_attn = item - len(names)
         in_emit = Signal()
-        m.d.comb += [rd["attn"].addr.eq(Mux(in_emit, next_item - len(HEADER), j)),
-                     rd["out"].addr.eq(next_item - len(HEADER) - tokens)]
+        m.d.comb += [rd["attn"].addr.eq(Mux(in_emit, next_item - len(names), j)),
+                     rd["out"].addr.eq(next_item - len(names) - tokens)]
         value, kind = self.o.payload.value, self.o.payload.kind
         # The ODE readout pass (pass_c) reports its row's engine run; a zero drive never
         # moves: 0 steps, converged (as the golden model).
@@ -1501,20 +1625,22 @@ class AttentionHead(wiring.Component):
         row_steps, row_converged = Signal(STEP_COUNT_BITS), Signal()
         zero_row = (h_x == 0) & (h_y == 0)
         header = {"e_w": row_e_w, "h_x": h_x, "h_y": h_y, "theta": theta,
-                  "cos": cos, "sin": sin,
+                  "cos": x[0], "sin": x[1],
                   "steps": Mux(pass_c & ~zero_row, row_steps, 0),
                   "converged": Mux(pass_c & ~zero_row, row_converged, 1)}
-        with m.If(item < len(HEADER)):
+        header |= {f"h_{c}": h[c] for c in range(2, self.d_osc)}
+        header |= {f"x_{c}": x[c] for c in range(2, self.d_osc)}
+        with m.If(item < len(names)):
             with m.Switch(item):
-                for index, name in enumerate(HEADER):
+                for index, name in enumerate(names):
                     with m.Case(index):
-                        m.d.comb += [value.eq(header[name]), kind.eq(KINDS[name])]
+                        m.d.comb += [value.eq(header[name]), kind.eq(_kind(name))]
         with m.Elif(emit_attn < tokens):
             m.d.comb += [value.eq(Mux(emit_attn < attended, rd["attn"].data, 0)),
                          kind.eq(KINDS["attn"])]
         with m.Else():
             m.d.comb += [value.eq(rd["out"].data), kind.eq(KINDS["out"])]
-        last_item = item == len(HEADER) + tokens + d_h - 1
+        last_item = item == len(names) + tokens + d_h - 1
         if ode:
             ode_states = self._ode_datapath(
                 m, rd=rd, wr=wr, row=row, tokens=tokens, causal=causal,
@@ -1536,7 +1662,8 @@ class AttentionHead(wiring.Component):
 
             with m.State("ROW"):
                 m.d.sync += [attended.eq(Mux(causal, row + 1, tokens)), score_max.eq(0),
-                             h_x.eq(0), h_y.eq(0), total.eq(0), w_sum.eq(0)]
+                             total.eq(0), w_sum.eq(0)]
+                m.d.sync += [h_c.eq(0) for h_c in h]
                 if ode:
                     ode_states.begin_row()
                 begin_pass()
@@ -1567,9 +1694,8 @@ class AttentionHead(wiring.Component):
                 self._oscillator_states(
                     m, osc, ode=ode, mode=mode, exponent=exponent, row_e_w=row_e_w,
                     begin_pass=begin_pass, in_state=in_state, issuing=issuing,
-                    advance=advance, j=j, d=d, last_j=last_j, normalizer=normalizer,
-                    sent=sent, call_once=call_once, vector=vector, rotate=rotate,
-                    theta=theta, x=(cos, sin))
+                    advance=advance, j=j, d=d, last_j=last_j, state=state, sent=sent,
+                    call_once=call_once, theta=theta, x=x, recip=recip)
 
             with m.State("RECIP"):
                 with m.If(call_once(recip)):
@@ -1619,10 +1745,18 @@ class AttentionHead(wiring.Component):
                         port = wr[name]
                         m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
                                      port.data.eq(load.data[:len(port.data)])]
-                if oscillator:
+                if oscillator and not sphere:
                     with m.Case(TARGETS["anchor"]):
                         m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),
                                      wr["anchor"].data.eq(load.data[:2 * DATA_BITS])]
+                if sphere:
+                    component_bits = _osc_bits(self.d_osc)
+                    component = load.addr[:component_bits]
+                    with m.Case(TARGETS["anchor"]):
+                        for c, name in enumerate(anchor_names):
+                            m.d.comb += [wr[name].addr.eq(load.addr[component_bits:]),
+                                         wr[name].en.eq(component == c),
+                                         wr[name].data.eq(load.data[:DATA_BITS])]
                 with m.Case(TARGETS["reg"]):
                     with m.Switch(load.addr):
                         for register, address in zip(registers, REGISTERS.values()):

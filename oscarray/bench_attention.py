@@ -42,8 +42,9 @@ model (max_out_err_rel: theta_next's largest error in radians over pi).
 
 What gets no row, and why, is in the result, never a made-up figure:
 
-* `refused`: a mechanism of a shape the head cannot run (the oscillator at tinystories'
-  d_osc = 8, not in fixed point), with the golden model's or the head's message. If every
+* `refused`: a mechanism of a shape the head cannot run (the ODE modes at tinystories'
+  d_osc = 8: only the analytic fixed point is in fixed point and RTL there), with the
+  golden model's or the head's message. If every
   asked mechanism of every shape is refused, nothing runs (ValueError).
 * `not_benched`: a mechanism whose mode the RTL does not build (hdl/attention.py MODES),
   with the reason (none since 2026-11-23).
@@ -137,9 +138,10 @@ def mechanism_case(case, mechanism: str):
 def refusal(case) -> str | None:
     """Why a head sized for the case (max_tokens = T, max_d_h = d_h; the case's HEAD_MODES)
     cannot run it (the golden fixed-point model's or the head's message), or None."""
-    from .hdl.attention import check_case
+    from .hdl.attention import check_case, head_d_osc
     try:
-        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h, modes=HEAD_MODES[case.mode])
+        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h, modes=HEAD_MODES[case.mode],
+                   d_osc=head_d_osc(case))
     except ValueError as error:
         return str(error)
     return None
@@ -172,10 +174,10 @@ def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None
     """(the clock model of each head, the engine runs of each head or None): analytic
     `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
     (`result`: steps and h_int, the RTL's or golden-fixed's)."""
-    from .hdl.attention import cycles_per_head, ode_cycles, ode_engine_runs
+    from .hdl.attention import cycles_per_head, head_d_osc, ode_cycles, ode_engine_runs
     if case.mode in ("analytic", "softmax"):
         return [cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=cordic_arch,
-                                mode=case.mode)] * case.heads, None
+                                mode=case.mode, d_osc=head_d_osc(case))] * case.heads, None
     runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
     return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,
                        case.init == "warm", cordic_arch=cordic_arch)
@@ -192,7 +194,7 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
     max_out_err_rel (versus `reference`, the float model's analytic result, computed if not
     given), load_words, sim; the ODE modes' euler_steps, converged and engine_runs (else
     None)."""
-    from .hdl.attention import head_writes
+    from .hdl.attention import head_d_osc, head_writes
     from .sim.runner import SimulationFailed
 
     tokens, d_h, modes = case.tokens, case.d_h, HEAD_MODES[case.mode]
@@ -223,7 +225,7 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
     v_max = float(np.abs(case.v).max())
     out_err = float(np.abs(rtl["out"] - reference["out"]).max())
     load_words = sum(len(w) for w in head_writes(case, max_tokens=tokens, max_d_h=d_h,
-                                                  modes=modes))
+                                                  modes=modes, d_osc=head_d_osc(case)))
     ode = runs is not None
     return {"cycles_measured": measured, "cycles": sum(measured), "cycles_model": model,
             "cycles_per_head": model[0] if len(set(model)) == 1 else model,
@@ -383,11 +385,13 @@ def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict |
         return _fitted(device, build_root, progress, torus_build_name(tokens, d, TORUS_CORDIC),
                        lambda: build_torus_layer(spec["board"], tokens, d, TORUS_CORDIC,
                                                  build_root, progress))
-    arch, modes = spec["cordic_arch"], HEAD_MODES[case.mode]
+    from .hdl.attention import head_d_osc
+    arch, modes, d_osc = spec["cordic_arch"], HEAD_MODES[case.mode], head_d_osc(case)
     return _fitted(device, build_root, progress,
-                   head_build_name(case.tokens, case.d_h, arch, modes),
+                   head_build_name(case.tokens, case.d_h, arch, modes, d_osc),
                    lambda: build_attention_head(spec["board"], case.tokens, case.d_h, arch,
-                                                build_root, progress, modes=modes))
+                                                build_root, progress, modes=modes,
+                                                d_osc=d_osc))
 
 
 def _fitted(device, build_root, progress, name, make) -> tuple[dict | None, dict | None]:

@@ -54,14 +54,16 @@ case.npz (np.savez; scalars as 0-d arrays): q, k, v (H, T, d_h), anchors (H, T, 
   and meaning in golden/attention.py.
 --example NAME writes golden/attention.random_case(NAME, seed) to --out and stops: q, k, v
   standard normal, random unit anchors, the paper's shapes (kws: H 2, T 49, d_h 16;
-  sva: 1, 9, 32; tinystories: 4, 128, 32 with d_osc 8, golden-float only), every optional
+  sva: 1, 9, 32; tinystories: 4, 128, 32 with d_osc 8: analytic in fixed point), every optional
   entry written out at its default. Edit it (e.g. np.savez with your own q, k, v) and run it.
 engines:
   golden-float  the float model: every mode, sigma and d_osc
   golden-fixed  the bit-exact fixed-point specification (golden/attention_fixed.py):
-                d_osc = 2, sigma relu_eps, every mode
+                sigma relu_eps; d_osc = 2 every mode, d_osc 3..16 analytic (the unit
+                vector on the sphere, golden/attention_sphere.py)
   rtl           the attention head RTL in cocotb (Verilator unless --sim or $SIM), bit for bit
-                golden-fixed, every mode. One simulator build per capacity
+                golden-fixed, every mode it has (a head is built for the case's d_osc).
+                One simulator build per capacity
                 (--max-tokens, --max-d-h; default T and d_h rounded up to powers of two, at
                 least 16 and 32), cached under --build-dir.
 result.npz: attn (H, T, T), out (H, T, d_h), x_star (H, T, d_osc), steps (H, T), engine;
@@ -267,7 +269,7 @@ inference (all heads on one head engine) at Fmax, LUT x us and DSP x us, and Num
 (the same float reference) on this machine. Then each mechanism over oscillator-analytic in us,
 LUT x us and DSP x us, softmax beside paper A's ratio from operation counts. The torus row is paper
 B's layer (oscarray torus) once per head, T tokens and D = d_h angles, pipelined CORDICs.
-A mechanism the head cannot run on a shape (the oscillator at tinystories' d_osc 8) is
+A mechanism the head cannot run on a shape (the ODE modes at tinystories' d_osc 8) is
 refused with its reason and gets no row; a head too big for a device gets its rows with
 fits false, the reason and Yosys's estimate, and no area, Fmax or us.
 Exit codes: 0 done; 1 the RTL differs from golden-fixed, a simulation or a build failed;

@@ -219,7 +219,7 @@ def test_numerator_matches_golden(p):
         for values in items + extremes + [None] * Numerator.latency:
             ctx.set(dut.valid, values is not None)
             if values is not None:
-                for port, value in zip((dut.cos, dut.sin, dut.a_x, dut.a_y), values):
+                for port, value in zip((dut.x[0], dut.x[1], dut.a[0], dut.a[1]), values):
                     ctx.set(port, value)
             _, _, valid, g = await ctx.tick().sample(dut.o_valid, dut.g)
             if valid:

@@ -53,11 +53,13 @@ def test_example_cases_are_the_commands_examples(tmp_path):
     assert (case.heads, case.tokens, case.d_h, case.d_osc) == (1, 9, 32, 2)
 
 
-def test_refusal_names_tinystories_d_osc_only():
+def test_refusal_names_tinystories_ode_modes_only():
     assert bench.refusal(bench.example_case("kws")) is None
     assert bench.refusal(bench.example_case("sva")) is None
     tiny = bench.example_case("tinystories")
-    assert "d_osc = 8" in bench.refusal(tiny)
+    assert bench.refusal(tiny) is None                          # analytic on the sphere
+    for mechanism in ("oscillator-ode-drive", "oscillator-ode-pairwise"):
+        assert "d_osc = 8" in bench.refusal(bench.mechanism_case(tiny, mechanism))
     assert bench.refusal(bench.mechanism_case(tiny, "softmax")) is None     # no anchors
 
 
@@ -249,7 +251,8 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     assert "dsp 29/8" in text
     # The ODE rows share one build: said once.
     assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
-    assert "tinystories oscillator-analytic: refused, no row" in text and "d_osc = 8" in text
+    assert "tinystories oscillator-ode-drive: refused, no row" in text and "d_osc = 8" in text
+    assert "tinystories oscillator-analytic: refused" not in text
     assert "NumPy us: the float model's analytic attention on every oscillator row" in text
     # Same area in the fake builds: every ratio is the clocks' (kws: 2 heads of T 49, d_h 16).
     clocks = [cycles_per_head(49, 16, True, mode=m) for m in ("softmax", "analytic")]
@@ -265,7 +268,7 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
         (shape, device, mechanism) for shape in ("kws", "sva")
         for device in ("up5k", "ecp5-85f") for mechanism in mechanisms] + [
         ("tinystories", device, mechanism) for device in ("up5k", "ecp5-85f")
-        for mechanism in ("softmax", "torus")]
+        for mechanism in ("oscillator-analytic", "softmax", "torus")]
     for r in result["rows"]:
         ode = r["mechanism"].startswith("oscillator-ode")
         built = {"oscillator-analytic": ["analytic"], "softmax": ["softmax"],
@@ -273,9 +276,10 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
         assert r["modes_built"] == (list(MODES) if ode else built[r["mechanism"]])
         assert (r["euler_steps"] == 40) if ode else r["euler_steps"] is None
     assert [(r["shape"], r["mechanism"]) for r in result["refused"]] == [
-        ("tinystories", m) for m in mechanisms if m.startswith("oscillator")]
+        ("tinystories", m) for m in mechanisms if m.startswith("oscillator-ode")]
     assert [(c["shape"], c["device"], c["mechanism"]) for c in result["versus_analytic"]] == [
-        (shape, "ecp5-85f", m) for shape in ("kws", "sva") for m in mechanisms[1:]]
+        (shape, "ecp5-85f", m) for shape in ("kws", "sva") for m in mechanisms[1:]] + [
+        ("tinystories", "ecp5-85f", m) for m in ("softmax", "torus")]
     torus = [r for r in result["rows"] if r["mechanism"] == "torus"]
     assert [(r["heads"], r["tokens"], r["d_h"]) for r in torus[::2]] == [
         (2, 49, 16), (1, 9, 32), (4, 128, 32)]
@@ -356,8 +360,8 @@ def test_cli_resume_from_a_file_that_is_not_a_result_exit_2(tmp_path, capsys):
 def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
     # Every mechanism of the only shape refused (softmax too, here): nothing runs.
     refusal = bench.refusal
-    monkeypatch.setattr(bench, "refusal", lambda case: "not today" if case.mode == "softmax"
-                        else refusal(case))
+    monkeypatch.setattr(bench, "refusal", lambda case: "not today"
+                        if case.mode in ("softmax", "analytic") else refusal(case))
     monkeypatch.setattr(bench, "torus_refusal", lambda cases: "nor this")
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "tinystories", "--output", str(out),
