@@ -64,6 +64,7 @@ from . import flows
 from .bench_common import best_seconds, check_names, header
 
 __all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
+           "merged_resumable_rows",
            "ATTENTION_BENCH_COLUMNS", "not_benched", "example_case", "mechanism_case",
            "refusal", "numpy_reference", "cycles_model", "measure_rtl", "bench_row",
            "row_key", "resumable_rows", "bench_attention"]
@@ -427,6 +428,20 @@ def resumable_rows(previous: dict, seed: int) -> dict:
     return {row_key(row): {**row, "measured": row.get("measured", previous.get("date")),
                            "commit": row.get("commit", previous.get("commit"))}
             for row in previous.get("rows", [])}
+
+
+def merged_resumable_rows(results, seed: int) -> dict:
+    """`resumable_rows` of several earlier results ((name, result) pairs, e.g. a full run
+    and a later run of the rows it could not measure then); a row in two of them is a
+    ValueError naming both (which one is meant is not for the bench to guess)."""
+    rows, source = {}, {}
+    for name, result in results:
+        for key, row in resumable_rows(result, seed).items():
+            if key in rows:
+                raise ValueError(f"--resume: the row {' '.join(key)} is in both {source[key]} "
+                                 f"and {name}")
+            rows[key], source[key] = row, name
+    return rows
 
 
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,

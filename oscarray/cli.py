@@ -299,9 +299,10 @@ def _add_bench_attention(bench_designs):
     bench.add_argument("--output", default="out/bench_attention.json",
                        help="the JSON, written after every row (complete: false until the "
                             "run ends; default out/bench_attention.json)")
-    bench.add_argument("--resume", default=None, metavar="JSON",
-                       help="take over the rows of an earlier result of the same seed "
-                            "(finished or not) instead of measuring them again")
+    bench.add_argument("--resume", default=None, nargs="+", metavar="JSON",
+                       help="take over the rows of earlier results of the same seed "
+                            "(finished or not) instead of measuring them again; a row in "
+                            "two of them is an error")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -618,10 +619,13 @@ def _run(args) -> int:
         return 0
 
     if args.command == "bench" and args.design == "attention":
-        from .bench_attention import ATTENTION_BENCH_COLUMNS, bench_attention, resumable_rows
+        from .bench_attention import (ATTENTION_BENCH_COLUMNS, bench_attention,
+                                      merged_resumable_rows)
         resume = None
         if args.resume is not None:
-            resume = resumable_rows(flows.read_json_file(args.resume, "--resume"), args.seed)
+            resume = merged_resumable_rows(
+                [(path, flows.read_json_file(path, "--resume")) for path in args.resume],
+                args.seed)
         result = bench_attention(args.shape, args.device, seed=args.seed,
                                  build_root=args.build_dir, sim=args.sim, progress=progress,
                                  mechanisms=args.mechanism, resume=resume,

@@ -347,6 +347,39 @@ def test_rows_are_written_as_they_finish_and_a_run_resumes_from_them(tmp_path, m
         ("up5k", both["date"]), ("ecp5-85f", "2026-01-01")]
 
 
+def test_cli_resumes_from_two_results_and_refuses_a_row_in_both(tmp_path, capsys,
+                                                                  monkeypatch):
+    fake_bench(monkeypatch)
+    softmax = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path,
+                                    mechanisms=["softmax"])
+    torus = bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path,
+                                  mechanisms=["torus"])
+    paths = []
+    for name, result in (("softmax", {**softmax, "date": "2026-01-01"}),
+                         ("torus", {**torus, "date": "2026-01-02"})):
+        for row in result["rows"]:
+            row.pop("measured")
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(result))
+    monkeypatch.setattr(bench, "measure_rtl", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr(bench, "measure_torus", lambda *a, **k: pytest.fail("measured again"))
+    out = tmp_path / "both.json"
+    code = main(["bench", "attention", "--shape", "sva", "--device", "ecp5-85f",
+                 "--mechanism", "softmax", "torus", "--resume", *map(str, paths),
+                 "--output", str(out), "--build-dir", str(tmp_path)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mechanism"], r["measured"]) for r in rows] == [("softmax", "2026-01-01"),
+                                                              ("torus", "2026-01-02")]
+    capsys.readouterr()
+    code = main(["bench", "attention", "--resume", str(paths[0]), str(paths[0]),
+                 "--output", str(tmp_path / "again.json"), "--build-dir", str(tmp_path)])
+    assert code == 2
+    assert f"the row sva ecp5-85f softmax is in both {paths[0]} and {paths[0]}" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "again.json").exists()
+
+
 def test_cli_resume_from_a_file_that_is_not_a_result_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
