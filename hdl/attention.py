@@ -1,4 +1,5 @@
-"""Paper A's oscillator attention head (d_osc = 2, relu_eps) in hardware, in its three modes.
+"""Paper A's oscillator attention head (relu_eps) in hardware: its three modes at d_osc = 2, the
+analytic mode at d_osc 3..16 (the unit vector on the sphere: hdl/sphere.py), and softmax.
 
 The arithmetic is specified bit for bit by `oscarray.golden.attention_fixed` (read its module
 docstring: the steps below carry its numbers); this module builds it for one head at a time.
@@ -19,6 +20,10 @@ issues one item per clock into a fixed-latency pipeline and ends when its last i
     NORMALIZE (x, y) = R(h_i, n_i) (step 6, `Normalizer`).
     VECTOR    theta_i = z of the vectoring CORDIC (x, y, 0).
     ROTATE    x_i = (cos, sin) = the rotation CORDIC of (2**16, 0) by theta_i (step 8).
+              At d_osc > 2, one state SPHERE instead of NORMALIZE, VECTOR and ROTATE: x_i =
+              golden attention_sphere's unit vector (`SphereNormalizer`, which borrows
+              RECIP's reciprocal unit); WEIGHTS and READOUT then have d_osc products side by
+              side, and the row's header every component of h and x (`header_names`).
     READOUT   for j < n: u_ij, g_ij = u**p (step 9, `Numerator`) into the numerator buffer;
               S_i = sum_j g_ij.
     RECIP     (r_i, L_i) = reciprocal(S_i) (step 5, `Reciprocal`: one divide-mode CORDIC).
@@ -132,6 +137,7 @@ __all__ = [
     "cycles_per_row",
     "decode_items",
     "head_d_osc",
+    "head_modes",
     "head_writes",
     "load_layout",
     "ode_cycles",
@@ -484,9 +490,11 @@ def _stride(max_d_h: int) -> int:
 
 
 def _addr_bits(max_tokens: int, max_d_h: int) -> int:
-    # The q, k, v words, the run registers' addresses and the engine writes' (target, index).
+    # The q, k, v words, the run registers' addresses, the engine writes' (target, index) and
+    # the anchors' components at any d_osc (t || c).
     return max(1, (max_tokens * _stride(max_d_h) - 1).bit_length(),
-               (len(REGISTERS) - 1).bit_length(), ENGINE_INDEX_BITS + 3)
+               (len(REGISTERS) - 1).bit_length(), ENGINE_INDEX_BITS + 3,
+               ((max_tokens << _osc_bits(MAX_D_OSC)) - 1).bit_length())
 
 
 def load_layout(config: AttentionFixedConfig, max_tokens: int, max_d_h: int
@@ -574,17 +582,27 @@ def head_d_osc(case: AttentionCase) -> int:
     return case.d_osc if case.mode in OSCILLATOR_MODES else 2
 
 
+def head_modes(d_osc: int = 2) -> tuple:
+    """Every mode a head of `d_osc` can be built with: MODES at d_osc = 2; above it the
+    analytic mode (golden-fixed has the Lohe flow's fixed point there, not its Euler steps)
+    and softmax."""
+    return MODES if d_osc == 2 else ("analytic", SOFTMAX)
+
+
 def check_d_osc(d_osc, modes) -> int:
-    """d_osc as an int (2..MAX_D_OSC; above 2 the analytic mode only: golden-fixed has the
-    Lohe flow's fixed point there, not its Euler steps), else AttentionHeadError."""
+    """d_osc as an int (2..MAX_D_OSC; above 2 only with `head_modes`' modes, analytic among
+    them: d_osc is the oscillator's), else AttentionHeadError."""
     if isinstance(d_osc, bool) or not isinstance(d_osc, (int, np.integer)):
         raise TypeError(f"d_osc must be an integer, not {d_osc!r}")
     if not 2 <= d_osc <= MAX_D_OSC:
         raise AttentionHeadError(f"d_osc must be 2..{MAX_D_OSC}, not {d_osc}")
-    ode = [mode for mode in modes if mode in OSCILLATOR_MODES[1:]]
-    if d_osc > 2 and ode:
-        raise AttentionHeadError(f"modes: {', '.join(map(repr, ode))} at d_osc = {d_osc} is "
+    other = [mode for mode in modes if mode not in head_modes(d_osc)]
+    if other:
+        raise AttentionHeadError(f"modes: {', '.join(map(repr, other))} at d_osc = {d_osc} is "
                                  f"not in fixed point yet (only the analytic mode is)")
+    if d_osc > 2 and "analytic" not in modes:
+        raise AttentionHeadError(f"d_osc = {d_osc} without the analytic mode: d_osc is the "
+                                 f"oscillator's (a softmax-only head has d_osc = 2)")
     return int(d_osc)
 
 
@@ -607,7 +625,7 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
     component c of anchor t at t * 2**bits(d_osc - 1) + c, data a_c); signed values as two's
     complement of their width. `modes`: the head's build (default: every mode d_osc has)."""
     if modes is None:
-        modes = MODES if d_osc == 2 else ("analytic", SOFTMAX)
+        modes = head_modes(d_osc)
     case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes,
                       d_osc=d_osc)
     q, _ = quantize_tensor(case.q, config.qk_bits)
@@ -743,19 +761,22 @@ def cycles_per_row(attended: int, tokens: int, d_h: int,
     analytic: SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1,
     ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3,
     EMIT 8 + T + d_h; at d_osc > 2, SPHERE (`sphere_cycles`) instead of NORMALIZE, VECTOR
-    and ROTATE, and EMIT 2 d_osc + 4 + T + d_h. softmax: SCORES n d_h + 4, EXP n + 6,
-    RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3, EMIT 8 + T + d_h."""
+    and ROTATE. softmax: SCORES n d_h + 4, EXP n + 6, RECIP L_d + 2, ATTN n + 3,
+    OUT n d_h + 3, EMIT 8 + T + d_h. On a head of d_osc > 2 every row's header has
+    2 d_osc + 4 items (`header_names`), not 8."""
     n = attended
     latencies = cordic_latencies(config, cordic_arch)
+    header = len(header_names(d_osc)) - len(HEADER)
     if mode == SOFTMAX:
-        return 2 * n * d_h + 2 * n + tokens + d_h + latencies[2] + SOFTMAX_ROW_OVERHEAD
+        return 2 * n * d_h + 2 * n + tokens + d_h + latencies[2] + SOFTMAX_ROW_OVERHEAD \
+            + header
     if mode != "analytic":
         raise AttentionHeadError(f"cycles_per_row: mode {mode!r} has no fixed row length "
                                  f"(the ODE modes: ode_cycles)")
     if d_osc > 2:
         l_d = latencies[2]
         return 2 * n * d_h + 3 * n + tokens + d_h + l_d + sphere_cycles(d_osc, l_d) \
-            + ROW_OVERHEAD - 3 - len(HEADER) + len(header_names(d_osc))
+            + ROW_OVERHEAD - 3 + header
     return 2 * n * d_h + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
 
 

@@ -14,8 +14,9 @@ The arithmetic is golden/attention_sphere.py's step 6' bit for bit (`sphere_stat
              squares); a zero drive (N = 0) gives x = e_1 = (2**16, 0, ...).
 
 Decided: components one per clock through one multiplier, not d_osc in parallel: the state
-is formed once per row, and its 3 d_osc + ~40 clocks are small beside the row's 2 n d_h MAC
-clocks; d_osc parallel shifters and multipliers would cost area for nothing.
+is formed once per row, and its clocks (`sphere_cycles`: 3 d_osc + 10 + L_d + the root's
+26 or so steps) are small beside the row's 2 n d_h MAC clocks; d_osc parallel shifters and
+multipliers would cost area for nothing.
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class SphereNormalizer(wiring.Component):
         operand = Signal(signed(DATA_BITS))      # the multiplier's inputs
         factor = Signal(signed(DATA_BITS))
         product = Signal(signed(2 * DATA_BITS))
-        squares = Signal(unsigned(_square_bits(d)))
+        squares = Signal(unsigned((d << (2 * FRAC)).bit_length()))     # Q <= d 2**32
         norm = Signal(unsigned(self.root_bits))
-        shift = Signal(5)                         # 32 + L - G - 16: 15..17 for N > 0
+        shift = Signal(5)                         # 32 + L - G - 16: 15..18 for N > 0
         m.d.sync += product.eq(operand * factor)
         m.d.comb += [sqrt.o.ready.eq(1), self.inverse.ready.eq(1),
                      self.root.payload.eq(norm)]

@@ -508,11 +508,11 @@ def _attention_golden_fixed(case, **options) -> dict:
 def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
     """hdl.attention.check_case for a head built with every mode of the case's d_osc: the
     fixed-point refusals, the build's capacity, the score shift register."""
-    from .hdl.attention import MODES, check_case, head_d_osc
+    from .hdl.attention import check_case, head_d_osc, head_modes
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
     d_osc = head_d_osc(case)
-    modes = MODES if d_osc == 2 else ("analytic",)
-    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes, d_osc=d_osc)
+    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=head_modes(d_osc),
+               d_osc=d_osc)
 
 
 # The integers the RTL gives (golden attention_fixed's names); compared with golden-fixed.
@@ -520,13 +520,18 @@ ATTENTION_RTL_INTEGERS = ("attn_int", "out_int", "x_int", "theta_int", "h_int", 
                           "steps", "converged")
 
 
+def attention_rtl_integers(case) -> tuple:
+    """`ATTENTION_RTL_INTEGERS` of a case: at d_osc > 2 without theta_int (no phase on the
+    sphere: golden has none, the RTL's header gives 0)."""
+    return tuple(key for key in ATTENTION_RTL_INTEGERS if case.d_osc == 2 or key != "theta_int")
+
+
 def attention_rtl_mismatches(case, rtl: dict) -> int:
-    """How many of the RTL's integers (`ATTENTION_RTL_INTEGERS` of an rtl engine result)
-    differ from golden-fixed's on `case`: 0 when the RTL is bit-exact. At d_osc > 2 there is
-    no phase (golden has no theta_int; the RTL's header gives 0)."""
+    """How many of the RTL's integers (`attention_rtl_integers` of an rtl engine result)
+    differ from golden-fixed's on `case`: 0 when the RTL is bit-exact."""
     golden = _attention_golden_fixed(case)
-    keys = [key for key in ATTENTION_RTL_INTEGERS if case.d_osc == 2 or key != "theta_int"]
-    return int(sum(np.count_nonzero(rtl[key] != golden[key]) for key in keys))
+    return int(sum(np.count_nonzero(rtl[key] != golden[key])
+                   for key in attention_rtl_integers(case)))
 
 
 def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None,
@@ -556,8 +561,10 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
 def attention_rtl_result(case, rtl: dict) -> dict:
     """`oscarray attention --engine rtl`'s result from the RTL's integers (`rtl`: as
     sim/attention.py `run_attention_rtl` or the board driver gives them): the float keys,
-    the integers, the host's scales, cycles per head."""
+    the integers, the host's scales (golden-fixed's keys: at d_osc > 2 no phase formats,
+    and the sphere normalizer's guard bits), cycles per head."""
     from .golden.attention_fixed import DEFAULT_CONFIG, FRAC, quantize_tensor, score_constant
+    from .golden.attention_sphere import NORM_GUARD
     from .hdl.attention import relu_eps_int
 
     config = DEFAULT_CONFIG
@@ -567,14 +574,17 @@ def attention_rtl_result(case, rtl: dict) -> dict:
     c, c_bits = score_constant(case.d_h)
     e_w = rtl["e_w"].astype(np.int64)
     scales = {"q": e_q, "k": e_k, "v": e_v, "qk_bits": config.qk_bits, "anchors": FRAC,
-              "anchor_phase_acc_bits": config.acc_bits, "score_constant": c,
-              "score_constant_bits": c_bits, "w": e_w.tolist(),
+              "score_constant": c, "score_constant_bits": c_bits, "w": e_w.tolist(),
               "relu_eps_int": [[relu_eps_int(int(e)) for e in row] for row in e_w],
-              "h": (e_w + FRAC).tolist(), "x": FRAC, "attn": FRAC, "out": e_v,
-              "phase_bits": config.phase_bits, "acc_bits": config.acc_bits, "engine": []}
+              "h": (e_w + FRAC).tolist(), "x": FRAC, "attn": FRAC, "out": e_v, "engine": []}
+    if case.d_osc == 2:
+        scales.update(anchor_phase_acc_bits=config.acc_bits, phase_bits=config.phase_bits,
+                      acc_bits=config.acc_bits)
+    else:
+        scales.update(norm_guard_bits=NORM_GUARD)
     return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -e_v,
             "x_star": rtl["x_int"] * 2.0 ** -FRAC,
-            **{key: rtl[key].astype(np.int64) for key in ATTENTION_RTL_INTEGERS},
+            **{key: rtl[key].astype(np.int64) for key in attention_rtl_integers(case)},
             "converged": rtl["converged"].astype(bool),
             "cycles": rtl["cycles"].astype(np.int64), "scales": scales, "sim": rtl.get("sim")}
 

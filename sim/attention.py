@@ -51,10 +51,11 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     (default: the oscillator cases', which must agree; 2 without any). Every case is checked
     (`check_case`) before anything is built.
     """
+    cases = [validate_mechanism(case, config) for case in cases]
     if d_osc is None:
-        d_osc = oscillator_d_osc(validate_mechanism(case, config) for case in cases)
+        d_osc = oscillator_d_osc(cases)
     if modes is None:
-        needed = {validate_mechanism(case, config).mode for case in cases} or {"analytic"}
+        needed = {case.mode for case in cases} or {"analytic"}
         if needed & set(OSCILLATOR_MODES[1:]):
             needed |= set(OSCILLATOR_MODES)
         modes = tuple(needed)

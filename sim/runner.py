@@ -350,6 +350,7 @@ def _config_hash(verilog_text: str, toolchain: _Toolchain, waves: bool,
         "sim_version": toolchain.version,
         "waves": waves,
         "build_args": list(build_args),
+        "public": list(VERILATOR_PUBLIC),
         "timescale": TIMESCALE,
         "cocotb": cocotb.__version__,
     }, sort_keys=True)
@@ -394,11 +395,33 @@ def _prune_runs(runs: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
+#: What cocotb's Verilator runner makes public, replaced: it passes --public-flat-rw (every
+#: signal of the design readable and writable through VPI), which stops most of Verilator's
+#: optimizations; our test benches touch only the top level's ports, which --public-depth 1
+#: keeps. Measured on the attention head with the ODE modes (T 64, d_h 32, kws ode-drive
+#: case, 190k clocks): build and run 125 s -> 41 s, a cached run 24 s -> 9 s.
+VERILATOR_PUBLIC = ("--public-depth", "1")
+
+
+def _ports_only(build_command):
+    """A Verilator runner's _build_command with VERILATOR_PUBLIC for --public-flat-rw."""
+    def command():
+        commands = build_command()
+        verilate = []
+        for arg in commands[0]:
+            verilate += list(VERILATOR_PUBLIC) if arg == "--public-flat-rw" else [arg]
+        return [verilate, *commands[1:]]
+    return command
+
+
 def _quiet_runner(sim: str, verbose: bool):
-    """Return a cocotb runner whose own log lines are hidden unless ``verbose``."""
+    """Return a cocotb runner whose own log lines are hidden unless ``verbose`` (Verilator's
+    with only the ports public: `VERILATOR_PUBLIC`)."""
     from cocotb_tools.runner import get_runner
     runner = get_runner(sim)
     runner.log.setLevel(logging.INFO if verbose else logging.CRITICAL)
+    if sim == "verilator":
+        runner._build_command = _ports_only(runner._build_command)
     return runner
 
 

@@ -23,6 +23,7 @@ from oscarray.cli import main
 from oscarray.golden.attention import random_case
 from oscarray.golden.attention_fixed import DEFAULT_CONFIG, attention_fixed
 from oscarray.golden.attention_sphere import sphere_state
+from oscarray.golden.softmax import softmax_case, softmax_fixed
 from oscarray.hdl.attention import (
     AttentionHead,
     AttentionHeadError,
@@ -118,17 +119,33 @@ def test_sphere_normalizer_is_golden_sphere_state(d_osc, arch):
     assert got[0] == [2 ** 16] + [0] * (d_osc - 1)          # a zero drive gives e_1
 
 
+def cancelling_case(d_osc: int) -> dict:
+    """T = 4, causal: keys 0 and 1 equal and anchors 0 and 1 opposite, so row 1's drive is
+    exactly zero (x = e_1) while rows 0, 2 and 3 are not."""
+    case = random_case((1, 4, 5, d_osc), seed=11, causal=np.array(True), p=np.array(2))
+    case["k"][0, 1] = case["k"][0, 0]
+    case["anchors"][0, 1] = -case["anchors"][0, 0]
+    return case
+
+
 @pytest.mark.parametrize("arch,shape,causal,p,ready", [
     ("pipelined", (5, 6, 4), True, 2, 1.0),
     ("pipelined", (8, 8, 8), False, 4, 0.6),
     ("iterative", (6, 4, 3), True, 1, 1.0),
     ("iterative", (7, 5, 8), False, 2, 1.0),
+    ("pipelined", (3, 4, 16), False, 1, 1.0),
+    ("pipelined", (4, 5, 6), None, 2, 1.0),          # a zero drive (`cancelling_case`)
 ])
 def test_head_on_the_sphere_is_bit_exact(arch, shape, causal, p, ready):
     T, d_h, d_osc = shape
-    case = random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
-                       p=np.array(p))
+    if causal is None:
+        case, causal = cancelling_case(d_osc), True
+    else:
+        case = random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
+                           p=np.array(p))
     gold = attention_fixed(case)
+    if shape == (4, 5, 6):
+        assert (gold["h_int"][0, 1] == 0).all() and (gold["h_int"][0, [0, 2, 3]] != 0).any()
     dut = AttentionHead(CONFIG, cordic_arch=arch, d_osc=d_osc, **SMALL)
     writes = head_writes(case, CONFIG, d_osc=d_osc, **SMALL)[0]
     result = simulate_head(dut, writes, T * row_items(T, d_h, d_osc), ready_prob=ready,
@@ -144,6 +161,23 @@ def test_head_on_the_sphere_is_bit_exact(arch, shape, causal, p, ready):
         assert result["cycles"] == formula
     else:
         assert result["cycles"] > formula       # the head waited for the output
+
+
+def test_softmax_on_a_sphere_head_is_bit_exact():
+    # A head of d_osc 4 with the softmax mode: its rows carry the wider header too.
+    T, d_h, d_osc = 5, 4, 4
+    case = softmax_case(random_case((1, T, d_h, d_osc), seed=9, causal=np.array(True)))
+    gold = softmax_fixed(case)
+    modes = ("analytic", "softmax")
+    dut = AttentionHead(CONFIG, modes=modes, d_osc=d_osc, **SMALL)
+    writes = head_writes(case, CONFIG, modes=modes, d_osc=d_osc, **SMALL)[0]
+    result = simulate_head(dut, writes, T * row_items(T, d_h, d_osc))
+    rtl = decode_items(result["items"], T, d_h, d_osc)
+    np.testing.assert_array_equal(rtl["attn"], gold["attn_int"][0])
+    np.testing.assert_array_equal(rtl["out"], gold["out_int"][0])
+    assert result["cycles"] == cycles_per_head(T, d_h, True, CONFIG, mode="softmax",
+                                               d_osc=d_osc)
+    assert result["cycles"] > cycles_per_head(T, d_h, True, CONFIG, mode="softmax")
 
 
 def test_tinystories_in_rtl_is_bit_exact_and_within_the_target(tmp_path, capsys):
@@ -169,6 +203,8 @@ def test_d_osc_refusals():
             AttentionHead(CONFIG, d_osc=bad, **SMALL)
     with pytest.raises(TypeError, match="d_osc must be an integer"):
         AttentionHead(CONFIG, d_osc=4.0, **SMALL)
+    with pytest.raises(AttentionHeadError, match="d_osc = 4 without the analytic mode"):
+        AttentionHead(CONFIG, d_osc=4, modes=("softmax",), **SMALL)
     case = random_case((1, 4, 4, 4), seed=1)
     with pytest.raises(AttentionHeadError, match="d_osc = 4, but this head is built for "
                                                  "d_osc = 2"):
