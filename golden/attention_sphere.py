@@ -20,10 +20,31 @@ Decided: a square root and one reciprocal per row, then d_osc multiplies, never 
 component, and no CORDIC chain of d_osc - 1 Givens rotations (its angle errors add up per
 rotation, and its readout would need the inverse chain per row).
 
-Refused (AttentionFixedError, before any work): the ODE modes at d_osc > 2 (the Lohe flow's
-Euler steps with renormalization are not in fixed point yet: only its fixed point is), and
-d_osc > MAX_D_OSC (Q_i 4**G must stay at most 2**52, where float64's square root is exact
-enough for `isqrt`'s correction steps and int64 holds it).
+The ode-drive mode (the Lohe flow's Euler steps, `lohe_drive`): each oscillator integrates
+dx/dt = (I - x x^T) hn on its own, hn_i = normalized_drive (attention_fixed step 5: h / sum_j
+W_ij in Q2.16), from x0 = round(start 2**16) (the float model's `initial_state`, quantized by
+the host; "warm": token 0's start, then each token from the last token's final state). With
+D = round(dt 2**16) and tol_q = round(tol dt 2**16), one step of an active oscillator is
+
+    c  = R(x . hn, 16)                   the drive along the state (Q2.16)
+    v  = hn - R(c x, 16)                 the tangential drive (Q2.16, per component)
+         (v = e_k, 1 LSB, k the first component of x with the smallest |x_k|, when v = 0
+         and c < 0: the exact antipode, where the flow would stall; the flow then grows
+         that perturbation, as the d_osc = 2 engine's 1-LSB nudge)
+    x' = sphere_state(x 2**16 + D v)     Euler, then the normalizer of step 6'
+    calm: max_c |x'_c - x_c| < tol_q and c > 0 (on the near side of the sphere)
+
+and the first calm step freezes the oscillator (steps = that step, as the float model's
+`settle`); one never calm runs max_steps (NOT_CONVERGED, its last state used). A zero drive
+never moves (its start, 0 steps), as the float model. In hardware: 3 d_osc multiplies and the
+normalizer per oscillator and step, all through the normalizer's one multiplier.
+
+Refused (AttentionFixedError, before any work): ode-pairwise at d_osc > 2 (the Lohe flow's
+pairwise sum is not in fixed point yet), a dt whose D is outside 1 .. 2**17 - 1, a tol whose
+tol_q is below 2 LSB (the flow's noise floor: at its discrete fixed point a step still moves
+x by up to 1 LSB per component), and d_osc > MAX_D_OSC (Q_i 4**G must stay at most 2**52,
+where float64's square root is exact enough for `isqrt`'s correction steps and int64 holds
+it).
 
 Error budget (error_budget): the reference is attention_float (analytic: x* = h / |h|).
 Inputs enter as in attention_fixed's budget ("actual" or "worst"), the head's arithmetic with
@@ -55,7 +76,7 @@ import math
 
 import numpy as np
 
-from .attention import fixed_point, zero_drive_rows
+from .attention import NOT_CONVERGED, fixed_point, initial_state, zero_drive_rows
 from .attention_fixed import (
     ATTN_TARGET,
     DEFAULT_CONFIG,
@@ -68,17 +89,19 @@ from .attention_fixed import (
     front_end,
     input_terms,
     normalize_shift_vector,
+    normalized_drive,
     readout_fixed,
     readout_terms,
     reciprocal,
     reciprocal_error,
 )
 
-__all__ = ["NORM_GUARD", "MAX_D_OSC", "check_sphere", "isqrt",
-           "sphere_state", "attention_sphere", "error_budget"]
+__all__ = ["NORM_GUARD", "MAX_D_OSC", "TOL_FLOOR", "check_sphere", "isqrt", "sphere_state",
+           "lohe_step", "lohe_settle", "lohe_drive", "attention_sphere", "error_budget"]
 
 NORM_GUARD = 8          # G: fraction bits of the norm N = |hs| 2**G
 MAX_D_OSC = 16          # Q 4**G <= 16 * 2**32 * 2**16 = 2**52
+TOL_FLOOR = 2           # the smallest tol_q (module docstring)
 
 
 def check_sphere(case) -> None:
@@ -86,10 +109,20 @@ def check_sphere(case) -> None:
     if case.d_osc > MAX_D_OSC:
         raise AttentionFixedError(f"anchors: d_osc = {case.d_osc} exceeds {MAX_D_OSC} (the "
                                   f"sphere normalizer's square root holds 2**52)")
-    if case.mode != "analytic":
+    if case.mode == "ode-pairwise":
         raise AttentionFixedError(
-            f"mode: {case.mode!r} at d_osc = {case.d_osc} is not in fixed point yet (the Lohe "
-            f"flow's Euler steps on the sphere; only its fixed point, mode 'analytic', is)")
+            f"mode: 'ode-pairwise' at d_osc = {case.d_osc} is not in fixed point yet (the Lohe "
+            f"flow's pairwise sum; its drive form, 'ode-drive', and its fixed point, "
+            f"'analytic', are)")
+    if case.mode == "ode-drive":
+        step = round(case.dt * 2 ** FRAC)
+        if not 1 <= step <= (1 << (FRAC + 1)) - 1:
+            raise AttentionFixedError(f"dt: {case.dt:.3g} is outside the sphere flow's step "
+                                      f"format (round(dt 2**16) in 1 .. 2**17 - 1)")
+        if round(case.tol * case.dt * 2 ** FRAC) < TOL_FLOOR:
+            raise AttentionFixedError(
+                f"tol: tol * dt = {case.tol * case.dt:.3g} is below the sphere flow's noise "
+                f"floor ({TOL_FLOOR} LSB of 2**-16 per step): its detector could never fire")
 
 
 def isqrt(values) -> np.ndarray:
@@ -113,23 +146,84 @@ def sphere_state(h, config: AttentionFixedConfig = DEFAULT_CONFIG) -> np.ndarray
     return np.where((norm == 0)[..., None], e1, x)
 
 
+def lohe_step(x, hn, step: int, config: AttentionFixedConfig = DEFAULT_CONFIG):
+    """One Euler step of the Lohe flow for states x and drives hn (..., d) in Q2.16 (module
+    docstring): (x', c)."""
+    c = _shift((x * hn).sum(axis=-1), FRAC)
+    v = hn - _shift(c[..., None] * x, FRAC)
+    antipode = (v == 0).all(axis=-1) & (c < 0)
+    nudge = np.arange(x.shape[-1]) == np.argmin(np.abs(x), axis=-1)[..., None]
+    v = np.where(antipode[..., None], nudge.astype(np.int64), v)
+    return sphere_state((x << FRAC) + step * v, config), c
+
+
+def lohe_settle(x0, hn, step: int, tol_q: int, max_steps: int,
+                config: AttentionFixedConfig = DEFAULT_CONFIG):
+    """Settle independent oscillators (N, d) from x0 under drives hn (zero rows never move):
+    (states (N, d), steps (N,), NOT_CONVERGED where never calm)."""
+    state = np.array(x0, np.int64)
+    steps = np.full(state.shape[0], NOT_CONVERGED, np.int64)
+    zero = (hn == 0).all(axis=-1)
+    steps[zero] = 0
+    active = np.flatnonzero(~zero)
+    for count in range(1, max_steps + 1):
+        if active.size == 0:
+            break
+        moved, c = lohe_step(state[active], hn[active], step, config)
+        calm = (np.abs(moved - state[active]).max(axis=-1) < tol_q) & (c > 0)
+        state[active] = moved
+        steps[active[calm]] = count
+        active = active[~calm]
+    return state, steps
+
+
+def lohe_drive(case, fe, config: AttentionFixedConfig = DEFAULT_CONFIG):
+    """The ode-drive mode at d_osc > 2 (module docstring): states (H, T, d) in Q2.16, steps
+    (H, T) and the flow's constants (step D, tol_q)."""
+    hn = normalized_drive(fe, config)
+    step = round(case.dt * 2 ** FRAC)
+    tol_q = round(case.tol * case.dt * 2 ** FRAC)
+    start = np.round(initial_state(case.init, case.heads, case.tokens, case.d_osc, case.seed)
+                     * 2 ** FRAC).astype(np.int64)
+    H, T, d = hn.shape
+    if case.init != "warm":
+        states, steps = lohe_settle(start.reshape(H * T, d), hn.reshape(H * T, d), step,
+                                    tol_q, case.max_steps, config)
+        return states.reshape(H, T, d), steps.reshape(H, T), step, tol_q
+    states = np.empty((H, T, d), np.int64)
+    steps = np.empty((H, T), np.int64)
+    current = start[:, 0]
+    for token in range(T):
+        current, steps[:, token] = lohe_settle(current, hn[:, token], step, tol_q,
+                                               case.max_steps, config)
+        states[:, token] = current
+    return states, steps, step, tol_q
+
+
 def attention_sphere(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> dict:
-    """attention_fixed's result for a validated case at d_osc > 2 (analytic): the same keys,
-    with theta_int and phi_int absent (no phases on the sphere) and x_int (H, T, d_osc)."""
+    """attention_fixed's result for a validated case at d_osc > 2 (analytic or ode-drive):
+    the same keys, with theta_int and phi_int absent (no phases on the sphere) and x_int
+    (H, T, d_osc)."""
     check_sphere(case)
     fe = front_end(case, config)
-    x = sphere_state(fe.h, config)
+    flow = {}
+    if case.mode == "analytic":
+        x = sphere_state(fe.h, config)
+        steps = np.zeros((case.heads, case.tokens), np.int64)
+    else:
+        x, steps, step, tol_q = lohe_drive(case, fe, config)
+        flow = {"flow_step": step, "flow_tol": tol_q}
     _, attn, out, g, _ = readout_fixed(x, fe, case.p, config, kind="vector")
-    steps = np.zeros((case.heads, case.tokens), np.int64)
     scales = {"q": fe.e_q, "k": fe.e_k, "v": fe.e_v, "qk_bits": config.qk_bits,
               "anchors": FRAC, "score_constant": fe.score_c,
               "score_constant_bits": fe.score_bits, "w": fe.e_w.tolist(),
               "relu_eps_int": fe.eps.tolist(), "h": (fe.e_w + FRAC).tolist(), "x": FRAC,
-              "attn": FRAC, "out": fe.e_v, "norm_guard_bits": NORM_GUARD, "engine": []}
+              "attn": FRAC, "out": fe.e_v, "norm_guard_bits": NORM_GUARD, "engine": [],
+              **flow}
     return {"attn": attn * 2.0 ** -FRAC, "out": out * 2.0 ** -fe.e_v,
             "x_star": x * 2.0 ** -FRAC, "steps": steps, "attn_int": attn, "out_int": out,
             "x_int": x, "anchor_int": fe.a, "w_int": fe.w, "h_int": fe.h, "g_int": g,
-            "converged": np.ones((case.heads, case.tokens), bool), "scales": scales}
+            "converged": steps != NOT_CONVERGED, "scales": scales}
 
 
 def chord(ratio) -> np.ndarray:
@@ -137,6 +231,48 @@ def chord(ratio) -> np.ndarray:
     ratio 1 on."""
     ratio = np.asarray(ratio, np.float64)
     return np.where(ratio < 1, 2 * np.sin(np.arcsin(np.minimum(ratio, 1.0)) / 2), 2.0)
+
+
+def flow_distance(case, fe, config: AttentionFixedConfig, normalizer: float) -> np.ndarray:
+    """ode-drive: a bound (H, T) on |x_i - hn_i / |hn_i||, the settled state against the
+    direction of its fixed-point drive, for each row that converged (2 for one that did not;
+    `normalizer`: the normalizer's error without its shift term). Derivation, for the calm
+    step from x to x' (all vectors in units of 1):
+      - every state is within U of the unit sphere: U = the normalizer's error eps_N (its
+        shift term included: x 2**16 + D v is far above 2**16) or the start's rounding;
+      - the step moved x by at most S = sqrt(d) (tol_q - 1) 2**-16 (the calm test);
+      - x 2**16 + D v = 2**32 u, u = x + dt (hn - (x . hn) x) + dt e, the tangential drive's
+        rounding |e| <= E_v = 2**-17 (sqrt(d) + 1 + U); x' = u / |u| within eps_N;
+      - so u / |u| is within C = eps_N + S + U of x / |x| (a chord), u turned by
+        phi = 2 asin(C / 2) from x / |x|; u's part along x / |x| is at most
+        a = 1 + U + dt |hn| (2 U + U**2) and its part across it at least
+        dt (|hn| sin(delta) - E_v): |hn| sin(delta) <= (tan(phi) (a + dt E_v) + dt E_v) / dt,
+        delta the angle from x to hn, below pi / 2 (c > 0 in the calm test);
+      - |x' - hn / |hn|| <= S + U + chord(sin(delta)) + hn's rounding, chord(sqrt(d) / 2
+        2**-16 / |hn|).
+    Measured against it: tests/test_attention_sphere.py."""
+    d = case.d_osc
+    lsb = 2.0 ** -FRAC
+    _, steps, step, tol_q = lohe_drive(case, fe, config)
+    hn = normalized_drive(fe, config) * lsb
+    hn_len = np.linalg.norm(hn, axis=-1)
+    dt = step * lsb
+    eps_n = chord(math.sqrt(d) / 2 * 2.0 ** -15) + normalizer
+    unit = max(eps_n, math.sqrt(d) / 2 * lsb)
+    moved = math.sqrt(d) * (tol_q - 1) * lsb
+    turn = eps_n + moved + unit
+    if turn >= 2:
+        return np.full(steps.shape, 2.0)
+    tangent = math.tan(2 * math.asin(turn / 2))
+    e_v = 2.0 ** -(FRAC + 1) * (math.sqrt(d) + 1 + unit)
+    along = 1 + unit + dt * hn_len * (2 * unit + unit ** 2)
+    across = (tangent * (along + dt * e_v) + dt * e_v) / dt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sine = np.where(hn_len > 0, across / np.where(hn_len > 0, hn_len, 1), np.inf)
+        hn_round = np.where(hn_len > 0, math.sqrt(d) / 2 * lsb / np.where(hn_len > 0, hn_len, 1),
+                            np.inf)
+    distance = moved + unit + chord(sine) + chord(hn_round)
+    return np.where(steps == NOT_CONVERGED, 2.0, distance)
 
 
 def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG,
@@ -180,9 +316,13 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG,
     e_norm = 2.0 ** -(15 + NORM_GUARD)
     scale_term = (1 + rho) / (1 - e_norm) - 1
     rounding = math.sqrt(d_osc) / 2 * lsb
-    eps_x = front + shift_term + scale_term + rounding
     zero_fixed = fe.zero
-    eps_x = np.where(zero_fixed & zero_float, rounding, eps_x)
+    if case.mode == "analytic":
+        eps_x = front + shift_term + scale_term + rounding
+        eps_x = np.where(zero_fixed & zero_float, rounding, eps_x)
+    else:
+        eps_x = front + flow_distance(case, fe, config, scale_term + rounding)
+        eps_x = np.where(zero_fixed, 2.0, eps_x)      # a zero drive keeps its start
     eps_x = np.where(zero_fixed != zero_float, 2.0, eps_x)
     eps_x = np.minimum(eps_x, 2.0)
 

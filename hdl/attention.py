@@ -555,6 +555,8 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     modes = check_modes(modes)
     check_d_osc(d_osc, modes)
     case = validate_mechanism(case, config)
+    if case.mode in OSCILLATOR_MODES[1:] and case.d_osc > 2:
+        raise AttentionHeadError(f"mode: {case.mode!r} at d_osc = {case.d_osc}: {NOT_IN_RTL}")
     if case.mode in OSCILLATOR_MODES and case.d_osc != d_osc:
         raise AttentionHeadError(f"anchors: d_osc = {case.d_osc}, but this head is built for "
                                  f"d_osc = {d_osc}")
@@ -582,6 +584,11 @@ def head_d_osc(case: AttentionCase) -> int:
     return case.d_osc if case.mode in OSCILLATOR_MODES else 2
 
 
+#: Why an ODE mode at d_osc > 2 is refused by the head.
+NOT_IN_RTL = ("not in RTL yet (golden-fixed has the Lohe flow's drive form there; the head has "
+              "the analytic mode)")
+
+
 def head_modes(d_osc: int = 2) -> tuple:
     """Every mode a head of `d_osc` can be built with: MODES at d_osc = 2; above it the
     analytic mode (golden-fixed has the Lohe flow's fixed point there, not its Euler steps)
@@ -598,8 +605,8 @@ def check_d_osc(d_osc, modes) -> int:
         raise AttentionHeadError(f"d_osc must be 2..{MAX_D_OSC}, not {d_osc}")
     other = [mode for mode in modes if mode not in head_modes(d_osc)]
     if other:
-        raise AttentionHeadError(f"modes: {', '.join(map(repr, other))} at d_osc = {d_osc} is "
-                                 f"not in fixed point yet (only the analytic mode is)")
+        raise AttentionHeadError(f"modes: {', '.join(map(repr, other))} at d_osc = {d_osc}: "
+                                 f"{NOT_IN_RTL}")
     if d_osc > 2 and "analytic" not in modes:
         raise AttentionHeadError(f"d_osc = {d_osc} without the analytic mode: d_osc is the "
                                  f"oscillator's (a softmax-only head has d_osc = 2)")

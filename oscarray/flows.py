@@ -573,15 +573,15 @@ def attention_rtl_result(case, rtl: dict) -> dict:
     _, e_v = quantize_tensor(case.v)
     c, c_bits = score_constant(case.d_h)
     e_w = rtl["e_w"].astype(np.int64)
+    phase = case.d_osc == 2         # golden-fixed's keys, in its order
     scales = {"q": e_q, "k": e_k, "v": e_v, "qk_bits": config.qk_bits, "anchors": FRAC,
+              **({"anchor_phase_acc_bits": config.acc_bits} if phase else {}),
               "score_constant": c, "score_constant_bits": c_bits, "w": e_w.tolist(),
               "relu_eps_int": [[relu_eps_int(int(e)) for e in row] for row in e_w],
-              "h": (e_w + FRAC).tolist(), "x": FRAC, "attn": FRAC, "out": e_v, "engine": []}
-    if case.d_osc == 2:
-        scales.update(anchor_phase_acc_bits=config.acc_bits, phase_bits=config.phase_bits,
-                      acc_bits=config.acc_bits)
-    else:
-        scales.update(norm_guard_bits=NORM_GUARD)
+              "h": (e_w + FRAC).tolist(), "x": FRAC, "attn": FRAC, "out": e_v,
+              **({"phase_bits": config.phase_bits, "acc_bits": config.acc_bits} if phase
+                 else {"norm_guard_bits": NORM_GUARD}),
+              "engine": []}
     return {"attn": rtl["attn_int"] * 2.0 ** -FRAC, "out": rtl["out_int"] * 2.0 ** -e_v,
             "x_star": rtl["x_int"] * 2.0 ** -FRAC,
             **{key: rtl[key].astype(np.int64) for key in attention_rtl_integers(case)},

@@ -254,6 +254,11 @@ def sphere_ode(case):
     case["mode"] = np.asarray("ode-drive")
 
 
+def sphere_pairwise(case):
+    sphere(case)
+    case["mode"] = np.asarray("ode-pairwise")
+
+
 def huge_scores(case):
     case["q"], case["k"] = case["q"] * 40, case["k"] * 40
 
@@ -261,8 +266,8 @@ def huge_scores(case):
 REFUSALS = {
     "bad-shape": ("golden-float", bad_shape, [], "k: must have the shape of q"),
     "nan": ("golden-fixed", nan_entry, [], "q: contains NaN or inf"),
-    "d_osc-fixed": ("golden-fixed", sphere_ode, [], "at d_osc = 3 is not in fixed point yet"),
-    "d_osc-rtl": ("rtl", sphere_ode, [], "at d_osc = 3 is not in fixed point yet"),
+    "d_osc-fixed": ("golden-fixed", sphere_pairwise, [], "at d_osc = 3 is not in fixed point"),
+    "d_osc-rtl": ("rtl", sphere_ode, [], "'ode-drive' at d_osc = 3: not in RTL yet"),
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
     "capacity-rtl": ("rtl", None, ["--max-tokens", "4"], "exceeds this head's (4, 32)"),
     "capacity-limit-rtl": ("rtl", None, ["--max-d-h", "129"], "max_d_h must be 1..128"),

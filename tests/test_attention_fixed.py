@@ -498,8 +498,8 @@ def no_engine(monkeypatch):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"anchors": np.ones((1, 9, 3)), "mode": "ode-drive"},
-     r"'ode-drive' at d_osc = 3 is not in fixed point yet"),
+    ({"anchors": np.ones((1, 9, 3)), "mode": "ode-pairwise"},
+     r"'ode-pairwise' at d_osc = 3 is not in fixed point yet"),
     ({"anchors": np.ones((1, 9, 17))}, r"d_osc = 17 exceeds 16"),
     ({"sigma": "softplus"}, r"'softplus' is not in fixed point"),
     ({"sigma": "elu1"}, r"'elu1' is not in fixed point"),

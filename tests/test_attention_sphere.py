@@ -2,6 +2,7 @@
 against the float model and its derived error budget (the issue's target at d_osc = 8 in the
 TinyStories shape: |attn - attn_float| <= 2**-10)."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -93,10 +94,71 @@ def test_fixed_point_is_within_its_budget_and_the_target(case):
     assert fixed["x_int"].shape == case.anchors.shape and "theta_int" not in fixed
 
 
+def flow_cases():
+    """ode-drive at d_osc > 2: TinyStories (d_osc 8), sva with d_osc 4, kws with d_osc 3;
+    every start, p and causal."""
+    for shape, seeds in (("tinystories", (0, 3)), ((1, 9, 32, 4), (0, 3)), ((2, 49, 16, 3),
+                                                                            (1,))):
+        for seed in seeds:
+            for init in ("random", "zero", "warm"):
+                for p, causal in ((1, True), (2, False), (4, True)):
+                    yield validate_case(random_case(shape, seed, mode="ode-drive", init=init,
+                                                    p=p, causal=causal))
+
+
+@pytest.mark.parametrize("case", list(flow_cases()),
+                         ids=lambda c: f"T{c.tokens}-d{c.d_osc}-{c.init}-p{c.p}-"
+                                       f"causal{int(c.causal)}-seed{c.seed}")
+def test_lohe_flow_is_within_its_budget(case):
+    fixed = attention_fixed(case)
+    exact = attention_float(dataclasses.replace(case, mode="analytic"))
+    budget = error_budget(case)
+    assert (fixed["steps"] > 0).all() and fixed["converged"].all()
+    attn_err = np.abs(fixed["attn"] - exact["attn"]).max()
+    assert attn_err <= budget["attn"]
+    np.testing.assert_array_less(np.abs(fixed["out"] - exact["out"]).max(-1),
+                                 budget["out_rows"] + 1e-300)
+    x_err = np.linalg.norm(fixed["x_star"] - exact["x_star"], axis=-1)
+    assert np.all(x_err <= budget["eps_x"])
+    if case.d_osc == 8:                     # the issue's target at TinyStories' d_osc
+        assert attn_err <= TARGET_D8
+        # Guaranteed by the budget at p = 1, 2; at p = 4 the velocity stop's distance
+        # (tol / |hn|) is amplified 4 times and the bound exceeds the target (README).
+        if case.p <= 2:
+            assert budget["attn"] <= TARGET_D8
+
+
+def test_lohe_flow_settles_like_the_float_flow():
+    # Per oscillator steps near the float model's (both stop on the same dynamics; the
+    # fixed flow on a velocity, the float on the angle to x*), every one settled.
+    case = validate_case(random_case("tinystories", 1, mode="ode-drive"))
+    fixed, exact = attention_fixed(case), attention_float(case)
+    assert fixed["converged"].all() and (exact["steps"] >= 0).all()
+    ratio = np.median(fixed["steps"]) / np.median(exact["steps"])
+    assert 0.5 <= ratio <= 2, ratio
+    assert fixed["scales"]["flow_step"] == 2 ** 16 and fixed["scales"]["flow_tol"] == 4
+
+
+def test_lohe_step_leaves_the_antipode_and_a_zero_drive_stays():
+    one = 1 << FRAC
+    x0 = np.array([[one, 0, 0], [0, one, 0]], np.int64)
+    hn = np.array([[-one, 0, 0], [0, 0, 0]], np.int64)          # antipodal; zero
+    states, steps = sphere.lohe_settle(x0, hn, one, 4, 200)
+    assert steps[0] > 0 and states[0, 0] < -one + 8             # reached -e_1
+    assert steps[1] == 0 and (states[1] == x0[1]).all()
+    # Without the antipode rule the state would never move: the first step does.
+    moved, c = sphere.lohe_step(x0[:1], hn[:1], one)
+    assert c[0] == -one and not (moved == x0[:1]).all()
+
+
 def test_the_ode_modes_and_very_wide_anchors_are_refused():
-    case = random_case("tinystories", 0, mode="ode-drive")
-    with pytest.raises(AttentionFixedError, match="'ode-drive' at d_osc = 8 is not in fixed"):
+    case = random_case("tinystories", 0, mode="ode-pairwise")
+    with pytest.raises(AttentionFixedError, match="'ode-pairwise' at d_osc = 8 is not in fix"):
         attention_fixed(case)
+    with pytest.raises(AttentionFixedError, match="below the sphere flow's noise floor"):
+        attention_fixed(random_case("tinystories", 0, mode="ode-drive", tol=2e-5))
+    with pytest.raises(AttentionFixedError, match="outside the sphere flow's step format"):
+        attention_fixed(random_case("tinystories", 0, mode="ode-drive", dt=2.5))
     with pytest.raises(AttentionFixedError, match="d_osc = 20 exceeds 16"):
         attention_fixed({**random_case("sva", 0), "anchors": np.ones((1, 9, 20))})
 

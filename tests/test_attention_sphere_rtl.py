@@ -196,7 +196,7 @@ def test_tinystories_in_rtl_is_bit_exact_and_within_the_target(tmp_path, capsys)
 
 
 def test_d_osc_refusals():
-    with pytest.raises(AttentionHeadError, match="modes: 'ode-drive' at d_osc = 8 is not in fixed point"):
+    with pytest.raises(AttentionHeadError, match="'ode-drive' at d_osc = 8: not in RTL"):
         AttentionHead(CONFIG, d_osc=8, modes=("ode-drive",), **SMALL)
     for bad in (1, 17):
         with pytest.raises(AttentionHeadError, match="d_osc must be 2..16"):
