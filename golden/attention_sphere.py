@@ -97,7 +97,8 @@ from .attention_fixed import (
 )
 
 __all__ = ["NORM_GUARD", "MAX_D_OSC", "TOL_FLOOR", "check_sphere", "isqrt", "sphere_state",
-           "lohe_step", "lohe_settle", "lohe_drive", "attention_sphere", "error_budget"]
+           "lohe_step", "lohe_settle", "lohe_drive", "flow_constants", "flow_start",
+           "attention_sphere", "error_budget"]
 
 NORM_GUARD = 8          # G: fraction bits of the norm N = |hs| 2**G
 MAX_D_OSC = 16          # Q 4**G <= 16 * 2**32 * 2**16 = 2**52
@@ -177,14 +178,24 @@ def lohe_settle(x0, hn, step: int, tol_q: int, max_steps: int,
     return state, steps
 
 
+def flow_constants(case) -> tuple[int, int]:
+    """(D, tol_q) of the ode-drive flow: round(dt 2**16), round(tol dt 2**16)."""
+    return round(case.dt * 2 ** FRAC), round(case.tol * case.dt * 2 ** FRAC)
+
+
+def flow_start(case) -> np.ndarray:
+    """x0 (H, T, d) in Q2.16: the float model's `initial_state`, rounded (the host's step;
+    "warm" uses token 0's only)."""
+    start = initial_state(case.init, case.heads, case.tokens, case.d_osc, case.seed)
+    return np.round(start * 2 ** FRAC).astype(np.int64)
+
+
 def lohe_drive(case, fe, config: AttentionFixedConfig = DEFAULT_CONFIG):
     """The ode-drive mode at d_osc > 2 (module docstring): states (H, T, d) in Q2.16, steps
     (H, T) and the flow's constants (step D, tol_q)."""
     hn = normalized_drive(fe, config)
-    step = round(case.dt * 2 ** FRAC)
-    tol_q = round(case.tol * case.dt * 2 ** FRAC)
-    start = np.round(initial_state(case.init, case.heads, case.tokens, case.d_osc, case.seed)
-                     * 2 ** FRAC).astype(np.int64)
+    step, tol_q = flow_constants(case)
+    start = flow_start(case)
     H, T, d = hn.shape
     if case.init != "warm":
         states, steps = lohe_settle(start.reshape(H * T, d), hn.reshape(H * T, d), step,

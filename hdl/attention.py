@@ -1,5 +1,6 @@
 """Paper A's oscillator attention head (relu_eps) in hardware: its three modes at d_osc = 2, the
-analytic mode at d_osc 3..16 (the unit vector on the sphere: hdl/sphere.py), and softmax.
+analytic and ode-drive modes at d_osc 3..16 (the unit vector on the sphere and the Lohe flow:
+hdl/sphere.py), and softmax.
 
 The arithmetic is specified bit for bit by `oscarray.golden.attention_fixed` (read its module
 docstring: the steps below carry its numbers); this module builds it for one head at a time.
@@ -24,6 +25,12 @@ issues one item per clock into a fixed-latency pipeline and ends when its last i
               golden attention_sphere's unit vector (`SphereNormalizer`, which borrows
               RECIP's reciprocal unit); WEIGHTS and READOUT then have d_osc products side by
               side, and the row's header every component of h and x (`header_names`).
+              ode-drive there (golden attention_sphere `lohe_drive`, one row's oscillator at
+              a time, so "warm" simply goes on from the last row's state): FLOW_RECIP
+              (s_i's reciprocal), FLOW_HN (hn_i = R(h r, 32 + L)), FLOW_LOAD (x0 from the
+              `start` memory), then per Euler step FLOW_DOT (c = R(x . hn, 16)), FLOW_V
+              (v = hn - R(c x, 16)), FLOW_X (x 2**16 + D v), the normalizer, FLOW_CHECK
+              (the calm test, x <- x'), until calm or max_steps (`flow_cycles`).
     READOUT   for j < n: u_ij, g_ij = u**p (step 9, `Numerator`) into the numerator buffer;
               S_i = sum_j g_ij.
     RECIP     (r_i, L_i) = reciprocal(S_i) (step 5, `Reciprocal`: one divide-mode CORDIC).
@@ -77,7 +84,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -106,7 +113,7 @@ from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, d
                     round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
-from ..golden.attention_sphere import MAX_D_OSC
+from ..golden.attention_sphere import MAX_D_OSC, flow_constants, flow_start
 from .cordic import ARCHITECTURES, Cordic
 from .exp2 import NegExp2
 from .sphere import SphereNormalizer, sphere_cycles
@@ -140,6 +147,7 @@ __all__ = [
     "head_modes",
     "head_writes",
     "load_layout",
+    "flow_cycles",
     "ode_cycles",
     "ode_engine_runs",
     "output_layout",
@@ -193,7 +201,7 @@ OSCILLATOR_MODES = MODES[:3]
 #: `load` targets. "engine" (ode-drive builds) passes a write on to the array engine's own
 #: `load` port: engine target in the address bits from ENGINE_INDEX_BITS up, its address
 #: (an oscillator index or a register number) below.
-TARGETS = {"q": 0, "k": 1, "v": 2, "anchor": 3, "reg": 4, "engine": 5}
+TARGETS = {"q": 0, "k": 1, "v": 2, "anchor": 3, "reg": 4, "engine": 5, "start": 6}
 ENGINE_INDEX_BITS = 12                      # oscillator indices up to MAX_TOKENS
 
 #: Run registers (`load` target "reg", address below): tokens T, d_h, causal, p (1, 2 or 4),
@@ -201,7 +209,12 @@ ENGINE_INDEX_BITS = 12                      # oscillator indices up to MAX_TOKEN
 #: ode-drive builds: mode (index in MODES), warm (one engine run per token), step_shift (the
 #: engine's step shift s0 for drives at 2**-16; a run with drives shifted by k uses s0 + k).
 REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_shift": 5,
-             "mode": 6, "warm": 7, "step_shift": 8}
+             "mode": 6, "warm": 7, "step_shift": 8, "flow_step": 9, "flow_tol": 10,
+             "max_steps": 11}
+FLOW_TOL_BITS = 16                          # the sphere flow's tol_q register
+FLOW_V_BITS = 20                            # v, c and the step's operands (|v| < 2**18)
+FLOW_X_BITS = 38                            # x 2**16 + D v (|X| < 2**35)
+FLOW_KINDS = {"hn": 0, "load": 1, "dot": 2, "v": 3, "x": 4}
 
 #: `o` item kinds, in the order a row gives them (HEADER first, then T attn, d_h out).
 #: steps: the Euler steps of the row's engine run (0 in the analytic mode and for a zero
@@ -555,7 +568,7 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     modes = check_modes(modes)
     check_d_osc(d_osc, modes)
     case = validate_mechanism(case, config)
-    if case.mode in OSCILLATOR_MODES[1:] and case.d_osc > 2:
+    if case.mode not in head_modes(case.d_osc) and case.d_osc > 2:
         raise AttentionHeadError(f"mode: {case.mode!r} at d_osc = {case.d_osc}: {NOT_IN_RTL}")
     if case.mode in OSCILLATOR_MODES and case.d_osc != d_osc:
         raise AttentionHeadError(f"anchors: d_osc = {case.d_osc}, but this head is built for "
@@ -569,7 +582,7 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
                                  f"head's ({max_tokens}, {max_d_h})")
     if case.mode in OSCILLATOR_MODES:
         fe = front_end(case, config)      # its refusals (a row whose scores leave no eps)
-    if case.mode in OSCILLATOR_MODES[1:]:
+    if case.mode in OSCILLATOR_MODES[1:] and case.d_osc == 2:
         engine_cases(case, fe, config)    # the loader's refusals (dt, tol; s0 + k > 62)
     _, shift = _case_constants(case, config)
     if not -(1 << (SHIFT_BITS - 1)) <= shift < (1 << (SHIFT_BITS - 1)):
@@ -585,15 +598,14 @@ def head_d_osc(case: AttentionCase) -> int:
 
 
 #: Why an ODE mode at d_osc > 2 is refused by the head.
-NOT_IN_RTL = ("not in RTL yet (golden-fixed has the Lohe flow's drive form there; the head has "
-              "the analytic mode)")
+NOT_IN_RTL = ("not in RTL yet (golden-fixed has the Lohe flow's drive form there, and so does "
+              "the head: 'ode-drive')")
 
 
 def head_modes(d_osc: int = 2) -> tuple:
     """Every mode a head of `d_osc` can be built with: MODES at d_osc = 2; above it the
-    analytic mode (golden-fixed has the Lohe flow's fixed point there, not its Euler steps)
-    and softmax."""
-    return MODES if d_osc == 2 else ("analytic", SOFTMAX)
+    analytic mode, ode-drive (the Lohe flow, golden attention_sphere) and softmax."""
+    return MODES if d_osc == 2 else ("analytic", "ode-drive", SOFTMAX)
 
 
 def check_d_osc(d_osc, modes) -> int:
@@ -647,10 +659,14 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                  "score_c": c, "score_shift": shift & ((1 << SHIFT_BITS) - 1),
                  "mode": MODES.index(case.mode), "warm": int(case.init == "warm"),
                  "step_shift": 0}
-    engine = None
-    if case.mode in OSCILLATOR_MODES[1:]:
+    engine = start = None
+    if case.mode in OSCILLATOR_MODES[1:] and d_osc == 2:
         engine = engine_constants(case, config)
         registers["step_shift"] = engine["s_ref"] & 63
+    elif case.mode == "ode-drive":
+        registers["flow_step"], registers["flow_tol"] = flow_constants(case)
+        registers["max_steps"] = case.max_steps
+        start = flow_start(case)
     heads = []
     for head in range(case.heads):
         rows = []
@@ -670,6 +686,11 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
                                   anchor], 1))
         if engine is not None:
             rows.append(_engine_writes(case, engine, head))
+        if start is not None:               # the sphere flow's x0 ("warm": token 0's)
+            count = 1 if case.init == "warm" else tokens
+            where = (np.arange(count)[:, None] << _osc_bits(d_osc)) + np.arange(d_osc)
+            rows.append(np.stack([np.full(where.size, TARGETS["start"]), where.reshape(-1),
+                                  start[head, :count].reshape(-1) & data_mask], 1))
         rows.append(np.array([(TARGETS["reg"], REGISTERS[key], value)
                               for key, value in registers.items()]))
         heads.append(np.concatenate(rows).astype(np.int64))
@@ -799,6 +820,25 @@ def cycles_per_head(tokens: int, d_h: int, causal: bool,
                               mode, d_osc) for i in range(tokens))
 
 
+def flow_cycles(tokens: int, d_h: int, causal: bool, steps, d_osc: int,
+                config: AttentionFixedConfig = DEFAULT_CONFIG,
+                cordic_arch: str = "pipelined") -> int:
+    """`cycles` after an ode-drive head at d_osc > 2 (the `o` stream always ready), given
+    each row's Euler steps (T,) (0 for a zero drive, max_steps for one that never calmed):
+    the analytic row's (`cycles_per_row`) without SPHERE, plus FLOW_RECIP L_d + 2, FLOW_HN
+    and FLOW_LOAD d + 1 each, and per step FLOW_DOT, FLOW_V and FLOW_X d + 1 each, the
+    normalizer (`sphere_cycles`) and FLOW_CHECK d."""
+    l_d = cordic_latencies(config, cordic_arch)[2]
+    sphere = sphere_cycles(d_osc, l_d)
+    per_step = 3 * (d_osc + 1) + sphere + d_osc
+    total = 0
+    for i, count in enumerate(np.asarray(steps, np.int64)):
+        n = i + 1 if causal else tokens
+        total += cycles_per_row(n, tokens, d_h, config, cordic_arch, "analytic", d_osc) \
+            - sphere + (l_d + 2) + 2 * (d_osc + 1) + int(count) * per_step
+    return total
+
+
 def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool = False,
                config: AttentionFixedConfig = DEFAULT_CONFIG,
                cordic_arch: str = "pipelined") -> int:
@@ -881,8 +921,9 @@ class AttentionHead(wiring.Component):
     d_osc : int                     the anchors' and the state's components: 2 (the phase
                                     oscillator: vector and rotation CORDICs), or 3..16 (the
                                     unit vector on the sphere, golden/attention_sphere.py:
-                                    `SphereNormalizer` instead of those CORDICs; the analytic
-                                    and softmax modes only)
+                                    `SphereNormalizer` instead of those CORDICs; the analytic,
+                                    ode-drive (the Lohe flow, no array engine) and softmax
+                                    modes: `head_modes`)
 
     Ports
     -----
@@ -1330,7 +1371,7 @@ class AttentionHead(wiring.Component):
                          vector.i.payload.z.eq(0),
                          rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
                          rotate.i.payload.z.eq(theta)]
-        else:
+        elif "ode-drive" not in self.modes:         # with the flow: `_flow` muxes it
             m.d.comb += [state.h[c].eq(h_c) for c, h_c in enumerate(h)]
 
         # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
@@ -1367,8 +1408,11 @@ class AttentionHead(wiring.Component):
             with m.If(osc.w3.valid & osc.w3.final):
                 if self.d_osc > 2:
                     # h's last sum lands now: the normalizer reads h from the next clock.
-                    m.d.comb += state.start.eq(1)
+                    m.d.comb += state.start.eq(mode == MODES.index("analytic"))
                     m.next = "SPHERE"
+                    if "ode-drive" in self.modes:
+                        with m.If(mode == MODES.index("ode-drive")):
+                            m.next = "FLOW_RECIP"
                 else:
                     m.next = "NORMALIZE"
                 if ode:
@@ -1408,6 +1452,167 @@ class AttentionHead(wiring.Component):
                 m.next = "READOUT"
         self._readout_state(m, osc, in_state, issuing, advance, j, d, last_j)
 
+    def _flow(self, m, *, rd, h, weight, w_tag, w_sum, state, row, warm, flow_mode, regs):
+        """The Lohe flow's drive form at d_osc > 2 (golden attention_sphere `lohe_drive`), one
+        row's oscillator at a time: its registers and datapath. Returns a namespace of what
+        the states (`_flow_states`) and the header need."""
+        d = self.d_osc
+        ob = _osc_bits(d)
+        f = SimpleNamespace()
+        f.c = Signal(range(d + 1), name="flow_c")
+        f.r, f.L = Signal(signed(DATA_BITS), name="flow_r"), Signal(signed(8), name="flow_L")
+        f.hn = Array(Signal(signed(DATA_BITS), name=f"hn_{c}") for c in range(d))
+        f.x = Array(Signal(signed(DATA_BITS), name=f"flow_x_{c}") for c in range(d))
+        f.v = Array(Signal(signed(FLOW_V_BITS), name=f"flow_v_{c}") for c in range(d))
+        f.X = Array(Signal(signed(FLOW_X_BITS), name=f"flow_X_{c}") for c in range(d))
+        f.dot = Signal(signed(2 * FLOW_V_BITS + 4), name="flow_dot")
+        f.along = Signal(signed(FLOW_V_BITS), name="flow_along")     # c = R(x . hn, 16)
+        f.steps = Signal(STEP_COUNT_BITS, name="flow_steps")
+        f.converged = Signal(name="flow_converged")
+        f.zero = Signal(name="flow_zero")               # hn = 0: the state never moves
+        f.still = Signal(name="flow_still")             # v = 0 so far (the antipode test)
+        f.least, f.least_c = Signal(DATA_BITS), Signal(range(d), name="flow_least_c")
+        f.moved = Signal(DATA_BITS + 1, name="flow_moved")   # max_c |x'_c - x_c| so far
+        f.first = Signal(name="flow_first")             # load x0 (not warm, or row 0)
+        m.d.comb += f.first.eq(~warm | (row == 0))
+
+        with m.If(w_tag.valid):                         # s_i = sum_j W_ij, beside WEIGHTS
+            m.d.sync += w_sum.eq(w_sum + weight)
+
+        # One multiplier for hn (h r, wide) and one for the step (18 x 20): an item issued
+        # in clock k (`f.issue`: component f.c) has its product in clock k + 1.
+        f.issue = Signal(name="flow_issue")
+        f.kind = Signal(3, name="flow_kind")            # FLOW_KINDS
+        tag = data.StructLayout({"valid": 1, "last": 1, "kind": 3, "c": range(d)})
+        issued = Signal(tag)
+        m.d.comb += [issued.valid.eq(f.issue), issued.last.eq(f.c == d - 1),
+                     issued.kind.eq(f.kind), issued.c.eq(f.c)]
+        f.landed = landed = delay_line(m, issued, 1, "flow_tag")
+        hr = Signal(signed(self.widths["h"] + DATA_BITS), name="flow_hr")
+        m.d.sync += hr.eq(Array(h)[f.c] * f.r)
+        op_a, op_b = Signal(signed(FLOW_V_BITS)), Signal(signed(FLOW_V_BITS))
+        product = Signal(signed(2 * FLOW_V_BITS), name="flow_product")
+        m.d.sync += product.eq(op_a * op_b)
+        x_c, v_c = f.x[f.c], f.v[f.c]
+        antipode = f.still & (f.along < 0)
+        nudged = Mux(antipode, f.c == f.least_c, v_c)
+        with m.Switch(f.kind):
+            with m.Case(FLOW_KINDS["dot"]):
+                m.d.comb += [op_a.eq(x_c), op_b.eq(f.hn[f.c])]
+            with m.Case(FLOW_KINDS["v"]):
+                m.d.comb += [op_a.eq(f.along), op_b.eq(x_c)]
+            with m.Case(FLOW_KINDS["x"]):
+                m.d.comb += [op_a.eq(nudged), op_b.eq(_signed(regs["flow_step"]))]
+
+        at = landed.c
+        with m.If(landed.valid):
+            with m.Switch(landed.kind):
+                with m.Case(FLOW_KINDS["hn"]):
+                    # 32 + L >= 16: L = bitlen(s) - 17 >= -16 for s >= 1.
+                    value = round_shift_var(hr, (f.L + 2 * FRAC)[:6])[:DATA_BITS]
+                    m.d.sync += [f.hn[at].eq(value), f.zero.eq(f.zero & (value == 0))]
+                with m.Case(FLOW_KINDS["load"]):
+                    m.d.sync += f.x[at].eq(rd["start"].data)
+                with m.Case(FLOW_KINDS["dot"]):
+                    m.d.sync += f.dot.eq(f.dot + product)
+                with m.Case(FLOW_KINDS["v"]):
+                    value = f.hn[at] - _round_const(product, FRAC)
+                    m.d.sync += [f.v[at].eq(value), f.still.eq(f.still & (value == 0))]
+                with m.Case(FLOW_KINDS["x"]):
+                    m.d.sync += f.X[at].eq((f.x[at] << FRAC) + product)
+        m.d.comb += rd["start"].addr.eq(Cat(f.c[:ob], row))
+        m.d.comb += [state.h[c].eq(Mux(flow_mode, f.X[c], h[c])) for c in range(d)]
+
+        # The smallest |x_c| (its first index), read while v is formed: the nudge's k.
+        magnitude = Mux(x_c < 0, -x_c, x_c)[:DATA_BITS]
+        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & ((f.c == 0) | (magnitude < f.least))):
+            m.d.sync += [f.least.eq(magnitude), f.least_c.eq(f.c)]
+        # max_c |x'_c - x_c| and the new state, read while checking.
+        new = Array(state.x[c] for c in range(d))[f.c]
+        f.step_c = Mux(new > x_c, new - x_c, x_c - new)[:DATA_BITS + 1]
+        f.new_c = new
+        f.product = product
+        return f
+
+    def _flow_states(self, m, f, *, state, recip, call_once, drive_recip, in_state,
+                     begin_pass, regs):
+        """The states of the sphere flow (inside the FSM): after WEIGHTS, one row's
+        reciprocal of s_i, hn, x0, then the Euler steps until calm or max_steps."""
+        d = self.d_osc
+
+        def components(kind, next_state, last_action=None):
+            """Issue c = 0 .. d - 1 of `kind`; go to next_state when the last has landed."""
+            m.d.comb += [f.issue.eq(f.c < d), f.kind.eq(FLOW_KINDS[kind])]
+            with m.If(f.c < d):
+                m.d.sync += f.c.eq(f.c + 1)
+            with m.If(f.landed.valid & f.landed.last):
+                m.d.sync += f.c.eq(0)
+                if last_action is not None:
+                    last_action()
+                m.next = next_state
+
+        with m.State("FLOW_RECIP"):
+            m.d.comb += drive_recip.eq(1)
+            with m.If(call_once(recip)):
+                m.d.sync += [f.r.eq(recip.o.payload.r), f.L.eq(recip.o.payload.shift),
+                             f.c.eq(0), f.zero.eq(1)]
+                m.next = "FLOW_HN"
+
+        with m.State("FLOW_HN"):
+            components("hn", "FLOW_LOAD")
+
+        with m.State("FLOW_LOAD"):
+            # x0 from the host ("warm": row 0 only; the others go on from the last state).
+            m.d.comb += [f.issue.eq((f.c < d) & f.first), f.kind.eq(FLOW_KINDS["load"])]
+            with m.If(f.c < d):
+                m.d.sync += f.c.eq(f.c + 1)
+            with m.If(f.c == d):
+                m.d.sync += [f.c.eq(0), f.steps.eq(0), f.converged.eq(1)]
+                with m.If(f.zero):
+                    begin_pass()
+                    m.next = "READOUT"
+                with m.Else():
+                    m.d.sync += f.dot.eq(0)
+                    m.next = "FLOW_DOT"
+
+        with m.State("FLOW_DOT"):
+            def along():
+                m.d.sync += [f.along.eq(_round_const(f.dot + f.product, FRAC)),
+                             f.still.eq(1)]
+            components("dot", "FLOW_V", along)
+
+        with m.State("FLOW_V"):
+            components("v", "FLOW_X")
+
+        with m.State("FLOW_X"):
+            def start():
+                m.d.comb += state.start.eq(1)
+            components("x", "FLOW_SPHERE", start)
+
+        with m.State("FLOW_SPHERE"):
+            m.d.comb += [in_state["SPHERE"].eq(1), recip.i.valid.eq(state.root.valid),
+                         state.root.ready.eq(recip.i.ready),
+                         state.inverse.valid.eq(recip.o.valid),
+                         state.inverse.payload.eq(recip.o.payload)]
+            with m.If(state.done):
+                m.d.sync += [f.c.eq(0), f.moved.eq(0)]
+                m.next = "FLOW_CHECK"
+
+        with m.State("FLOW_CHECK"):
+            # One component a clock: the largest move, and x <- x'.
+            moved = Mux(f.step_c > f.moved, f.step_c, f.moved)
+            m.d.sync += [f.x[f.c].eq(f.new_c), f.moved.eq(moved), f.c.eq(f.c + 1)]
+            with m.If(f.c == d - 1):
+                calm = (moved < regs["flow_tol"]) & (f.along > 0)
+                steps = f.steps + 1
+                m.d.sync += [f.c.eq(0), f.steps.eq(steps), f.dot.eq(0)]
+                with m.If(calm | (steps == regs["max_steps"])):
+                    m.d.sync += f.converged.eq(calm)
+                    begin_pass()
+                    m.next = "READOUT"
+                with m.Else():
+                    m.next = "FLOW_DOT"
+
     @staticmethod
     def _readout_state(m, osc, in_state, issuing, advance, j, d, last_j):
         with m.State("READOUT"):
@@ -1422,7 +1627,7 @@ class AttentionHead(wiring.Component):
         cfg, w = self.config, self.widths
         cap, dcap = self.max_tokens, self.max_d_h
         oscillator = "analytic" in self.modes
-        ode = any(mode in self.modes for mode in OSCILLATOR_MODES[1:])
+        ode = any(mode in self.modes for mode in OSCILLATOR_MODES[1:]) and self.d_osc == 2
         softmax = SOFTMAX in self.modes
         stride_bits = max(0, (dcap - 1).bit_length())
         token_bits = max(1, (cap - 1).bit_length())
@@ -1445,11 +1650,15 @@ class AttentionHead(wiring.Component):
             "out": Memory(shape=signed(w["out"]), depth=dcap, init=[], attrs=no_collide),
         }
         sphere = oscillator and self.d_osc > 2
+        flow = sphere and "ode-drive" in self.modes
         anchor_names = [f"anchor{c}" for c in range(self.d_osc)] if sphere else ["anchor"]
         if oscillator:
             for name in anchor_names:
                 mem[name] = Memory(shape=signed(DATA_BITS) if sphere else pair, depth=cap,
                                    init=[], attrs=no_collide)
+        if flow:                                # x0 of each token, component c at t || c
+            mem["start"] = Memory(shape=signed(DATA_BITS), depth=cap << _osc_bits(self.d_osc),
+                                  init=[], attrs=no_collide)
         rd, wr = {}, {}
         for name, memory in mem.items():
             m.submodules[f"mem_{name}"] = memory
@@ -1465,13 +1674,17 @@ class AttentionHead(wiring.Component):
         mode = Signal(range(len(MODES)))
         warm = Signal()
         step_shift = Signal(6)
-        registers = [tokens, d_h, causal, p, score_c, score_shift, mode, warm, step_shift]
+        flow_regs = {"flow_step": Signal(FRAC + 1), "flow_tol": Signal(FLOW_TOL_BITS),
+                     "max_steps": Signal(STEP_COUNT_BITS)}
+        registers = [tokens, d_h, causal, p, score_c, score_shift, mode, warm, step_shift,
+                     *flow_regs.values()]
         assert len(registers) == len(REGISTERS)
 
         # -- units ----------------------------------------------------------------------------
         recip_bits = w["sum"]
         if sphere:
-            m.submodules.sphere = state = SphereNormalizer(self.d_osc, w["h"])
+            m.submodules.sphere = state = SphereNormalizer(
+                self.d_osc, max(w["h"], FLOW_X_BITS) if flow else w["h"])
             recip_bits = max(recip_bits, state.root_bits)
         m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch)
         m.d.comb += recip.o.ready.eq(1)
@@ -1593,7 +1806,10 @@ class AttentionHead(wiring.Component):
         row_e_w = Signal(range(E_MAX + 1))
         theta = Signal(P)
         cos, sin = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
-        x = [state.x[c] for c in range(self.d_osc)] if sphere else [cos, sin]
+        if flow:        # the readout's state: the flow's or the normalizer's (`_flow`)
+            x = [Signal(signed(DATA_BITS), name=f"state_x_{c}") for c in range(self.d_osc)]
+        else:
+            x = [state.x[c] for c in range(self.d_osc)] if sphere else [cos, sin]
         w_sum = Signal(unsigned(w["sum"]))
         drive_recip = Signal()              # the reciprocal serves step 6's s_i (ode-drive)
         recip_input = Mux(drive_recip, w_sum, total)
@@ -1609,6 +1825,13 @@ class AttentionHead(wiring.Component):
                 m, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
                 state=state, numer=numer, score_shift=score_shift, p=p, h=h, theta=theta,
                 x=x, anchors=anchors, score=rd["score"].data, total=total)
+        if flow:
+            flow_mode = mode == MODES.index("ode-drive")
+            fl = self._flow(m, rd=rd, h=h, weight=osc.weight,
+                            w_tag=delay_line(m, osc.w0, 2, "wsum"), w_sum=w_sum, state=state,
+                            row=row, warm=warm, flow_mode=flow_mode, regs=flow_regs)
+            m.d.comb += [x[c].eq(Mux(flow_mode, fl.x[c], state.x[c]))
+                         for c in range(self.d_osc)]
         if softmax:                         # EXP's g into the numerator buffer
             with m.If(x6.valid):
                 m.d.comb += [wr["numer"].addr.eq(x6.j), wr["numer"].data.eq(exp2.e),
@@ -1656,6 +1879,9 @@ class AttentionHead(wiring.Component):
                   "cos": x[0], "sin": x[1],
                   "steps": Mux(pass_c & ~zero_row, row_steps, 0),
                   "converged": Mux(pass_c & ~zero_row, row_converged, 1)}
+        if flow:
+            header["steps"] = Mux(flow_mode, fl.steps, 0)
+            header["converged"] = Mux(flow_mode, fl.converged, 1)
         header |= {f"h_{c}": h[c] for c in range(2, self.d_osc)}
         header |= {f"x_{c}": x[c] for c in range(2, self.d_osc)}
         with m.If(item < len(names)):
@@ -1724,6 +1950,10 @@ class AttentionHead(wiring.Component):
                     begin_pass=begin_pass, in_state=in_state, issuing=issuing,
                     advance=advance, j=j, d=d, last_j=last_j, state=state, sent=sent,
                     call_once=call_once, theta=theta, x=x, recip=recip)
+                if flow:
+                    self._flow_states(m, fl, state=state, recip=recip, call_once=call_once,
+                                      drive_recip=drive_recip, in_state=in_state,
+                                      begin_pass=begin_pass, regs=flow_regs)
 
             with m.State("RECIP"):
                 with m.If(call_once(recip)):
@@ -1777,6 +2007,10 @@ class AttentionHead(wiring.Component):
                     with m.Case(TARGETS["anchor"]):
                         m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),
                                      wr["anchor"].data.eq(load.data[:2 * DATA_BITS])]
+                if flow:
+                    with m.Case(TARGETS["start"]):
+                        m.d.comb += [wr["start"].addr.eq(load.addr), wr["start"].en.eq(1),
+                                     wr["start"].data.eq(load.data[:DATA_BITS])]
                 if sphere:
                     component_bits = _osc_bits(self.d_osc)
                     component = load.addr[:component_bits]

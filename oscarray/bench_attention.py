@@ -112,6 +112,14 @@ NUMPY_SOFTMAX_FUNCTION = ("oscarray.golden.softmax.softmax_float (float64, every
                           "case validated once, outside the timing)")
 
 
+def head_modes_of(case) -> tuple:
+    """The modes of the head a case is built and simulated in (HEAD_MODES, less what a head
+    of the case's d_osc cannot have: at d_osc > 2 the ODE head is analytic + ode-drive)."""
+    from .hdl.attention import head_d_osc, head_modes
+    allowed = head_modes(head_d_osc(case))
+    return tuple(mode for mode in HEAD_MODES[case.mode] if mode in allowed)
+
+
 def is_softmax(case) -> bool:
     from .golden.softmax import MECHANISM
     return case.mode == MECHANISM
@@ -141,7 +149,7 @@ def refusal(case) -> str | None:
     cannot run it (the golden fixed-point model's or the head's message), or None."""
     from .hdl.attention import check_case, head_d_osc
     try:
-        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h, modes=HEAD_MODES[case.mode],
+        check_case(case, max_tokens=case.tokens, max_d_h=case.d_h, modes=head_modes_of(case),
                    d_osc=head_d_osc(case))
     except ValueError as error:
         return str(error)
@@ -174,11 +182,20 @@ def numpy_reference(case, progress=None, *, repeats: int = 7, min_seconds: float
 def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None]:
     """(the clock model of each head, the engine runs of each head or None): analytic
     `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
-    (`result`: steps and h_int, the RTL's or golden-fixed's)."""
-    from .hdl.attention import cycles_per_head, head_d_osc, ode_cycles, ode_engine_runs
+    (`result`: steps and h_int, the RTL's or golden-fixed's); ode-drive at d_osc > 2
+    `flow_cycles` of each row's steps (its runs: (1, steps) per row)."""
+    from .hdl.attention import (cycles_per_head, flow_cycles, head_d_osc, ode_cycles,
+                                ode_engine_runs)
     if case.mode in ("analytic", "softmax"):
         return [cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=cordic_arch,
                                 mode=case.mode, d_osc=head_d_osc(case))] * case.heads, None
+    if case.d_osc > 2:
+        from .golden.attention import NOT_CONVERGED
+        steps = np.where(np.asarray(result["steps"]) == NOT_CONVERGED, case.max_steps,
+                         np.asarray(result["steps"]))
+        return ([flow_cycles(case.tokens, case.d_h, case.causal, row_steps, case.d_osc,
+                             cordic_arch=cordic_arch) for row_steps in steps],
+                [[(1, int(n)) for n in row_steps] for row_steps in steps])
     runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
     return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,
                        case.init == "warm", cordic_arch=cordic_arch)
@@ -198,7 +215,7 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
     from .hdl.attention import head_d_osc, head_writes
     from .sim.runner import SimulationFailed
 
-    tokens, d_h, modes = case.tokens, case.d_h, HEAD_MODES[case.mode]
+    tokens, d_h, modes = case.tokens, case.d_h, head_modes_of(case)
     if is_softmax(case):
         from .softmax_flow import SOFTMAX_ENGINES
         rtl = SOFTMAX_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
@@ -334,7 +351,7 @@ def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy:
     row = {"mechanism": mechanism_name(case), "heads": case.heads, "tokens": case.tokens,
            "d_h": case.d_h, "d_osc": case.d_osc, "causal": case.causal,
            "max_tokens": case.tokens, "max_d_h": case.d_h,
-           "modes_built": list(HEAD_MODES[case.mode])}
+           "modes_built": list(head_modes_of(case))}
     return _complete_row(row, shape, device, cordic_arch, rtl, numpy, built, does_not_fit)
 
 
@@ -387,7 +404,7 @@ def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict |
                        lambda: build_torus_layer(spec["board"], tokens, d, TORUS_CORDIC,
                                                  build_root, progress))
     from .hdl.attention import head_d_osc
-    arch, modes, d_osc = spec["cordic_arch"], HEAD_MODES[case.mode], head_d_osc(case)
+    arch, modes, d_osc = spec["cordic_arch"], head_modes_of(case), head_d_osc(case)
     return _fitted(device, build_root, progress,
                    head_build_name(case.tokens, case.d_h, arch, modes, d_osc),
                    lambda: build_attention_head(spec["board"], case.tokens, case.d_h, arch,
@@ -545,7 +562,7 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                 if family not in references:
                     references[family] = float_reference(case)
                     numpys[family] = numpy_reference(case, progress)
-                modes = HEAD_MODES[case.mode]
+                modes = head_modes_of(case)
                 if (case.mode, arch) not in measured:
                     flows._say(progress, f"{shape} {case.mode}: simulating the head ({arch} "
                                          f"CORDICs, modes {', '.join(modes)})")

@@ -54,13 +54,13 @@ case.npz (np.savez; scalars as 0-d arrays): q, k, v (H, T, d_h), anchors (H, T, 
   and meaning in golden/attention.py.
 --example NAME writes golden/attention.random_case(NAME, seed) to --out and stops: q, k, v
   standard normal, random unit anchors, the paper's shapes (kws: H 2, T 49, d_h 16;
-  sva: 1, 9, 32; tinystories: 4, 128, 32 with d_osc 8: analytic in fixed point), every optional
+  sva: 1, 9, 32; tinystories: 4, 128, 32 with d_osc 8), every optional
   entry written out at its default. Edit it (e.g. np.savez with your own q, k, v) and run it.
 engines:
   golden-float  the float model: every mode, sigma and d_osc
   golden-fixed  the bit-exact fixed-point specification (golden/attention_fixed.py):
-                sigma relu_eps; d_osc = 2 every mode, d_osc 3..16 analytic (the unit
-                vector on the sphere, golden/attention_sphere.py)
+                sigma relu_eps; d_osc = 2 every mode, d_osc 3..16 analytic and ode-drive
+                (the unit vector on the sphere and the Lohe flow, golden/attention_sphere.py)
   rtl           the attention head RTL in cocotb (Verilator unless --sim or $SIM), bit for bit
                 golden-fixed, every mode it has (a head is built for the case's d_osc).
                 One simulator build per capacity

@@ -267,7 +267,7 @@ REFUSALS = {
     "bad-shape": ("golden-float", bad_shape, [], "k: must have the shape of q"),
     "nan": ("golden-fixed", nan_entry, [], "q: contains NaN or inf"),
     "d_osc-fixed": ("golden-fixed", sphere_pairwise, [], "at d_osc = 3 is not in fixed point"),
-    "d_osc-rtl": ("rtl", sphere_ode, [], "'ode-drive' at d_osc = 3: not in RTL yet"),
+    "d_osc-rtl": ("rtl", sphere_pairwise, [], "'ode-pairwise' at d_osc = 3 is not in fixed"),
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
     "capacity-rtl": ("rtl", None, ["--max-tokens", "4"], "exceeds this head's (4, 32)"),
     "capacity-limit-rtl": ("rtl", None, ["--max-d-h", "129"], "max_d_h must be 1..128"),

@@ -3,13 +3,15 @@ golden/attention_sphere.py: the unit vector on the sphere, bit for bit.
 
 - Amaranth's simulator: `SquareRoot` against math.isqrt; `SphereNormalizer` with the head's
   `Reciprocal` against golden `sphere_state`, and its clocks against `sphere_cycles`; whole
-  heads at d_osc 3, 4 and 8 (both CORDIC architectures, output backpressure): every row's
-  e_w, h, x, attn and out, and `cycles_per_head` when the output is always ready.
+  heads at d_osc 3, 4, 6, 8 and 16 (both CORDIC architectures, output backpressure, a zero
+  drive): every row's e_w, h, x, attn and out, and `cycles_per_head` when the output is
+  always ready; the Lohe flow (ode-drive) likewise with random, zero and warm starts and a
+  max_steps stop, steps and converged included, against `flow_cycles`.
 - cocotb on Verilator: the TinyStories example (H 4, T 128, d_h 32, d_osc 8) through
-  `oscarray attention --engine rtl`: bit-exact with golden-fixed and within the issue's
-  2**-10 of the float model.
-- Refusals: the ODE modes at d_osc > 2, a d_osc outside 2..16, a case of another d_osc than
-  the build's, a batch mixing two.
+  `oscarray attention --engine rtl`, analytic and ode-drive: bit-exact with golden-fixed and
+  within the issue's 2**-10 of the float model.
+- Refusals: ode-pairwise at d_osc > 2, a d_osc outside 2..16, a softmax-only head at
+  d_osc > 2, a case of another d_osc than the build's, a batch mixing two.
 """
 
 import json
@@ -32,6 +34,7 @@ from oscarray.hdl.attention import (
     cordic_latencies,
     cycles_per_head,
     decode_items,
+    flow_cycles,
     head_writes,
     row_items,
 )
@@ -163,6 +166,60 @@ def test_head_on_the_sphere_is_bit_exact(arch, shape, causal, p, ready):
         assert result["cycles"] > formula       # the head waited for the output
 
 
+FLOW_MODES = ("analytic", "ode-drive")
+
+
+@pytest.mark.parametrize("arch,shape,causal,p,init,ready", [
+    ("pipelined", (5, 6, 4), True, 2, "random", 1.0),
+    ("iterative", (6, 4, 3), False, 1, "warm", 0.7),
+    ("pipelined", (4, 4, 8), True, 4, "zero", 1.0),
+    ("pipelined", (4, 5, 6), None, 1, "warm", 1.0),     # a zero drive (`cancelling_case`)
+    ("pipelined", (5, 3, 5), True, 1, "random", 1.0),   # max_steps 3: rows that never calm
+])
+def test_lohe_flow_head_is_bit_exact(arch, shape, causal, p, init, ready):
+    T, d_h, d_osc = shape
+    if causal is None:
+        case, causal = cancelling_case(d_osc), True
+    else:
+        case = random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
+                           p=np.array(p))
+    case.update(mode=np.array("ode-drive"), init=np.array(init))
+    if shape == (5, 3, 5):
+        case["max_steps"] = np.array(3)
+    gold = attention_fixed(case)
+    dut = AttentionHead(CONFIG, cordic_arch=arch, d_osc=d_osc, modes=FLOW_MODES, **SMALL)
+    writes = head_writes(case, CONFIG, d_osc=d_osc, modes=FLOW_MODES, **SMALL)[0]
+    result = simulate_head(dut, writes, T * row_items(T, d_h, d_osc), ready_prob=ready,
+                           seed=p, clock_limit=500_000)
+    rtl = decode_items(result["items"], T, d_h, d_osc)
+    for key, golden in (("h", "h_int"), ("x", "x_int"), ("attn", "attn_int"),
+                        ("out", "out_int"), ("converged", "converged")):
+        np.testing.assert_array_equal(rtl[key], gold[golden][0], err_msg=key)
+    steps = gold["steps"][0]
+    np.testing.assert_array_equal(rtl["steps"][steps >= 0], steps[steps >= 0])
+    if shape == (5, 3, 5):
+        assert not gold["converged"].all()
+    if causal is True and shape == (4, 5, 6):
+        assert steps[1] == 0                        # the zero drive never moved
+    ran = np.where(steps < 0, case.get("max_steps", 4000), steps)
+    formula = flow_cycles(T, d_h, causal, ran, d_osc, CONFIG, arch)
+    if ready == 1:
+        assert result["cycles"] == formula
+    else:
+        assert result["cycles"] > formula
+
+
+def test_tinystories_lohe_flow_in_rtl(tmp_path, capsys):
+    case = tmp_path / "flow.npz"
+    np.savez(case, **random_case("tinystories", 0, mode="ode-drive"))
+    out = tmp_path / "rtl.npz"
+    assert main(["attention", "--in", str(case), "--engine", "rtl", "--out", str(out),
+                 "--json", "--build-dir", str(tmp_path / "build")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mismatches"] == 0 and report["not_converged"] == 0
+    assert report["max_attn_err"] <= TARGET_D8 and report["steps_max"] > 0
+
+
 def test_softmax_on_a_sphere_head_is_bit_exact():
     # A head of d_osc 4 with the softmax mode: its rows carry the wider header too.
     T, d_h, d_osc = 5, 4, 4
@@ -196,8 +253,8 @@ def test_tinystories_in_rtl_is_bit_exact_and_within_the_target(tmp_path, capsys)
 
 
 def test_d_osc_refusals():
-    with pytest.raises(AttentionHeadError, match="'ode-drive' at d_osc = 8: not in RTL"):
-        AttentionHead(CONFIG, d_osc=8, modes=("ode-drive",), **SMALL)
+    with pytest.raises(AttentionHeadError, match="'ode-pairwise' at d_osc = 8: not in RTL"):
+        AttentionHead(CONFIG, d_osc=8, modes=("ode-pairwise",), **SMALL)
     for bad in (1, 17):
         with pytest.raises(AttentionHeadError, match="d_osc must be 2..16"):
             AttentionHead(CONFIG, d_osc=bad, **SMALL)
@@ -214,9 +271,9 @@ def test_d_osc_refusals():
         run_attention_rtl_batch([case, other], CONFIG, **SMALL)
 
 
-def test_cli_refuses_the_ode_modes_on_the_sphere(tmp_path, capsys):
+def test_cli_refuses_ode_pairwise_on_the_sphere(tmp_path, capsys):
     case = tmp_path / "tiny.npz"
-    np.savez(case, **random_case("tinystories", 0, mode="ode-drive"))
+    np.savez(case, **random_case("tinystories", 0, mode="ode-pairwise"))
     out = tmp_path / "rtl.npz"
     assert main(["attention", "--in", str(case), "--engine", "rtl", "--out", str(out)]) == 2
     assert "d_osc = 8" in capsys.readouterr().err and not out.exists()

@@ -58,8 +58,10 @@ def test_refusal_names_tinystories_ode_modes_only():
     assert bench.refusal(bench.example_case("sva")) is None
     tiny = bench.example_case("tinystories")
     assert bench.refusal(tiny) is None                          # analytic on the sphere
-    for mechanism in ("oscillator-ode-drive", "oscillator-ode-pairwise"):
-        assert "d_osc = 8" in bench.refusal(bench.mechanism_case(tiny, mechanism))
+    assert bench.refusal(bench.mechanism_case(tiny, "oscillator-ode-drive")) is None
+    assert "d_osc = 8" in bench.refusal(bench.mechanism_case(tiny, "oscillator-ode-pairwise"))
+    assert bench.head_modes_of(bench.mechanism_case(tiny, "oscillator-ode-drive")) == (
+        "analytic", "ode-drive")
     assert bench.refusal(bench.mechanism_case(tiny, "softmax")) is None     # no anchors
 
 
@@ -173,7 +175,9 @@ def test_measure_rtl_checks_cycles_and_bits(monkeypatch):
     assert got["cycles_measured"] == [model, model] and got["cycles"] == 2 * model
     assert got["cycles_per_head"] == model and got["bit_exact"] and got["mismatches"] == 0
     assert 0 < got["max_attn_err"] < 2 ** -11
-    assert got["load_words"] == 2 * (3 * 5 * 4 + 5 + len(REGISTERS))  # q, k, v, anchors, regs
+    # q, k, v, anchors and the registers (all but the sphere flow's three).
+    flow_registers = {"flow_step", "flow_tol", "max_steps"}
+    assert got["load_words"] == 2 * (3 * 5 * 4 + 5 + len(REGISTERS.keys() - flow_registers))
 
     monkeypatch.setitem(flows.ATTENTION_ENGINES, "rtl", fake_rtl(flip=True))
     got = bench.measure_rtl(case, "iterative")
@@ -251,8 +255,8 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     assert "dsp 29/8" in text
     # The ODE rows share one build: said once.
     assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
-    assert "tinystories oscillator-ode-drive: refused, no row" in text and "d_osc = 8" in text
-    assert "tinystories oscillator-analytic: refused" not in text
+    assert "tinystories oscillator-ode-pairwise: refused, no row" in text
+    assert "d_osc = 8" in text and "tinystories oscillator-ode-drive: refused" not in text
     assert "NumPy us: the float model's analytic attention on every oscillator row" in text
     # Same area in the fake builds: every ratio is the clocks' (kws: 2 heads of T 49, d_h 16).
     clocks = [cycles_per_head(49, 16, True, mode=m) for m in ("softmax", "analytic")]
@@ -268,18 +272,21 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
         (shape, device, mechanism) for shape in ("kws", "sva")
         for device in ("up5k", "ecp5-85f") for mechanism in mechanisms] + [
         ("tinystories", device, mechanism) for device in ("up5k", "ecp5-85f")
-        for mechanism in ("oscillator-analytic", "softmax", "torus")]
+        for mechanism in ("oscillator-analytic", "oscillator-ode-drive", "softmax", "torus")]
     for r in result["rows"]:
         ode = r["mechanism"].startswith("oscillator-ode")
         built = {"oscillator-analytic": ["analytic"], "softmax": ["softmax"],
                  "torus": ["torus"]}
-        assert r["modes_built"] == (list(MODES) if ode else built[r["mechanism"]])
+        if r["shape"] == "tinystories" and ode:
+            assert r["modes_built"] == ["analytic", "ode-drive"]
+        else:
+            assert r["modes_built"] == (list(MODES) if ode else built[r["mechanism"]])
         assert (r["euler_steps"] == 40) if ode else r["euler_steps"] is None
     assert [(r["shape"], r["mechanism"]) for r in result["refused"]] == [
-        ("tinystories", m) for m in mechanisms if m.startswith("oscillator-ode")]
+        ("tinystories", "oscillator-ode-pairwise")]
     assert [(c["shape"], c["device"], c["mechanism"]) for c in result["versus_analytic"]] == [
         (shape, "ecp5-85f", m) for shape in ("kws", "sva") for m in mechanisms[1:]] + [
-        ("tinystories", "ecp5-85f", m) for m in ("softmax", "torus")]
+        ("tinystories", "ecp5-85f", m) for m in ("oscillator-ode-drive", "softmax", "torus")]
     torus = [r for r in result["rows"] if r["mechanism"] == "torus"]
     assert [(r["heads"], r["tokens"], r["d_h"]) for r in torus[::2]] == [
         (2, 49, 16), (1, 9, 32), (4, 128, 32)]
@@ -394,7 +401,7 @@ def test_cli_only_refused_shapes_exit_2_before_any_work(tmp_path, capsys, monkey
     # Every mechanism of the only shape refused (softmax too, here): nothing runs.
     refusal = bench.refusal
     monkeypatch.setattr(bench, "refusal", lambda case: "not today"
-                        if case.mode in ("softmax", "analytic") else refusal(case))
+                        if case.mode in ("softmax", "analytic", "ode-drive") else refusal(case))
     monkeypatch.setattr(bench, "torus_refusal", lambda cases: "nor this")
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "tinystories", "--output", str(out),
