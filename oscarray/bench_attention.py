@@ -449,12 +449,13 @@ def resumable_rows(previous: dict, seed: int) -> dict:
 
 def merged_resumable_rows(results, seed: int) -> dict:
     """`resumable_rows` of several earlier results ((name, result) pairs, e.g. a full run
-    and a later run of the rows it could not measure then); a row in two of them is a
-    ValueError naming both (which one is meant is not for the bench to guess)."""
+    and a later run of the rows it could not measure then); a row in two of them, measured
+    differently, is a ValueError naming both (which one is meant is not for the bench to
+    guess); the same row taken over into both is one row."""
     rows, source = {}, {}
     for name, result in results:
         for key, row in resumable_rows(result, seed).items():
-            if key in rows:
+            if key in rows and rows[key] != row:
                 raise ValueError(f"--resume: the row {' '.join(key)} is in both {source[key]} "
                                  f"and {name}")
             rows[key], source[key] = row, name

@@ -378,11 +378,20 @@ def test_cli_resumes_from_two_results_and_refuses_a_row_in_both(tmp_path, capsys
     rows = json.loads(out.read_text())["rows"]
     assert [(r["mechanism"], r["measured"]) for r in rows] == [("softmax", "2026-01-01"),
                                                               ("torus", "2026-01-02")]
+    # The same row in two files (one took it over from the other) is one row; measured
+    # twice, differently, it is an error.
+    code = main(["bench", "attention", "--shape", "sva", "--device", "ecp5-85f",
+                 "--mechanism", "softmax", "torus", "--resume", str(out), *map(str, paths),
+                 "--output", str(tmp_path / "same.json"), "--build-dir", str(tmp_path)])
+    assert code == 0
+    other = json.loads(paths[0].read_text())
+    other["rows"][0]["cycles"] += 1
+    paths[1].write_text(json.dumps(other))
     capsys.readouterr()
-    code = main(["bench", "attention", "--resume", str(paths[0]), str(paths[0]),
+    code = main(["bench", "attention", "--resume", str(paths[0]), str(paths[1]),
                  "--output", str(tmp_path / "again.json"), "--build-dir", str(tmp_path)])
     assert code == 2
-    assert f"the row sva ecp5-85f softmax is in both {paths[0]} and {paths[0]}" in \
+    assert f"the row sva ecp5-85f softmax is in both {paths[0]} and {paths[1]}" in \
         capsys.readouterr().err
     assert not (tmp_path / "again.json").exists()
 
