@@ -11,9 +11,10 @@ reset: a power-up word could raise done without an input; fixed by gating the wo
 advance and finish bits with busy) and array_counters__load_at_start (a max_steps loaded in
 the clock of a start was missed by the start and used by the run, so steps_taken could wrap;
 fixed by the start reading the value being loaded). The proofs themselves assume neither.
-A third defect, found by array_response once its depth covered a whole step after the first
-phase pass (drive_form and pairwise_form both loaded 1 deadlocked the coupling pass), is
-fixed too; that proof passing is its regression check.
+A third defect, found by array_response when it was a BMC whose depth covered a whole step
+after the first phase pass (drive_form and pairwise_form both loaded 1 deadlocked the coupling
+pass), is fixed too; that proof passing (now k-induction, from any reachable state) is its
+regression check.
 
 `formal_run(proofs=None, progress=None) -> dict` runs them (all, or the named ones) and returns
 
@@ -160,15 +161,15 @@ def _array_bounds():
 
 def _proofs():
     lat, cpr = _cordic_depths()
-    step, phase_pass = _array_bounds()
+    step, _ = _array_bounds()
     # BMC depths of the broken CORDIC variants: a result needs the latency to come out, and a
     # few clocks more to stall, repeat or lose it.
     pipe_bmc, iter_bmc = lat + 8, cpr + 8
-    # Array, response: the watchdog restarts at the start and at each order item, so a BMC
-    # must reach the end of a whole step after the first phase pass: a start within the first
-    # 9 clocks (up to 9 loads, the last one in the start's clock), the phase pass, then one
-    # step of the slowest form at the largest n and one clock more (the watchdog's bound + 1).
-    resp_depth = 9 + phase_pass + step + 1
+    # Array, response: k-induction at depth RESPONSE_DEPTH (4 closes; 6 for a margin). Its
+    # broken variant (a lost CORDIC result: the first phase pass never ends) trips the
+    # watchdog bound + 1 clocks after a start in the first clock: a BMC of the bound and a few
+    # clocks more.
+    lose_depth = step + 4
     # Pinned: loads, a start, and the first step's writes (a step includes its phase pass).
     pin_depth = step + 6
     answer_bound, frame, link_format = _link_numbers()
@@ -217,19 +218,20 @@ def _proofs():
               "CORDIC latency 18)",
               f"while busy, an order item or done within {step} clocks (the consumer's stalls "
               "not counted), so a run ends within (max_steps + 1) times that; busy falls only "
-              "into done",
-              _array(("response",)), "bmc", resp_depth,
-              f"BMC to {resp_depth} clocks: any start within the first 9 clocks (after up to "
-              f"9 loads) is followed through its phase pass (at most {phase_pass} clocks) and "
-              f"a whole step of the slowest form at the largest n ({step} clocks): every "
-              "watchdog count of a run with max_steps <= 1; datapath cut. (Not k-induction: "
-              "the watchdog needs a ranking invariant over every pipeline of the step, or an "
-              "induction depth above the bound, too slow here.) It found a deadlock, fixed: "
-              "drive_form and pairwise_form both loaded 1 left the coupling pass waiting for "
-              "pairwise row sums; a depth of step + 9 (the earlier one) did not reach it",
+              "into done; any max_steps",
+              _array(("response",), max_steps_limit=None), "prove", RESPONSE_DEPTH,
+              "k-induction, with invariants tabulated from simulations of the engine: between "
+              "two order items the controller is deterministic, so every control register "
+              "(pipeline valid bits and flags, counters, indices, FSM state) is asserted as a "
+              "function of the run registers, the pass and the watchdog count (where the "
+              "consumer's stalls and the previous run's leftovers do not reach); the watchdog "
+              "count is bounded by the simulated keys. From any reachable state: runs of any "
+              "length, any stalls, starts at any time. Datapath cut. It found a deadlock, "
+              "fixed, as a BMC: drive_form and pairwise_form both loaded 1 left the coupling "
+              "pass waiting for pairwise row sums",
               slow=True,
               broken=(Variant("lose_result", _array(("response",), "lose_result"), "bmc",
-                              resp_depth),)),
+                              lose_depth),)),
         Proof("array_pinned", "hdl/array.py ArrayEngine (capacity 3, 1 lane, all forms; "
               "CORDIC latency 18)",
               "every accumulator write to a pinned oscillator carries its own value (pinned "
@@ -262,6 +264,9 @@ def _proofs():
                               20),)),
     ]
 
+
+#: k-induction depth of array_response (4 closes it; the margin costs little).
+RESPONSE_DEPTH = 6
 
 #: The defects the proofs found (fixed; the regression variants turn the fixes off).
 POWER_UP_NOTE = (

@@ -7,7 +7,9 @@ inputs with free values (`AnySeq`, `AnyConst`) and check it with `Assert` / `Ass
   harness): these are what a proof is about, and what a broken DUT must violate;
 - *invariants* (`invariants=True`): relations between the harness's counters and the DUT's
   internal registers that make the specification inductive, so that k-induction (sby `prove`)
-  closes at a small depth. They are found in the elaborated DUT by name (`internal_signals`).
+  closes at a small depth. They are found in the elaborated DUT by name (`internal_signals`);
+  the array response proof's are tabulated from simulations of the DUT (`_response_table`)
+  and checked by the proof like any other.
   The broken variants are checked with `invariants=False` (bounded, from reset), so that what
   fails is the specification itself and not a proof aid.
 
@@ -24,10 +26,12 @@ from amaranth.hdl import (
     Assert,
     Assume,
     Cat,
+    ClockDomain,
     Const,
     Elaboratable,
     Fragment,
     Module,
+    Mux,
     Shape,
     Signal,
     Value,
@@ -442,7 +446,7 @@ class ArraySpec(Elaboratable):
     Free every clock: start, the load port (valid and payload, any target and address, also
     in the clock of a start), order.ready, phases.ready. Assumed (the documented contract of
     the load port, and a small run): n is loaded with 1..capacity, max_steps with at most
-    `max_steps_limit`.
+    `max_steps_limit` (None: any 32-bit value).
 
     `properties` selects what is checked (each is one proof in `oscarray.formal_flow`):
 
@@ -451,7 +455,20 @@ class ArraySpec(Elaboratable):
       `cycles_per_step` of the largest n, the slowest form), not counting clocks in which an
       offered order item is not taken (the consumer's stalls). With steps_taken <= max_steps
       ("counters"), a run ends within (max_steps + 1) * step_bound such clocks: it always
-      returns to done. When busy falls, done is set.
+      returns to done. When busy falls, done is set. With `invariants`, what makes it
+      inductive: the controller is deterministic between two order items, so every control
+      register (valid bits, flags, counters, indices, FSM state: `_response_registers`) is a
+      function of the key of `_response_key` (n, the form registers, final, the run's first
+      pass or not, and the watchdog count itself; or, while not busy, the state) wherever
+      the consumer's stalls and the previous run's leftovers do not reach. The harness
+      simulates a fresh copy of the engine (`_response_table`: every form, n, pass and
+      consumer wait, starts soon after reset and after other runs) and asserts each
+      register's bits that took one value at a key in every simulated clock, that every key
+      is one the simulations reached (so the watchdog count is bounded per key), and that
+      each small register only takes values it took there. The simulations are only a guess
+      of the invariant: the proof checks it (base case from reset and the induction step),
+      so a guess too strong fails the proof (a bit the simulations happened not to vary),
+      never passes it.
     - "counters": steps_taken <= max_steps while busy (so it never wraps: it stops at the
       32-bit max_steps), also when max_steps is loaded in the clock of the start; cycles =
       the busy clocks since the start, exactly (+1 per busy clock, 0 at the start,
@@ -509,8 +526,9 @@ class ArraySpec(Elaboratable):
         is_reg = fire & (item.target == TARGETS["reg"])
         with m.If(is_reg & (item.addr == REGISTERS["n"])):
             m.d.comb += Assume((item.data >= 1) & (item.data <= cap), "n in 1..capacity")
-        with m.If(is_reg & (item.addr == REGISTERS["max_steps"])):
-            m.d.comb += Assume(item.data <= self.max_steps_limit, "a short run")
+        if self.max_steps_limit is not None:
+            with m.If(is_reg & (item.addr == REGISTERS["max_steps"])):
+                m.d.comb += Assume(item.data <= self.max_steps_limit, "a short run")
 
         ctx = dict(m=m, dut=dut, item=item, fire=fire, is_reg=is_reg, busy=dut.busy,
                    started=dut.start & ~dut.busy, fragment=fragment)
@@ -518,19 +536,66 @@ class ArraySpec(Elaboratable):
             getattr(self, f"_{name}")(**ctx)
         return m
 
-    def _response(self, m, dut, busy, started, **_):
+    def _response(self, m, dut, busy, started, fragment, **_):
         was_busy = Signal()
         m.d.sync += was_busy.eq(busy)
         m.d.comb += Assert(~(was_busy & ~busy) | dut.done, "a run ends in done")
         bound = self.step_bound
-        since = Signal(range(bound + 2))
-        handed = dut.order.valid & dut.order.ready
-        waiting = dut.order.valid & ~dut.order.ready
-        with m.If(started | handed):
-            m.d.sync += since.eq(0)
-        with m.Elif(busy & ~waiting & (since <= bound)):
-            m.d.sync += since.eq(since + 1)
+        since, first = _watchdog(m, dut, bound)
         m.d.comb += Assert(~busy | (since <= bound), "busy longer than a step without progress")
+        if not self.invariants:
+            return
+        table, values = _response_table(self.core, bound)
+        registers = _response_registers(fragment)
+        key = Signal(len(_response_key(fragment, dut, since, first)))
+        m.d.comb += key.eq(_response_key(fragment, dut, since, first))
+        # The table by slice (the key without `since`), then by `since`: in each slice, each
+        # register's clocks grouped by their (value, care) (few groups: compact logic).
+        low = len(since)
+        slices = {}
+        for k, word in table.items():
+            slices.setdefault(k >> low, {})[k & ((1 << low) - 1)] = word
+        offsets, offset = [], 0
+        for _, signal in registers:
+            offsets.append(offset)
+            offset += len(signal)
+        expect = [Signal(len(signal), name=f"expect{index}")
+                  for index, (_, signal) in enumerate(registers)]
+        care = [Signal(len(signal), name=f"care{index}")
+                for index, (_, signal) in enumerate(registers)]
+        unseen = "inv: a state the simulations never reached"
+        with m.Switch(key[low:]):
+            for part, rows in sorted(slices.items()):
+                with m.Case(part):
+                    with m.Switch(since):
+                        with m.Case(*sorted(rows)):
+                            pass
+                        with m.Default():
+                            m.d.comb += Assert(0, unseen)
+                    for index, (_, signal) in enumerate(registers):
+                        bits = (1 << len(signal)) - 1
+                        groups = {}
+                        for at, (value, mask) in rows.items():
+                            cared = (mask >> offsets[index]) & bits
+                            if cared:
+                                word = ((value >> offsets[index]) & bits & cared, cared)
+                                groups.setdefault(word, []).append(at)
+                        if not groups:
+                            continue
+                        with m.Switch(since):
+                            for (value, cared), ats in groups.items():
+                                with m.Case(*sorted(ats)):
+                                    m.d.comb += [expect[index].eq(value),
+                                                 care[index].eq(cared)]
+            with m.Default():
+                m.d.comb += Assert(0, unseen)
+        for index, (path, signal) in enumerate(registers):
+            name = f"{path}.{signal.name}" if path else signal.name
+            m.d.comb += Assert(((signal ^ expect[index]) & care[index]) == 0,
+                               f"inv: {name} (register {index}) as simulated")
+            if values[index] is not None and len(values[index]) < 2 ** len(signal):
+                m.d.comb += Assert(Cat(signal == v for v in sorted(values[index])).any(),
+                                   f"inv: {name} (register {index}) takes simulated values")
 
     def _counters(self, m, dut, item, is_reg, busy, started, fragment, **_):
         from ..hdl.array import REGISTERS
@@ -580,6 +645,370 @@ class ArraySpec(Elaboratable):
             with m.If(update.index == chosen):
                 m.d.comb += Assert(~pinned | (update.acc == acc), "a pinned oscillator moved")
                 m.d.sync += acc.eq(update.acc)
+
+
+# -- the response proof's invariants: the controller's registers as a function of the watchdog --
+
+#: Registers the response invariants leave free: the run's counters and run registers (any
+#: value in a long run or after any load), and data (phases, angles, the CORDIC stages' z, the
+#: update unit's operands; names below, and in `_response_registers`): a data value the
+#: simulations happen not to vary may still vary in the proof (the datapath is cut there).
+_RESPONSE_FREE = frozenset({"cycles", "steps_taken", "max_steps", "calm", "noisy", "inc", "t",
+                            "d", "s", "tol", "tol_enable", "p2_theta", "rot_z", "readout",
+                            "readout_primed"})
+_RESPONSE_DATA_PREFIXES = ("next_theta", "row_theta", "angle", "lane_word", "sys_addr")
+_RESPONSE_DATA_SUFFIXES = ("_z", "_flip")
+#: Consumer waits the response table's simulations try each of (the walk's pipelines, up to the
+#: lane flags' delay line, drain within them).
+_RESPONSE_WAITS = 32
+#: Wider registers are data (CORDIC stages, sums, products, payloads): left free as well.
+_RESPONSE_MAX_WIDTH = 12
+
+
+def _registers(fragment) -> list:
+    """[(path, signal)] of every register (driven in `sync`) of `fragment` and below, in
+    elaboration order (the same order for every elaboration of the same design)."""
+    found = []
+    for path, frag in _walk(fragment):
+        seen = {}
+        for domain, statements in frag.statements.items():
+            if domain != "sync":
+                continue
+            for statement in statements:
+                for signal in statement._lhs_signals():
+                    seen.setdefault(id(signal), signal)
+        found.extend((".".join(path), signal) for signal in seen.values())
+    return found
+
+
+def _response_registers(fragment) -> list:
+    """The registers the response invariants tie to the table: the controller's (valid bits,
+    flags, counters, indices, FSM states) among `_registers`, at most _RESPONSE_MAX_WIDTH bits,
+    without _RESPONSE_FREE and data; in the update unit only its valid bits."""
+    chosen = []
+    for path, signal in _registers(fragment):
+        name = signal.name
+        if (len(signal) > _RESPONSE_MAX_WIDTH or name in _RESPONSE_FREE
+                or name.startswith(_RESPONSE_DATA_PREFIXES)
+                or name.endswith(_RESPONSE_DATA_SUFFIXES)
+                or (path == "update" and not name.startswith(("valid", "done")))):
+            continue
+        chosen.append((path, signal))
+    return chosen
+
+
+def _flag_vector(path: str, signal) -> bool:
+    """Whether a register is a pipeline's flags with its valid bit as bit 0 (the walk's flags
+    on their way to the lanes, a MAC lane's flag stages): its other bits mean something only
+    with valid set."""
+    return (signal.name.startswith(("sys_flags", "lane_flags"))
+            or (path.startswith("mac") and len(signal) == 3))
+
+
+def _a1_group(fragment) -> list:
+    """[a1_valid, its fields...]: the walk's first stage, the registers the sequencer assigns
+    together from `walking` (valid) and the column, row base and k word (its fields); [] if
+    not found."""
+    from amaranth.hdl._ast import Assign
+    statements = [statement for statement in fragment.statements.get("sync", ())
+                  if isinstance(statement, Assign)]
+    for index, statement in enumerate(statements):
+        rhs = statement.rhs
+        if isinstance(rhs, Signal) and rhs.name == "walking":
+            group = [statement.lhs]
+            for later in statements[index + 1:]:
+                names = {signal.name for signal in later._lhs_signals()}
+                group.extend(later._lhs_signals())
+                if "a1_rows" in names:
+                    return group if all(isinstance(s, Signal) for s in group) else []
+            return []
+    return []
+
+
+def _watchdog(m, dut, bound):
+    """The response property's counter: `since` = busy clocks since the start or the last
+    order item, not counting the consumer's stalls (saturates at bound + 1); `first`: no
+    order item taken since the start (the run's first phase pass)."""
+    busy = dut.busy
+    started = dut.start & ~busy
+    handed = dut.order.valid & dut.order.ready
+    waiting = dut.order.valid & ~dut.order.ready
+    since = Signal(range(bound + 2))
+    first = Signal()
+    with m.If(started | handed):
+        m.d.sync += since.eq(0)
+    with m.Elif(busy & ~waiting & (since <= bound)):
+        m.d.sync += since.eq(since + 1)
+    with m.If(started):
+        m.d.sync += first.eq(1)
+    with m.Elif(handed):
+        m.d.sync += first.eq(0)
+    return since, first
+
+
+def _response_key(fragment, dut, since, first) -> Value:
+    """What the controller's state is a function of: while busy, the run registers n,
+    drive_form, pairwise_form, `final`, `first` and the watchdog `since`; while not busy, the
+    sequencer state (IDLE or DONE) and whether n is still 0 (never loaded: no run so far had
+    a row)."""
+    top = {signal.name: signal for path, signal in _registers(fragment) if path == ""}
+    state = _generated(fragment, "sequencer").state
+    busy = dut.busy
+    run = Cat(since, first, top["final"], _slice_signals(fragment))
+    return Cat(Mux(busy, run, 0), Mux(busy, 0, Cat(state, top["n"] == 0)), busy)
+
+
+def _slice_signals(fragment) -> Value:
+    """The run registers of `_response_key`: n, drive_form, pairwise_form."""
+    top = {signal.name: signal for path, signal in _registers(fragment) if path == ""}
+    return Cat(top["n"], top["drive_form"], top["pairwise_form"])
+
+
+def _pack(registers) -> Value:
+    return Cat(*(signal for _, signal in registers))
+
+
+_RESPONSE_TABLES = {}
+
+
+def _response_table(core, bound: int, runs: int = 16, seed: int = 7) -> tuple:
+    """(table, values) of the packed `_response_registers` of `core`'s design, from
+    simulations of a fresh copy (about 30 s for the proofs' engine): every form, n (0 too)
+    and final/not final pass `runs` times each in a random order, starts soon after reset,
+    every consumer wait up to _RESPONSE_WAITS clocks in matvec (whose early walk runs on
+    during a wait) and random ones elsewhere, random data and loads (in the clock of the
+    start too). table: {key (`_response_key`): (value, care)}, `care` the bits that took one
+    value at that key in every simulated clock (after the pooling below), keys every key the
+    simulations reached; values: per register, the set of values it took (registers of at most
+    4 bits; None for wider ones). `seed` fixes the simulations (16 runs pass the proof for
+    seeds 7 and 11; 8 runs leave bits the simulations happen not to vary, and the induction
+    fails)."""
+    import random
+
+    from amaranth.sim import Simulator
+
+    from ..hdl.array import REGISTERS, TARGETS
+    cache_key = (type(core), core.config, core.lanes, core.forms, core.cordic_arch, bound,
+                 runs, seed)
+    if cache_key in _RESPONSE_TABLES:
+        return _RESPONSE_TABLES[cache_key]
+    engine = type(core)(core.config, core.case, lanes=core.lanes, forms=core.forms,
+                        cordic_arch=core.cordic_arch)
+    fragment = Fragment.get(engine, None)
+    m = Module()
+    m.domains.sync = domain = ClockDomain("sync")
+    m.submodules.dut = _Elaborated(fragment)
+    since, first = _watchdog(m, engine, bound)
+    key = Signal(len(_response_key(fragment, engine, since, first)))
+    packed = Signal(len(_pack(_response_registers(fragment))))
+    m.d.comb += [key.eq(_response_key(fragment, engine, since, first)),
+                 packed.eq(_pack(_response_registers(fragment)))]
+    cap, a = core.config.capacity, core.config.acc_bits
+    rng = random.Random(seed)
+    table, states = {}, set()
+    load = engine.load
+
+    def any_values():
+        return {"n": rng.randrange(1, cap + 1), "drive_form": rng.randrange(2),
+                "pairwise_form": rng.randrange(2), "max_steps": rng.randrange(3),
+                "t": rng.randrange(8), "d": rng.getrandbits(16), "s": rng.randrange(20),
+                "tol": rng.getrandbits(a), "tol_enable": rng.randrange(2)}
+
+    def bench(episode, fresh):
+        async def run(ctx):
+            # Each episode starts from reset (every register at its initial value, as in the
+            # proof; the memories keep their contents, which the table does not read).
+            ctx.set(domain.rst, 1)
+            await ctx.tick()
+            ctx.set(domain.rst, 0)
+
+            def observe():
+                k, v = ctx.get(key), ctx.get(packed)
+                states.add(v)
+                if k in table:
+                    value, varies = table[k]
+                    table[k] = (value, varies | (value ^ v))
+                else:
+                    table[k] = (v, 0)
+
+            async def clock():
+                observe()
+                await ctx.tick()
+
+            async def write(target, addr, data, start=0):
+                ctx.set(load.valid, 1)
+                ctx.set(load.payload.target, TARGETS[target])
+                ctx.set(load.payload.addr, addr)
+                ctx.set(load.payload.data, data)
+                ctx.set(engine.start, start)
+                await clock()
+                ctx.set(load.valid, 0)
+                ctx.set(engine.start, 0)
+
+            async def idle(clocks, n_too=True):
+                # Idle clocks, each with a register load or none.
+                for _ in range(clocks):
+                    name, value = rng.choice(list(any_values().items()))
+                    if rng.random() < 0.7 and (n_too or name != "n"):
+                        await write("reg", REGISTERS[name], value)
+                    else:
+                        await clock()
+
+            for drive, pairwise, n, steps, gap, *wait in episode:
+                ctx.set(engine.phases.ready, rng.random() < 0.5)
+                await idle(gap, n_too=n != 0)
+                if rng.random() < 0.5:
+                    for target in ("acc", "w", "pinned", "drive"):
+                        for addr in range(cap):
+                            if rng.random() < 0.7:
+                                await write(target, addr, rng.getrandbits(36))
+                values = any_values()
+                values.update(n=n, drive_form=drive, pairwise_form=pairwise, max_steps=steps)
+                if n == 0:
+                    del values["n"]
+                names = list(values)
+                rng.shuffle(names)
+                if fresh:
+                    # Any few loads (none: a start in the first clock after reset).
+                    names = names[:rng.choice([0, 1, 1, 2, 4, len(names)])]
+                else:
+                    names = names[:rng.choice([1, 4, len(names)])]
+                    for name in ("n", "drive_form", "pairwise_form", "max_steps"):
+                        if name in values and name not in names:
+                            names.insert(0, name)
+                at_start = rng.random() < 0.5
+                for index, name in enumerate(names):
+                    last = index == len(names) - 1
+                    await write("reg", REGISTERS[name], values[name], start=last and at_start)
+                if not at_start:
+                    ctx.set(engine.start, 1)
+                    await clock()
+                    ctx.set(engine.start, 0)
+                while ctx.get(engine.busy):
+                    if ctx.get(engine.order.valid):
+                        # The consumer takes the item at once or after up to 40 clocks (the
+                        # pipelines are drained after about 25).
+                        ctx.set(engine.order.ready, 0)
+                        for _ in range(wait[0] if wait else
+                                       rng.choice([0, rng.randrange(8), rng.randrange(41)])):
+                            await clock()
+                    ctx.set(engine.order.ready, rng.random() < 0.7)
+                    ctx.set(engine.phases.ready, rng.random() < 0.5)
+                    await clock()
+                ctx.set(engine.order.ready, 0)
+            for _ in range(8):
+                ctx.set(engine.phases.ready, rng.random() < 0.5)
+                await clock()
+        return run
+
+    def gap():
+        return rng.choice([0, 0, 1, 2, 3, rng.randrange(24), rng.randrange(24)])
+
+    # Episodes from reset: runs with n = 0 (its reset value: reachable until n is loaded) and
+    # starts soon after reset (the pipelines hold their reset values), then one long episode
+    # of every case `runs` times, in a random order.
+    episodes = []
+    for _ in range(16 * runs):
+        zero = rng.random() < 0.5
+        count = rng.choice([1, 1, 2, 3])
+        episode = []
+        for index in range(count):
+            drive, pairwise = rng.randrange(2), rng.randrange(2)
+            n = 0 if zero else rng.randrange(1, cap + 1)
+            episode.append((drive, pairwise, n, rng.choice([0, 1, 2]),
+                            rng.choice([0, 0, 1, 2, 3, rng.randrange(24)]) if index == 0
+                            else gap()))
+        episodes.append(episode)
+    cases = [(drive, pairwise, n, steps, gap()) for drive in (0, 1) for pairwise in (0, 1)
+             for n in range(1, cap + 1) for steps in (0, 2)] * runs
+    rng.shuffle(cases)
+    zero = [(drive, pairwise, 0, steps, gap()) for drive in (0, 1) for pairwise in (0, 1)
+            for steps in (0, 2)] * runs
+    rng.shuffle(zero)
+    # Every wait of the consumer up to the pipelines' depth, in the forms with an early walk.
+    waits = [(0, 0, n, 2, gap(), wait) for n in range(1, cap + 1)
+             for wait in range(_RESPONSE_WAITS)]
+    rng.shuffle(waits)
+    forced = [zero, cases, waits]
+    episodes += forced
+
+    async def all_episodes(ctx):
+        for episode in episodes:
+            await bench(episode, fresh=not any(episode is e for e in forced))(ctx)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(all_episodes)
+    sim.run()
+    # The simulations check the property themselves: a violation here is a real one.
+    for k in table:
+        if (k >> (len(key) - 1)) & 1 and k & ((1 << len(since)) - 1) > bound:
+            raise AssertionError(f"the engine's simulation was busy {bound + 1} clocks "
+                                 "without an order item")
+    # Pooling: a bit other than a valid bit that varies at some key is left free at the keys
+    # that differ from it only in `final` and in n (among n >= 1), at the same point of the
+    # pass: there it is a leftover of the previous run (or of reset) when a start soon
+    # follows, or of the consumer's stalls, not a function of the key; the pooling spares the
+    # simulations every combination. Valid bits are not pooled, nor are the forms or n = 0
+    # (no run since reset had a row): those differ in which pipelines run.
+    width = len(packed)
+    low = len(since) + 1                       # the bit of `final` in the key
+    n_bits = len(_slice_signals(fragment)) - 2
+    n_mask = ((1 << n_bits) - 1) << (low + 1)
+    # A valid bit: a flag vector's bit 0, or a 1-bit register low whenever the engine is idle.
+    idle = [k for k in table if not (k >> (len(key) - 1)) & 1]
+    valid_bits, offset = 0, 0
+    for path, signal in _response_registers(fragment):
+        low_when_idle = all(not (table[k][1] >> offset) & 1 and not (table[k][0] >> offset) & 1
+                            for k in idle)
+        if _flag_vector(path, signal) or (len(signal) == 1 and low_when_idle):
+            valid_bits |= 1 << offset
+        offset += len(signal)
+
+    def pool(k):
+        return (k & ~(1 << low) & ~n_mask) | (n_mask if k & n_mask else 0)
+
+    pooled = {}
+    for k, (value, varies) in table.items():
+        pooled[pool(k)] = pooled.get(pool(k), 0) | (varies & ~valid_bits)
+    result = {k: (value, ~(pooled[pool(k)] | varies) & ((1 << width) - 1))
+              for k, (value, varies) in table.items()}
+    # The walk's first stage (a1): its flags and indices are fields of a1_valid.
+    group = _a1_group(fragment)
+    if group:
+        positions, offset = {}, 0
+        for path, signal in _response_registers(fragment):
+            positions[id(signal)] = (offset, len(signal))
+            offset += len(signal)
+        valid_at = positions[id(group[0])][0]
+        fields = 0
+        for signal in group[1:]:
+            if id(signal) in positions:
+                at, size = positions[id(signal)]
+                fields |= ((1 << size) - 1) << at
+        for k, (value, care) in result.items():
+            if not (care >> valid_at) & (value >> valid_at) & 1:
+                result[k] = (value, care & ~fields)
+    # A flag vector's fields are tied only where its valid bit is tied to 1: with valid low
+    # they are leftovers (of the last walk, or of reset) that nothing reads.
+    offset = 0
+    for path, signal in _response_registers(fragment):
+        if _flag_vector(path, signal):
+            fields = ((1 << len(signal)) - 2) << offset
+            for k, (value, care) in result.items():
+                if not (care >> offset) & (value >> offset) & 1:
+                    result[k] = (value, care & ~fields)
+        offset += len(signal)
+    # Each register's values in every simulated clock (of at most 4 bits: counters, indices,
+    # states; a pipeline's valid bit pattern as a whole is in the table).
+    values, offset = [], 0
+    for path, signal in _response_registers(fragment):
+        bits = (1 << len(signal)) - 1
+        values.append(frozenset((state >> offset) & bits for state in states)
+                      if len(signal) <= 4 else None)
+        offset += len(signal)
+    _RESPONSE_TABLES[cache_key] = result, values
+    return result, values
 
 
 # ---------------------------------------------------------------------------------------------

