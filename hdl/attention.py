@@ -903,6 +903,14 @@ def ode_engine_runs(case, result, head: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # The head
 
+def lend_reciprocal(m: Module, sphere, recip, in_state) -> None:
+    """In the current state, the sphere normalizer's N takes the head's reciprocal unit (idle
+    there) and gets its (r, L); in_state["SPHERE"] selects N as the unit's input."""
+    m.d.comb += [in_state["SPHERE"].eq(1), recip.i.valid.eq(sphere.root.valid),
+                 sphere.root.ready.eq(recip.i.ready), sphere.inverse.valid.eq(recip.o.valid),
+                 sphere.inverse.payload.eq(recip.o.payload)]
+
+
 class AttentionHead(wiring.Component):
     """Paper A's head in the analytic mode, one head at a time (module docstring).
 
@@ -1421,11 +1429,7 @@ class AttentionHead(wiring.Component):
 
         if self.d_osc > 2:
             with m.State("SPHERE"):
-                # The normalizer's N takes the reciprocal unit, idle in this state.
-                m.d.comb += [in_state["SPHERE"].eq(1), recip.i.valid.eq(state.root.valid),
-                             state.root.ready.eq(recip.i.ready),
-                             state.inverse.valid.eq(recip.o.valid),
-                             state.inverse.payload.eq(recip.o.payload)]
+                lend_reciprocal(m, state, recip, in_state)
                 with m.If(state.done):
                     begin_pass()
                     m.next = "READOUT"
@@ -1590,10 +1594,7 @@ class AttentionHead(wiring.Component):
             components("x", "FLOW_SPHERE", start)
 
         with m.State("FLOW_SPHERE"):
-            m.d.comb += [in_state["SPHERE"].eq(1), recip.i.valid.eq(state.root.valid),
-                         state.root.ready.eq(recip.i.ready),
-                         state.inverse.valid.eq(recip.o.valid),
-                         state.inverse.payload.eq(recip.o.payload)]
+            lend_reciprocal(m, state, recip, in_state)
             with m.If(state.done):
                 m.d.sync += [f.c.eq(0), f.moved.eq(0)]
                 m.next = "FLOW_CHECK"

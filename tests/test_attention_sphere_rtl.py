@@ -131,6 +131,16 @@ def cancelling_case(d_osc: int) -> dict:
     return case
 
 
+def head_case(shape, causal, p):
+    """(case, causal) of a whole-head test: a random one head of (T, d_h, d_osc), or
+    `cancelling_case` (causal) when causal is None."""
+    T, d_h, d_osc = shape
+    if causal is None:
+        return cancelling_case(d_osc), True
+    return random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
+                       p=np.array(p)), causal
+
+
 @pytest.mark.parametrize("arch,shape,causal,p,ready", [
     ("pipelined", (5, 6, 4), True, 2, 1.0),
     ("pipelined", (8, 8, 8), False, 4, 0.6),
@@ -141,11 +151,7 @@ def cancelling_case(d_osc: int) -> dict:
 ])
 def test_head_on_the_sphere_is_bit_exact(arch, shape, causal, p, ready):
     T, d_h, d_osc = shape
-    if causal is None:
-        case, causal = cancelling_case(d_osc), True
-    else:
-        case = random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
-                           p=np.array(p))
+    case, causal = head_case(shape, causal, p)
     gold = attention_fixed(case)
     if shape == (4, 5, 6):
         assert (gold["h_int"][0, 1] == 0).all() and (gold["h_int"][0, [0, 2, 3]] != 0).any()
@@ -178,11 +184,7 @@ FLOW_MODES = ("analytic", "ode-drive")
 ])
 def test_lohe_flow_head_is_bit_exact(arch, shape, causal, p, init, ready):
     T, d_h, d_osc = shape
-    if causal is None:
-        case, causal = cancelling_case(d_osc), True
-    else:
-        case = random_case((1, T, d_h, d_osc), seed=T * d_h + d_osc, causal=np.array(causal),
-                           p=np.array(p))
+    case, causal = head_case(shape, causal, p)
     case.update(mode=np.array("ode-drive"), init=np.array(init))
     if shape == (5, 3, 5):
         case["max_steps"] = np.array(3)
