@@ -57,6 +57,7 @@ What gets no row, and why, is in the result, never a made-up figure:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +65,7 @@ from . import flows
 from .bench_common import best_seconds, check_names, header
 
 __all__ = ["DEVICE_BUILDS", "MECHANISMS", "HEAD_MODES", "NUMPY_FUNCTION",
-           "merged_resumable_rows",
+           "merged_resumable_rows", "check_output_keeps_rows",
            "ATTENTION_BENCH_COLUMNS", "not_benched", "example_case", "mechanism_case",
            "refusal", "numpy_reference", "cycles_model", "measure_rtl", "bench_row",
            "row_key", "resumable_rows", "bench_attention"]
@@ -460,6 +461,23 @@ def merged_resumable_rows(results, seed: int) -> dict:
                                  f"and {name}")
             rows[key], source[key] = row, name
     return rows
+
+
+def check_output_keeps_rows(output, results, shapes, devices, mechanisms) -> None:
+    """ValueError when `output` is one of the --resume files ((path, result) pairs) and
+    this run does not ask for every row it holds: writing it would drop those rows."""
+    target = Path(output).resolve()
+    for path, result in results:
+        if Path(path).resolve() != target:
+            continue
+        dropped = [" ".join(row_key(row)) for row in result.get("rows", [])
+                   if row["shape"] not in shapes or row["device"] not in devices
+                   or row["mechanism"] not in mechanisms]
+        if dropped:
+            raise ValueError(f"--output {output} is a --resume file whose rows this run does "
+                             f"not ask for ({', '.join(dropped[:3])}"
+                             f"{', ...' if len(dropped) > 3 else ''}): writing it would "
+                             f"drop them; ask for them too, or write elsewhere")
 
 
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,

@@ -620,12 +620,13 @@ def _run(args) -> int:
 
     if args.command == "bench" and args.design == "attention":
         from .bench_attention import (ATTENTION_BENCH_COLUMNS, bench_attention,
-                                      merged_resumable_rows)
+                                      check_output_keeps_rows, merged_resumable_rows)
         resume = None
         if args.resume is not None:
-            resume = merged_resumable_rows(
-                [(path, flows.read_json_file(path, "--resume")) for path in args.resume],
-                args.seed)
+            earlier = [(path, flows.read_json_file(path, "--resume")) for path in args.resume]
+            resume = merged_resumable_rows(earlier, args.seed)
+            check_output_keeps_rows(args.output, earlier, args.shape, args.device,
+                                    args.mechanism)
         result = bench_attention(args.shape, args.device, seed=args.seed,
                                  build_root=args.build_dir, sim=args.sim, progress=progress,
                                  mechanisms=args.mechanism, resume=resume,

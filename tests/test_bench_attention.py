@@ -396,6 +396,24 @@ def test_cli_resumes_from_two_results_and_refuses_a_row_in_both(tmp_path, capsys
     assert not (tmp_path / "again.json").exists()
 
 
+def test_cli_refuses_an_output_that_would_drop_resumed_rows(tmp_path, capsys, monkeypatch):
+    fake_bench(monkeypatch)
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(bench.bench_attention(["sva"], ["ecp5-85f"], build_root=tmp_path,
+                                                     mechanisms=["softmax", "torus"])))
+    before = path.read_text()
+    code = main(["bench", "attention", "--shape", "sva", "--device", "ecp5-85f",
+                 "--mechanism", "softmax", "--resume", str(path), "--output", str(path),
+                 "--build-dir", str(tmp_path)])
+    assert code == 2 and "would drop them" in capsys.readouterr().err
+    assert path.read_text() == before
+    # Asking for every row it holds, the same file is resumed in place.
+    code = main(["bench", "attention", "--shape", "sva", "--device", "ecp5-85f",
+                 "--mechanism", "softmax", "torus", "--resume", str(path), "--output",
+                 str(path), "--build-dir", str(tmp_path)])
+    assert code == 0 and len(json.loads(path.read_text())["rows"]) == 2
+
+
 def test_cli_resume_from_a_file_that_is_not_a_result_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
