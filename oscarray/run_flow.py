@@ -37,14 +37,19 @@ def sim_top_options(case, board: str | None = None, max_tokens=None, max_d_h=Non
     """The simulated top for `case`: `board`'s head (its TopSpec: capacity and modes), or
     else the smallest head that holds it (flows.py `attention_rtl_capacity`: powers of two,
     T >= 16, d_h >= 32), with `modes` if given, else the ODE modes when the case needs
-    them (one top for several cases: give the modes of them all)."""
+    them (one top for several cases: give the modes of them all). `modes` other than the
+    board's head's are a ValueError (not silently the board's)."""
     from .boards.top import top_spec
     from .flows import attention_rtl_capacity
-    from .hdl.attention import OSCILLATOR_MODES
+    from .hdl.attention import OSCILLATOR_MODES, check_modes
     if board is not None:
         spec = top_spec(board)
         if not spec.fits:
             raise ValueError(f"--board {board}: {spec.refusal}")
+        if modes is not None and check_modes(modes) != check_modes(spec.modes):
+            raise ValueError(f"--board {board}: its head has the modes "
+                             f"{', '.join(check_modes(spec.modes))}, not "
+                             f"{', '.join(check_modes(modes))} (a board's head is its top's)")
         return {"max_tokens": max_tokens or spec.max_tokens,
                 "max_d_h": max_d_h or spec.max_d_h, "modes": tuple(spec.modes)}
     tokens, d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)

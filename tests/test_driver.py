@@ -464,3 +464,15 @@ def test_run_case_sim_on_the_icebreaker_top(tmp_path, board_build_root):
     assert summary["framing_errors"] == 0 and summary["retries"] == 0
     saved = np.load(out)
     assert str(saved["mechanism"]) == "softmax" and saved["attn"].shape == (1, 9, 9)
+
+
+def test_a_board_head_keeps_its_modes():
+    # A board's head is its top's: other modes are refused, not silently replaced.
+    from oscarray.boards.top import top_spec
+    from oscarray.golden.attention import random_case, validate_case
+    from oscarray.run_flow import sim_top_options
+    case = validate_case(random_case("sva", 0))
+    spec = top_spec("ulx3s-85f")
+    assert sim_top_options(case, "ulx3s-85f", modes=spec.modes)["modes"] == tuple(spec.modes)
+    with pytest.raises(ValueError, match="its head has the modes"):
+        sim_top_options(case, "ulx3s-85f", modes=("softmax",))
