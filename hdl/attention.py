@@ -136,6 +136,7 @@ __all__ = [
     "Reciprocal",
     "WeightExponent",
     "bit_length",
+    "magnitude",
     "check_case",
     "check_d_osc",
     "check_modes",
@@ -259,6 +260,12 @@ def bit_length(value) -> Value:
     return result
 
 
+def magnitude(value, bits: int) -> Value:
+    """|value| of a signed Value as an unsigned `bits`-bit one (bits = its width: -2**(w-1)
+    becomes 2**(w-1))."""
+    return Mux(value < 0, -value, value)[:bits]
+
+
 def shift_round(m: Module, value, amount, right_max: int, left_max: int) -> Value:
     """R(value, amount) for a signed run-time amount: round half up by 2**amount when
     amount > 0, the exact left shift by -amount otherwise (the golden `_shift`). The two
@@ -363,8 +370,8 @@ class Normalizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        magnitude = [Mux(h < 0, -h, h)[:self.h_bits] for h in (self.h_x, self.h_y)]
-        peak = Mux(magnitude[0] > magnitude[1], magnitude[0], magnitude[1])
+        size = [magnitude(h, self.h_bits) for h in (self.h_x, self.h_y)]
+        peak = Mux(size[0] > size[1], size[0], size[1])
         n = Signal(signed(8))
         m.d.comb += n.eq(_signed(bit_length(peak)) - FRAC)
         for h, out in ((self.h_x, self.x), (self.h_y, self.y)):
@@ -975,7 +982,7 @@ class AttentionHead(wiring.Component):
         })
 
     def _ode_datapath(self, m, *, rd, wr, row, tokens, causal, attended, h, row_e_w,
-                      w_sum, weight, w_tag, recip, drive_recip, call_once, sent, r,
+                      weight, w_tag, recip, drive_recip, call_once, sent, r,
                       theta, total, pass_c, row_steps, row_converged, busy, warm, mode,
                       step_shift):
         """The ODE modes' pieces around the head's own (golden attention_fixed's module
@@ -1032,9 +1039,6 @@ class AttentionHead(wiring.Component):
         def engine_write(target, addr, value):
             m.d.comb += [eload.valid.eq(1), eload.payload.target.eq(ENGINE_TARGETS[target]),
                          eload.payload.addr.eq(addr), eload.payload.data.eq(value)]
-
-        with m.If(w_tag.valid):
-            m.d.sync += w_sum.eq(w_sum + weight)
 
         def count_fitting(value, limits):
             """#{limits l: value <= l} (limits descending: monotone): a largest shift."""
@@ -1456,7 +1460,7 @@ class AttentionHead(wiring.Component):
                 m.next = "READOUT"
         self._readout_state(m, osc, in_state, issuing, advance, j, d, last_j)
 
-    def _flow(self, m, *, rd, h, weight, w_tag, w_sum, state, row, warm, flow_mode, regs):
+    def _flow(self, m, *, rd, h, state, row, warm, flow_mode, regs):
         """The Lohe flow's drive form at d_osc > 2 (golden attention_sphere `lohe_drive`), one
         row's oscillator at a time: its registers and datapath. Returns a namespace of what
         the states (`_flow_states`) and the header need."""
@@ -1479,9 +1483,6 @@ class AttentionHead(wiring.Component):
         f.moved = Signal(DATA_BITS + 1, name="flow_moved")   # max_c |x'_c - x_c| so far
         f.first = Signal(name="flow_first")             # load x0 (not warm, or row 0)
         m.d.comb += f.first.eq(~warm | (row == 0))
-
-        with m.If(w_tag.valid):                         # s_i = sum_j W_ij, beside WEIGHTS
-            m.d.sync += w_sum.eq(w_sum + weight)
 
         # One multiplier for hn (h r, wide) and one for the step (18 x 20): an item issued
         # in clock k (`f.issue`: component f.c) has its product in clock k + 1.
@@ -1528,9 +1529,9 @@ class AttentionHead(wiring.Component):
         m.d.comb += [state.h[c].eq(Mux(flow_mode, f.X[c], h[c])) for c in range(d)]
 
         # The smallest |x_c| (its first index), read while v is formed: the nudge's k.
-        magnitude = Mux(x_c < 0, -x_c, x_c)[:DATA_BITS]
-        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & ((f.c == 0) | (magnitude < f.least))):
-            m.d.sync += [f.least.eq(magnitude), f.least_c.eq(f.c)]
+        size = magnitude(x_c, DATA_BITS)
+        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & ((f.c == 0) | (size < f.least))):
+            m.d.sync += [f.least.eq(size), f.least_c.eq(f.c)]
         # max_c |x'_c - x_c| and the new state, read while checking.
         new = Array(state.x[c] for c in range(d))[f.c]
         f.step_c = Mux(new > x_c, new - x_c, x_c - new)[:DATA_BITS + 1]
@@ -1826,11 +1827,14 @@ class AttentionHead(wiring.Component):
                 m, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
                 state=state, numer=numer, score_shift=score_shift, p=p, h=h, theta=theta,
                 x=x, anchors=anchors, score=rd["score"].data, total=total)
+        if ode or flow:             # s_i = sum_j W_ij, beside WEIGHTS (the ODE modes' drive)
+            w_tag = delay_line(m, osc.w0, 2, "wsum")        # with W_ij (osc.weight)
+            with m.If(w_tag.valid):
+                m.d.sync += w_sum.eq(w_sum + osc.weight)
         if flow:
             flow_mode = mode == MODES.index("ode-drive")
-            fl = self._flow(m, rd=rd, h=h, weight=osc.weight,
-                            w_tag=delay_line(m, osc.w0, 2, "wsum"), w_sum=w_sum, state=state,
-                            row=row, warm=warm, flow_mode=flow_mode, regs=flow_regs)
+            fl = self._flow(m, rd=rd, h=h, state=state, row=row, warm=warm,
+                            flow_mode=flow_mode, regs=flow_regs)
             m.d.comb += [x[c].eq(Mux(flow_mode, fl.x[c], state.x[c]))
                          for c in range(self.d_osc)]
         if softmax:                         # EXP's g into the numerator buffer
@@ -1899,8 +1903,8 @@ class AttentionHead(wiring.Component):
         if ode:
             ode_states = self._ode_datapath(
                 m, rd=rd, wr=wr, row=row, tokens=tokens, causal=causal,
-                attended=attended, h=(h_x, h_y), row_e_w=row_e_w, w_sum=w_sum,
-                weight=osc.weight, w_tag=delay_line(m, osc.w0, 2, "wsum"),
+                attended=attended, h=(h_x, h_y), row_e_w=row_e_w,
+                weight=osc.weight, w_tag=w_tag,
                 recip=recip, drive_recip=drive_recip, call_once=call_once, sent=sent,
                 r=(r_value, r_shift), theta=theta, total=total, pass_c=pass_c,
                 row_steps=row_steps, row_converged=row_converged, busy=busy, warm=warm,

@@ -82,12 +82,17 @@ def _square_bits(d_osc: int) -> int:
     return ((d_osc << (2 * FRAC)) << (2 * NORM_GUARD)).bit_length()
 
 
+def _root_bits(d_osc: int) -> int:
+    """Bits of N = isqrt(Q 4**G): `SquareRoot`'s steps for Q 4**G."""
+    return (_square_bits(d_osc) + 1) // 2
+
+
 def sphere_cycles(d_osc: int, divide_latency: int) -> int:
     """Clocks from the `start` clock to the first with `done` (the reciprocal answering
     `divide_latency` + 1 clocks after taking N, as `Reciprocal` does): IDLE 1, PEAK d,
     SHIFT 1, SQUARES d + 2 (the drain), ROOT ceil(bits / 2) + 2, INVERSE 1, its wait
     L_d + 1, SCALE d + 2."""
-    root_steps = (_square_bits(d_osc) + 1) // 2
+    root_steps = _root_bits(d_osc)
     return 1 + d_osc + 1 + (d_osc + 2) + (root_steps + 2) + 1 + (divide_latency + 1) \
         + (d_osc + 2)
 
@@ -117,7 +122,7 @@ class SphereNormalizer(wiring.Component):
         if isinstance(d_osc, bool) or not isinstance(d_osc, int) or not 3 <= d_osc <= MAX_D_OSC:
             raise ValueError(f"d_osc must be an integer in 3..{MAX_D_OSC}, not {d_osc!r}")
         self.d_osc, self.h_bits = d_osc, h_bits
-        self.root_bits = (_square_bits(d_osc) + 1) // 2
+        self.root_bits = _root_bits(d_osc)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "h": In(data.ArrayLayout(signed(h_bits), d_osc)),
@@ -127,7 +132,7 @@ class SphereNormalizer(wiring.Component):
         })
 
     def elaborate(self, platform):
-        from .attention import _signed, bit_length, shift_round
+        from .attention import _signed, bit_length, magnitude, shift_round
         m = Module()
         d = self.d_osc
         m.submodules.sqrt = sqrt = SquareRoot(_square_bits(d))
@@ -166,8 +171,8 @@ class SphereNormalizer(wiring.Component):
                     m.next = "PEAK"
 
             with m.State("PEAK"):
-                magnitude = Mux(h[c] < 0, -h[c], h[c])[:self.h_bits]
-                m.d.sync += [peak.eq(Mux(magnitude > peak, magnitude, peak)), c.eq(c + 1)]
+                size = magnitude(h[c], self.h_bits)
+                m.d.sync += [peak.eq(Mux(size > peak, size, peak)), c.eq(c + 1)]
                 with m.If(c == d - 1):
                     m.d.sync += c.eq(0)
                     m.next = "SHIFT"
