@@ -63,6 +63,18 @@ def R(v: int, s: int) -> int:
     return v << -s if s <= 0 else (v + (1 << (s - 1))) >> s
 
 
+async def start_and_count(ctx, dut) -> int:
+    """Pulse dut.start for a clock, then wait for dut.done: the clocks from the start's."""
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    clocks = 1
+    while not ctx.get(dut.done):
+        await ctx.tick()
+        clocks += 1
+    return clocks
+
+
 def run(dut, bench, clock=True):
     sim = Simulator(dut)
     if clock:
@@ -108,13 +120,7 @@ def test_weight_exponent_matches_the_specification():
         for m_max, F in vectors:
             ctx.set(dut.m_max, m_max)
             ctx.set(dut.shift, F)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            clocks = 1
-            while not ctx.get(dut.done):
-                await ctx.tick()
-                clocks += 1
+            clocks = await start_and_count(ctx, dut)
             got.append((ctx.get(dut.e_w), ctx.get(dut.eps), ctx.get(dut.found), clocks))
     run(dut, bench)
     found = refused = 0

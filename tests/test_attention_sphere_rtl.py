@@ -41,7 +41,7 @@ from oscarray.hdl.attention import (
 from oscarray.hdl.sphere import SphereNormalizer, SquareRoot, sphere_cycles
 from oscarray.sim.attention import run_attention_rtl_batch
 
-from test_attention_rtl import run, simulate_head
+from test_attention_rtl import run, simulate_head, start_and_count
 
 CONFIG = DEFAULT_CONFIG
 SMALL = dict(max_tokens=8, max_d_h=8)
@@ -107,15 +107,8 @@ def test_sphere_normalizer_is_golden_sphere_state(d_osc, arch):
         for drive in drives:
             for c in range(d_osc):
                 ctx.set(sphere.h[c], int(drive[c]))
-            ctx.set(sphere.start, 1)
-            await ctx.tick()
-            ctx.set(sphere.start, 0)
-            count = 1
-            while not ctx.get(sphere.done):
-                await ctx.tick()
-                count += 1
+            clocks.append(await start_and_count(ctx, sphere))
             got.append([ctx.get(sphere.x[c]) for c in range(d_osc)])
-            clocks.append(count)
     run(m, bench)
     np.testing.assert_array_equal(np.array(got), want)
     assert set(clocks) == {expected_clocks}
