@@ -20,7 +20,7 @@ Decided: a square root and one reciprocal per row, then d_osc multiplies, never 
 component, and no CORDIC chain of d_osc - 1 Givens rotations (its angle errors add up per
 rotation, and its readout would need the inverse chain per row).
 
-The ode-drive mode (the Lohe flow's Euler steps, `lohe_drive`): each oscillator integrates
+The ode-drive mode (the Lohe flow's Euler steps, `lohe_flow`): each oscillator integrates
 dx/dt = (I - x x^T) hn on its own, hn_i = normalized_drive (attention_fixed step 5: h / sum_j
 W_ij in Q2.16), from x0 = round(start 2**16) (the float model's `initial_state`, quantized by
 the host; "warm": token 0's start, then each token from the last token's final state). With
@@ -39,8 +39,25 @@ and the first calm step freezes the oscillator (steps = that step, as the float 
 never moves (its start, 0 steps), as the float model. In hardware: 3 d_osc multiplies and the
 normalizer per oscillator and step, all through the normalizer's one multiplier.
 
-Refused (AttentionFixedError, before any work): ode-pairwise at d_osc > 2 (the Lohe flow's
-pairwise sum is not in fixed point yet), a dt whose D is outside 1 .. 2**17 - 1, a tol whose
+The ode-pairwise mode (`lohe_pairwise_step`): the same flow with its coupling evaluated term
+by term, sum_j W_ij (a_j - (x . a_j) x), as a physical array's oscillator feels each anchor.
+One step of an active oscillator, with W_ij the head's integer couplings (step 3, 0 where
+masked) and (r, L) = reciprocal(sum_j W_ij) (step 5, as ode-drive's hn):
+
+    c_j = R(x . a_j, 16)                 each anchor's alignment (Q2.16)
+    t_j = a_j - R(c_j x, 16)             its tangential pull (Q2.16, per component)
+    V   = sum_j W_ij t_j,  C = sum_j W_ij c_j     (exact)
+    v   = R(V r, 32 + L)                 the row-normalized tangential drive (Q2.16): the
+                                         tangent terms summed like h, normalized like hn
+    (v = e_k when v = 0 and C < 0, as ode-drive's antipode)
+    x'  = sphere_state(x 2**16 + D v);  calm: max_c |x'_c - x_c| < tol_q and C > 0
+
+Decided: the couplings enter unrounded (W, not W / sum W rounded per term): the flow's fixed
+point is then the direction of h itself, and the one normalization per step only scales the
+speed; rounding W_ij / s_i per term would turn that direction by up to T / 2 LSB / |hn|. In
+hardware: 3 d_osc + 1 multiplies per anchor and step, d_osc for the normalization.
+
+Refused (AttentionFixedError, before any work): a dt whose D is outside 1 .. 2**17 - 1, a tol whose
 tol_q is below 2 LSB (the flow's noise floor: at its discrete fixed point a step still moves
 x by up to 1 LSB per component), and d_osc > MAX_D_OSC (Q_i 4**G must stay at most 2**52,
 where float64's square root is exact enough for `isqrt`'s correction steps and int64 holds
@@ -61,13 +78,25 @@ its worst case. chord(e) = 2 sin(asin(e) / 2) bounds |u/|u| - v/|v|| when |u - v
             the rounding adds sqrt(d_osc) / 2 LSB. eps_x_i = the sum of these (a distance
             between vectors, in units of 1), 2 for a row whose drive is zero in one model and
             not in the other.
+  flow      (the ODE modes, in place of normalize) eps_x_i = drive + flow_distance: the
+            settled state's distance from h_i / |h_i|, derived in flow_distance's docstring
+            from the calm step (its move below tol_q per component, the normalizer's error
+            and the tangential drive's rounding E_v bound the angle to the effective drive g):
+            S + U + chord(sine) + the angle from g to h. ode-drive: g = hn, rounded
+            (E_v = (sqrt(d) + 1 + U) / 2 LSB, plus hn's rounding chord(sqrt(d) / 2 LSB /
+            |hn|)); ode-pairwise: g = h r 2**-(32+L), h's direction exactly (no rounding
+            term), E_v = ((1 + rho) (sqrt(d) + 1 + U) / 2 + sqrt(d) / 2) LSB (each term's
+            two roundings, averaged with W / s, then v's own), and its calm test's C > 0 only
+            gives x . h / s > -LSB / 2 (delta may pass pi / 2 slightly: 2 when the sine bound
+            cannot exclude that). 2 for a row that never calmed or whose drive is zero (it
+            keeps its start).
   readout   per entry, cos_ij = x_i . a^_j to within e_c = eps_x_i |a^_j| + |a^_j - a_j| +
             LSB/2 (the dot's rounding); then attention_fixed's numerator, ratio, reciprocal and
             rounding terms ((b) there) with no separate rotation term (a): the state's error
             is counted entry by entry, without the derivative's cancellations.
   out       sum_j (that)_ij |v^_jd| + |sum_j A_ij (v^_jd - v_jd)| + 2**-(e_v + 1).
 Measured versus budget: tests/test_attention_sphere.py (TinyStories, d_osc = 8; the sva
-shape with d_osc = 4).
+shape with d_osc = 4; the ODE modes also the kws shape with d_osc = 3).
 """
 
 from __future__ import annotations
@@ -97,7 +126,8 @@ from .attention_fixed import (
 )
 
 __all__ = ["NORM_GUARD", "MAX_D_OSC", "TOL_FLOOR", "check_sphere", "isqrt", "sphere_state",
-           "lohe_step", "lohe_settle", "lohe_drive", "flow_constants", "flow_start",
+           "lohe_step", "lohe_pairwise_step", "lohe_settle", "lohe_flow", "flow_constants",
+           "flow_start",
            "attention_sphere", "error_budget"]
 
 NORM_GUARD = 8          # G: fraction bits of the norm N = |hs| 2**G
@@ -110,12 +140,7 @@ def check_sphere(case) -> None:
     if case.d_osc > MAX_D_OSC:
         raise AttentionFixedError(f"anchors: d_osc = {case.d_osc} exceeds {MAX_D_OSC} (the "
                                   f"sphere normalizer's square root holds 2**52)")
-    if case.mode == "ode-pairwise":
-        raise AttentionFixedError(
-            f"mode: 'ode-pairwise' at d_osc = {case.d_osc} is not in fixed point yet (the Lohe "
-            f"flow's pairwise sum; its drive form, 'ode-drive', and its fixed point, "
-            f"'analytic', are)")
-    if case.mode == "ode-drive":
+    if case.mode != "analytic":
         step = round(case.dt * 2 ** FRAC)
         if not 1 <= step <= (1 << (FRAC + 1)) - 1:
             raise AttentionFixedError(f"dt: {case.dt:.3g} is outside the sphere flow's step "
@@ -152,34 +177,96 @@ def lohe_step(x, hn, step: int, config: AttentionFixedConfig = DEFAULT_CONFIG):
     docstring): (x', c)."""
     c = _shift((x * hn).sum(axis=-1), FRAC)
     v = hn - _shift(c[..., None] * x, FRAC)
-    antipode = (v == 0).all(axis=-1) & (c < 0)
+    return _euler(x, v, c, step, config), c
+
+
+def lohe_pairwise_step(x, anchors, weights, r, L, step: int,
+                       config: AttentionFixedConfig = DEFAULT_CONFIG):
+    """One Euler step of the Lohe flow term by term (module docstring, ode-pairwise) for
+    states x (N, d), each oscillator's anchors (N, T, d) and couplings W (N, T), and its row
+    sum's reciprocal (r, L) (N,): (x', C)."""
+    c = _shift(np.einsum("nc,ntc->nt", x, anchors), FRAC)
+    tangent = anchors - _shift(c[..., None] * x[:, None, :], FRAC)
+    total = np.einsum("nt,ntc->nc", weights, tangent)
+    along = (weights * c).sum(axis=-1)
+    v = _shift(total * r[:, None], (32 + L)[:, None])
+    return _euler(x, v, along, step, config), along
+
+
+def _euler(x, v, along, step: int, config: AttentionFixedConfig):
+    """x' = sphere_state(x 2**16 + D v), v nudged off the exact antipode (v = 0, along < 0)."""
+    antipode = (v == 0).all(axis=-1) & (along < 0)
     nudge = np.arange(x.shape[-1]) == np.argmin(np.abs(x), axis=-1)[..., None]
     v = np.where(antipode[..., None], nudge.astype(np.int64), v)
-    return sphere_state((x << FRAC) + step * v, config), c
+    return sphere_state((x << FRAC) + step * v, config)
 
 
-def lohe_settle(x0, hn, step: int, tol_q: int, max_steps: int,
-                config: AttentionFixedConfig = DEFAULT_CONFIG):
-    """Settle independent oscillators (N, d) from x0 under drives hn (zero rows never move):
-    (states (N, d), steps (N,), NOT_CONVERGED where never calm)."""
+def lohe_settle(x0, zero, advance, tol_q: int, max_steps: int):
+    """Settle independent oscillators (N, d) from x0; `zero` (N,) never move; advance(states,
+    index) -> (next states, along) of the oscillators `index`: (states (N, d), steps (N,),
+    NOT_CONVERGED where never calm)."""
     state = np.array(x0, np.int64)
     steps = np.full(state.shape[0], NOT_CONVERGED, np.int64)
-    zero = (hn == 0).all(axis=-1)
     steps[zero] = 0
     active = np.flatnonzero(~zero)
     for count in range(1, max_steps + 1):
         if active.size == 0:
             break
-        moved, c = lohe_step(state[active], hn[active], step, config)
-        calm = (np.abs(moved - state[active]).max(axis=-1) < tol_q) & (c > 0)
+        moved, along = advance(state[active], active)
+        calm = (np.abs(moved - state[active]).max(axis=-1) < tol_q) & (along > 0)
         state[active] = moved
         steps[active[calm]] = count
         active = active[~calm]
     return state, steps
 
 
+def _flow_rows(case, fe, config: AttentionFixedConfig):
+    """The flow's oscillators as rows (H T, ...): (zero (H T,), advance(states, index, rows))
+    for the case's ODE mode; `rows` are the H T indices of the oscillators being run."""
+    H, T, d = fe.h.shape
+    step, _ = flow_constants(case)
+    if case.mode == "ode-drive":
+        hn = normalized_drive(fe, config).reshape(H * T, d)
+
+        def advance(states, rows):
+            return lohe_step(states, hn[rows], step, config)
+        return (hn == 0).all(axis=-1), advance
+    r, L = (value.reshape(H * T) for value in reciprocal(config, fe.w_sum))
+    weights = fe.w.reshape(H * T, T)
+    head = np.repeat(np.arange(H), T)
+
+    def advance(states, rows):
+        return lohe_pairwise_step(states, fe.a[head[rows]], weights[rows], r[rows], L[rows],
+                                  step, config)
+    return fe.zero.reshape(H * T), advance
+
+
+def lohe_flow(case, fe, config: AttentionFixedConfig = DEFAULT_CONFIG):
+    """The ODE modes at d_osc > 2 (module docstring): states (H, T, d) in Q2.16, steps
+    (H, T) and the flow's constants (step D, tol_q)."""
+    step, tol_q = flow_constants(case)
+    start = flow_start(case)
+    H, T, d = fe.h.shape
+    zero, advance = _flow_rows(case, fe, config)
+    if case.init != "warm":
+        states, steps = lohe_settle(start.reshape(H * T, d), zero,
+                                    lambda s, index: advance(s, index), tol_q,
+                                    case.max_steps)
+        return states.reshape(H, T, d), steps.reshape(H, T), step, tol_q
+    states = np.empty((H, T, d), np.int64)
+    steps = np.empty((H, T), np.int64)
+    current = start[:, 0]
+    for token in range(T):
+        rows = np.arange(H) * T + token
+        current, steps[:, token] = lohe_settle(
+            current, zero[rows], lambda s, index: advance(s, rows[index]), tol_q,
+            case.max_steps)
+        states[:, token] = current
+    return states, steps, step, tol_q
+
+
 def flow_constants(case) -> tuple[int, int]:
-    """(D, tol_q) of the ode-drive flow: round(dt 2**16), round(tol dt 2**16)."""
+    """(D, tol_q) of the flow (both ODE modes): round(dt 2**16), round(tol dt 2**16)."""
     return round(case.dt * 2 ** FRAC), round(case.tol * case.dt * 2 ** FRAC)
 
 
@@ -190,29 +277,8 @@ def flow_start(case) -> np.ndarray:
     return np.round(start * 2 ** FRAC).astype(np.int64)
 
 
-def lohe_drive(case, fe, config: AttentionFixedConfig = DEFAULT_CONFIG):
-    """The ode-drive mode at d_osc > 2 (module docstring): states (H, T, d) in Q2.16, steps
-    (H, T) and the flow's constants (step D, tol_q)."""
-    hn = normalized_drive(fe, config)
-    step, tol_q = flow_constants(case)
-    start = flow_start(case)
-    H, T, d = hn.shape
-    if case.init != "warm":
-        states, steps = lohe_settle(start.reshape(H * T, d), hn.reshape(H * T, d), step,
-                                    tol_q, case.max_steps, config)
-        return states.reshape(H, T, d), steps.reshape(H, T), step, tol_q
-    states = np.empty((H, T, d), np.int64)
-    steps = np.empty((H, T), np.int64)
-    current = start[:, 0]
-    for token in range(T):
-        current, steps[:, token] = lohe_settle(current, hn[:, token], step, tol_q,
-                                               case.max_steps, config)
-        states[:, token] = current
-    return states, steps, step, tol_q
-
-
 def attention_sphere(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> dict:
-    """attention_fixed's result for a validated case at d_osc > 2 (analytic or ode-drive):
+    """attention_fixed's result for a validated case at d_osc > 2 (any mode):
     the same keys, with theta_int and phi_int absent (no phases on the sphere) and x_int
     (H, T, d_osc)."""
     check_sphere(case)
@@ -222,7 +288,7 @@ def attention_sphere(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> dic
         x = sphere_state(fe.h, config)
         steps = np.zeros((case.heads, case.tokens), np.int64)
     else:
-        x, steps, step, tol_q = lohe_drive(case, fe, config)
+        x, steps, step, tol_q = lohe_flow(case, fe, config)
         flow = {"flow_step": step, "flow_tol": tol_q}
     _, attn, out, g, _ = readout_fixed(x, fe, case.p, config, kind="vector")
     scales = {"q": fe.e_q, "k": fe.e_k, "v": fe.e_v, "qk_bits": config.qk_bits,
@@ -244,57 +310,101 @@ def chord(ratio) -> np.ndarray:
     return np.where(ratio < 1, 2 * np.sin(np.arcsin(np.minimum(ratio, 1.0)) / 2), 2.0)
 
 
-def flow_distance(case, fe, config: AttentionFixedConfig, normalizer: float) -> np.ndarray:
-    """ode-drive: a bound (H, T) on |x_i - hn_i / |hn_i||, the settled state against the
-    direction of its fixed-point drive, for each row that converged (2 for one that did not;
-    `normalizer`: the normalizer's error without its shift term). Derivation, for the calm
-    step from x to x' (all vectors in units of 1):
+def flow_distance(case, fe, config: AttentionFixedConfig, normalizer: float,
+                  steps=None) -> np.ndarray:
+    """Both ODE modes: a bound (H, T) on |x_i - h_i / |h_i||, the settled state against the
+    direction of the head's drive h_i = sum_j W_ij a_j, for each row that converged (2 for
+    one that did not; `normalizer`: the normalizer's error without its shift term; `steps`:
+    the flow's (H, T) step counts, run here when None). Derivation, for the calm step from x
+    to x' (vectors in units of 1, LSB = 2**-16, dt = D LSB):
       - every state is within U of the unit sphere: U = the normalizer's error eps_N (its
         shift term included: x 2**16 + D v is far above 2**16) or the start's rounding;
-      - the step moved x by at most S = sqrt(d) (tol_q - 1) 2**-16 (the calm test);
-      - x 2**16 + D v = 2**32 u, u = x + dt (hn - (x . hn) x) + dt e, the tangential drive's
-        rounding |e| <= E_v = 2**-17 (sqrt(d) + 1 + U); x' = u / |u| within eps_N;
-      - so u / |u| is within C = eps_N + S + U of x / |x| (a chord), u turned by
-        phi = 2 asin(C / 2) from x / |x|; u's part along x / |x| is at most
-        a = 1 + U + dt |hn| (2 U + U**2) and its part across it at least
-        dt (|hn| sin(delta) - E_v): |hn| sin(delta) <= (tan(phi) (a + dt E_v) + dt E_v) / dt,
-        delta the angle from x to hn, below pi / 2 (c > 0 in the calm test);
-      - |x' - hn / |hn|| <= S + U + chord(sin(delta)) + hn's rounding, chord(sqrt(d) / 2
-        2**-16 / |hn|).
+      - the step moved x by at most S = sqrt(d) (tol_q - 1) LSB (the calm test);
+      - x 2**16 + D v = 2**32 u with u = x + dt (g - (x . g) x) + dt e: g the step's
+        effective drive, |e| <= E_v its tangential rounding (per mode, below); x' = u / |u|
+        within eps_N;
+      - so u / |u| is within K = eps_N + S + U of x / |x| (a chord), u turned by
+        phi = 2 asin(K / 2) from x / |x| (no bound, 2, when phi >= pi / 2); u's part along
+        x / |x| is at most a = 1 + U + dt |g| (2 U + U**2) + dt E_v and its part across it at
+        least dt (|g| sin(delta) - E_v), delta the angle from x to g, so
+        sin(delta) <= sine = (tan(phi) a + dt E_v) / (dt |g|);
+      - when delta < pi / 2 is known, delta <= asin(sine) and |x' - h / |h|| <= S + U +
+        chord(sine) + |g / |g| - h / |h||.
+    ode-drive: g = hn = R(h r, 32 + L) (normalized_drive); c = x . hn + gamma and
+    R(c x, 16) = c x + beta, |gamma| <= LSB / 2, |beta| <= sqrt(d) / 2 LSB, so e = -gamma x -
+    beta, E_v = (sqrt(d) + 1 + U) / 2 LSB; the calm test's c = R(x . hn, 16) > 0 means
+    x . hn >= LSB / 2, delta < pi / 2; hn's rounding turns it by at most chord(sqrt(d) / 2
+    LSB / |hn|) from h.
+    ode-pairwise: per anchor c_j = x . a_j + gamma_j and R(c_j x, 16) = c_j x + beta_j (the
+    same bounds), so t_j = a_j - (x . a_j) x - gamma_j x - beta_j; with s = sum_j W_ij and
+    gamma, beta the W / s averages of gamma_j, beta_j (the same bounds again), V / s =
+    h / s - (x . h / s) x - gamma x - beta exactly. r 2**-(32+L) = (1 + e_r) / s with
+    |e_r| <= rho (reciprocal_error), and v's own rounding rho_v (|rho_v| <= sqrt(d) / 2 LSB):
+    v = g - (x . g) x + e, g = (1 + e_r) h / s = h r 2**-(32+L) (computed here in floats,
+    exactly h's direction: no rounding term), e = rho_v - (1 + e_r) (gamma x + beta),
+    E_v = ((1 + rho) (sqrt(d) + 1 + U) / 2 + sqrt(d) / 2) LSB. The calm test's
+    C = sum_j W_ij c_j > 0 gives only x . h / s > -gamma >= -LSB / 2 (C > 0 with x . h < 0
+    happens: the roundings of c_j may all go up): cos(delta) > -kappa, kappa = LSB / 2 /
+    ((1 - U) |h| / s), so delta < pi / 2 + asin(kappa). An angle in [pi / 2, that) has
+    sin(delta) >= sqrt(1 - kappa**2): sine**2 < 1 - kappa**2 excludes it (delta < pi / 2
+    as above), and otherwise the bound is 2.
     Measured against it: tests/test_attention_sphere.py."""
     d = case.d_osc
     lsb = 2.0 ** -FRAC
-    _, steps, step, tol_q = lohe_drive(case, fe, config)
-    hn = normalized_drive(fe, config) * lsb
-    hn_len = np.linalg.norm(hn, axis=-1)
+    step, tol_q = flow_constants(case)
+    if steps is None:
+        _, steps, _, _ = lohe_flow(case, fe, config)
+    steps = np.asarray(steps)
     dt = step * lsb
     eps_n = chord(math.sqrt(d) / 2 * 2.0 ** -15) + normalizer
     unit = max(eps_n, math.sqrt(d) / 2 * lsb)
     moved = math.sqrt(d) * (tol_q - 1) * lsb
     turn = eps_n + moved + unit
-    if turn >= 2:
+    if turn >= math.sqrt(2) or unit >= 1:           # phi >= pi / 2: no bound
         return np.full(steps.shape, 2.0)
     tangent = math.tan(2 * math.asin(turn / 2))
-    e_v = 2.0 ** -(FRAC + 1) * (math.sqrt(d) + 1 + unit)
-    along = 1 + unit + dt * hn_len * (2 * unit + unit ** 2)
-    across = (tangent * (along + dt * e_v) + dt * e_v) / dt
     with np.errstate(divide="ignore", invalid="ignore"):
-        sine = np.where(hn_len > 0, across / np.where(hn_len > 0, hn_len, 1), np.inf)
-        hn_round = np.where(hn_len > 0, math.sqrt(d) / 2 * lsb / np.where(hn_len > 0, hn_len, 1),
-                            np.inf)
-    distance = moved + unit + chord(sine) + chord(hn_round)
-    return np.where(steps == NOT_CONVERGED, 2.0, distance)
+        if case.mode == "ode-drive":
+            drive = np.linalg.norm(normalized_drive(fe, config) * lsb, axis=-1)
+            e_v = (math.sqrt(d) + 1 + unit) / 2 * lsb
+            kappa = np.zeros(drive.shape)
+            rotate = chord(np.where(drive > 0, math.sqrt(d) / 2 * lsb
+                                    / np.where(drive > 0, drive, 1), np.inf))
+        else:
+            r, L = reciprocal(config, fe.w_sum)
+            h_len = np.linalg.norm(fe.h.astype(np.float64), axis=-1) * lsb
+            drive = h_len * r * np.exp2(-(32.0 + L))
+            rho = reciprocal_error(config)
+            e_v = ((1 + rho) * (math.sqrt(d) + 1 + unit) / 2 + math.sqrt(d) / 2) * lsb
+            g_len = np.where(fe.w_sum > 0, h_len / np.where(fe.w_sum > 0, fe.w_sum, 1), 0.0)
+            kappa = np.where(g_len > 0, lsb / 2 / ((1 - unit) * np.where(g_len > 0, g_len, 1)),
+                             np.inf)
+            rotate = np.zeros(drive.shape)
+        along = 1 + unit + dt * drive * (2 * unit + unit ** 2) + dt * e_v
+        across = (tangent * along + dt * e_v) / dt
+        sine = np.where(drive > 0, across / np.where(drive > 0, drive, 1), np.inf)
+        near = sine ** 2 < 1 - np.minimum(kappa, 1) ** 2
+    distance = np.where(near, moved + unit + chord(sine) + rotate, 2.0)
+    return np.where(steps == NOT_CONVERGED, 2.0, np.minimum(distance, 2.0))
 
 
 def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG,
-                 inputs: str = "actual") -> dict:
+                 inputs: str = "actual", result=None) -> dict:
     """Bounds on |attn - attn_float| and |out - out_float| (module docstring) for a validated
     case at d_osc > 2: attention_fixed.error_budget's keys (angle: None; eps_x (H, T), the
-    bound on |x_i - x*_i|)."""
+    bound on |x_i - x*_i|). The ODE modes need the flow's step counts (which oscillators
+    converged): `result` (attention_sphere's for this case) gives them, else the flow is run
+    here."""
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, not {inputs!r}")
     check_sphere(case)
     fe = front_end(case, config)
+    steps = None
+    if result is not None and case.mode != "analytic":
+        steps = np.asarray(result["steps"])
+        if steps.shape != fe.w_sum.shape:
+            raise ValueError(f"result: steps {steps.shape} are not this case's "
+                             f"{fe.w_sum.shape}")
     worst = inputs == "worst"
     lsb = 2.0 ** -FRAC
     d_osc = case.d_osc
@@ -332,7 +442,7 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG,
         eps_x = front + shift_term + scale_term + rounding
         eps_x = np.where(zero_fixed & zero_float, rounding, eps_x)
     else:
-        eps_x = front + flow_distance(case, fe, config, scale_term + rounding)
+        eps_x = front + flow_distance(case, fe, config, scale_term + rounding, steps)
         eps_x = np.where(zero_fixed, 2.0, eps_x)      # a zero drive keeps its start
     eps_x = np.where(zero_fixed != zero_float, 2.0, eps_x)
     eps_x = np.minimum(eps_x, 2.0)

@@ -25,12 +25,17 @@ issues one item per clock into a fixed-latency pipeline and ends when its last i
               golden attention_sphere's unit vector (`SphereNormalizer`, which borrows
               RECIP's reciprocal unit); WEIGHTS and READOUT then have d_osc products side by
               side, and the row's header every component of h and x (`header_names`).
-              ode-drive there (golden attention_sphere `lohe_drive`, one row's oscillator at
+              ode-drive there (golden attention_sphere `lohe_flow`, one row's oscillator at
               a time, so "warm" simply goes on from the last row's state): FLOW_RECIP
               (s_i's reciprocal), FLOW_HN (hn_i = R(h r, 32 + L)), FLOW_LOAD (x0 from the
               `start` memory), then per Euler step FLOW_DOT (c = R(x . hn, 16)), FLOW_V
               (v = hn - R(c x, 16)), FLOW_X (x 2**16 + D v), the normalizer, FLOW_CHECK
               (the calm test, x <- x'), until calm or max_steps (`flow_cycles`).
+              ode-pairwise there replaces FLOW_DOT and FLOW_V of each step by a pass over
+              the row's anchors: PW_FETCH, then per anchor j FLOW_DOT (c_j = R(x . a_j,
+              16)), FLOW_V (t_j = a_j - R(c_j x, 16)), PW_ACC (V += W_ij t_j, C += W_ij
+              c_j, W_ij from the `flow_w` row buffer kept by WEIGHTS), and PW_NORM (v =
+              R(V r, 32 + L)).
     READOUT   for j < n: u_ij, g_ij = u**p (step 9, `Numerator`) into the numerator buffer;
               S_i = sum_j g_ij.
     RECIP     (r_i, L_i) = reciprocal(S_i) (step 5, `Reciprocal`: one divide-mode CORDIC).
@@ -145,7 +150,6 @@ __all__ = [
     "cycles_per_row",
     "decode_items",
     "head_d_osc",
-    "head_modes",
     "head_writes",
     "load_layout",
     "flow_cycles",
@@ -215,7 +219,7 @@ REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_sh
 FLOW_TOL_BITS = 16                          # the sphere flow's tol_q register
 FLOW_V_BITS = 20                            # v, c and the step's operands (|v| < 2**18)
 FLOW_X_BITS = 38                            # x 2**16 + D v (|X| < 2**35)
-FLOW_KINDS = {"hn": 0, "load": 1, "dot": 2, "v": 3, "x": 4}
+FLOW_KINDS = {"hn": 0, "load": 1, "dot": 2, "v": 3, "x": 4, "acc": 5, "norm": 6}
 
 #: `o` item kinds, in the order a row gives them (HEADER first, then T attn, d_h out).
 #: steps: the Euler steps of the row's engine run (0 in the analytic mode and for a zero
@@ -575,8 +579,6 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     modes = check_modes(modes)
     check_d_osc(d_osc, modes)
     case = validate_mechanism(case, config)
-    if case.mode not in head_modes(case.d_osc) and case.d_osc > 2:
-        raise AttentionHeadError(f"mode: {case.mode!r} at d_osc = {case.d_osc}: {NOT_IN_RTL}")
     if case.mode in OSCILLATOR_MODES and case.d_osc != d_osc:
         raise AttentionHeadError(f"anchors: d_osc = {case.d_osc}, but this head is built for "
                                  f"d_osc = {d_osc}")
@@ -604,28 +606,13 @@ def head_d_osc(case: AttentionCase) -> int:
     return case.d_osc if case.mode in OSCILLATOR_MODES else 2
 
 
-#: Why an ODE mode at d_osc > 2 is refused by the head.
-NOT_IN_RTL = ("not in RTL yet (golden-fixed has the Lohe flow's drive form there, and so does "
-              "the head: 'ode-drive')")
-
-
-def head_modes(d_osc: int = 2) -> tuple:
-    """Every mode a head of `d_osc` can be built with: MODES at d_osc = 2; above it the
-    analytic mode, ode-drive (the Lohe flow, golden attention_sphere) and softmax."""
-    return MODES if d_osc == 2 else ("analytic", "ode-drive", SOFTMAX)
-
-
 def check_d_osc(d_osc, modes) -> int:
-    """d_osc as an int (2..MAX_D_OSC; above 2 only with `head_modes`' modes, analytic among
-    them: d_osc is the oscillator's), else AttentionHeadError."""
+    """d_osc as an int (2..MAX_D_OSC; above 2 only with the analytic mode among `modes`:
+    d_osc is the oscillator's), else AttentionHeadError."""
     if isinstance(d_osc, bool) or not isinstance(d_osc, (int, np.integer)):
         raise TypeError(f"d_osc must be an integer, not {d_osc!r}")
     if not 2 <= d_osc <= MAX_D_OSC:
         raise AttentionHeadError(f"d_osc must be 2..{MAX_D_OSC}, not {d_osc}")
-    other = [mode for mode in modes if mode not in head_modes(d_osc)]
-    if other:
-        raise AttentionHeadError(f"modes: {', '.join(map(repr, other))} at d_osc = {d_osc}: "
-                                 f"{NOT_IN_RTL}")
     if d_osc > 2 and "analytic" not in modes:
         raise AttentionHeadError(f"d_osc = {d_osc} without the analytic mode: d_osc is the "
                                  f"oscillator's (a softmax-only head has d_osc = 2)")
@@ -651,7 +638,7 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
     component c of anchor t at t * 2**bits(d_osc - 1) + c, data a_c); signed values as two's
     complement of their width. `modes`: the head's build (default: every mode d_osc has)."""
     if modes is None:
-        modes = head_modes(d_osc)
+        modes = MODES
     case = check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes,
                       d_osc=d_osc)
     q, _ = quantize_tensor(case.q, config.qk_bits)
@@ -670,7 +657,7 @@ def head_writes(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_toke
     if case.mode in OSCILLATOR_MODES[1:] and d_osc == 2:
         engine = engine_constants(case, config)
         registers["step_shift"] = engine["s_ref"] & 63
-    elif case.mode == "ode-drive":
+    elif case.mode in OSCILLATOR_MODES[1:]:
         registers["flow_step"], registers["flow_tol"] = flow_constants(case)
         registers["max_steps"] = case.max_steps
         start = flow_start(case)
@@ -829,18 +816,24 @@ def cycles_per_head(tokens: int, d_h: int, causal: bool,
 
 def flow_cycles(tokens: int, d_h: int, causal: bool, steps, d_osc: int,
                 config: AttentionFixedConfig = DEFAULT_CONFIG,
-                cordic_arch: str = "pipelined") -> int:
-    """`cycles` after an ode-drive head at d_osc > 2 (the `o` stream always ready), given
-    each row's Euler steps (T,) (0 for a zero drive, max_steps for one that never calmed):
-    the analytic row's (`cycles_per_row`) without SPHERE, plus FLOW_RECIP L_d + 2, FLOW_HN
-    and FLOW_LOAD d + 1 each, and per step FLOW_DOT, FLOW_V and FLOW_X d + 1 each, the
-    normalizer (`sphere_cycles`) and FLOW_CHECK d."""
+                cordic_arch: str = "pipelined", mode: str = "ode-drive") -> int:
+    """`cycles` after an ODE head at d_osc > 2 (the `o` stream always ready), given each
+    row's Euler steps (T,) (0 for a zero drive, max_steps for one that never calmed): the
+    analytic row's (`cycles_per_row`) without SPHERE, plus FLOW_RECIP L_d + 2, FLOW_HN and
+    FLOW_LOAD d + 1 each, and per step FLOW_X d + 1, the normalizer (`sphere_cycles`) and
+    FLOW_CHECK d; then ode-drive: FLOW_DOT and FLOW_V d + 1 each; ode-pairwise: PW_FETCH 1,
+    for each of the row's n anchors FLOW_DOT and FLOW_V d + 1 each and PW_ACC d + 2, then
+    PW_NORM d + 1."""
     l_d = cordic_latencies(config, cordic_arch)[2]
     sphere = sphere_cycles(d_osc, l_d)
-    per_step = 3 * (d_osc + 1) + sphere + d_osc
+    common = (d_osc + 1) + sphere + d_osc
     total = 0
     for i, count in enumerate(np.asarray(steps, np.int64)):
         n = i + 1 if causal else tokens
+        if mode == "ode-drive":
+            per_step = common + 2 * (d_osc + 1)
+        else:
+            per_step = common + 1 + n * (3 * d_osc + 4) + (d_osc + 1)
         total += cycles_per_row(n, tokens, d_h, config, cordic_arch, "analytic", d_osc) \
             - sphere + (l_d + 2) + 2 * (d_osc + 1) + int(count) * per_step
     return total
@@ -936,9 +929,8 @@ class AttentionHead(wiring.Component):
     d_osc : int                     the anchors' and the state's components: 2 (the phase
                                     oscillator: vector and rotation CORDICs), or 3..16 (the
                                     unit vector on the sphere, golden/attention_sphere.py:
-                                    `SphereNormalizer` instead of those CORDICs; the analytic,
-                                    ode-drive (the Lohe flow, no array engine) and softmax
-                                    modes: `head_modes`)
+                                    `SphereNormalizer` instead of those CORDICs; the ODE
+                                    modes are the Lohe flow there, no array engine)
 
     Ports
     -----
@@ -1383,7 +1375,7 @@ class AttentionHead(wiring.Component):
                          vector.i.payload.z.eq(0),
                          rotate.i.payload.x.eq(1 << FRAC), rotate.i.payload.y.eq(0),
                          rotate.i.payload.z.eq(theta)]
-        elif "ode-drive" not in self.modes:         # with the flow: `_flow` muxes it
+        elif not set(self.modes) & set(OSCILLATOR_MODES[1:]):   # the flow muxes it
             m.d.comb += [state.h[c].eq(h_c) for c, h_c in enumerate(h)]
 
         # READOUT (step 9): c1 into the Numerator, c5 its g: buffer and row sum.
@@ -1422,8 +1414,8 @@ class AttentionHead(wiring.Component):
                     # h's last sum lands now: the normalizer reads h from the next clock.
                     m.d.comb += state.start.eq(mode == MODES.index("analytic"))
                     m.next = "SPHERE"
-                    if "ode-drive" in self.modes:
-                        with m.If(mode == MODES.index("ode-drive")):
+                    if set(self.modes) & set(OSCILLATOR_MODES[1:]):
+                        with m.If(self._flow_mode(mode)):
                             m.next = "FLOW_RECIP"
                 else:
                     m.next = "NORMALIZE"
@@ -1460,14 +1452,24 @@ class AttentionHead(wiring.Component):
                 m.next = "READOUT"
         self._readout_state(m, osc, in_state, issuing, advance, j, d, last_j)
 
-    def _flow(self, m, *, rd, h, state, row, warm, flow_mode, regs):
-        """The Lohe flow's drive form at d_osc > 2 (golden attention_sphere `lohe_drive`), one
-        row's oscillator at a time: its registers and datapath. Returns a namespace of what
-        the states (`_flow_states`) and the header need."""
+    def _flow_mode(self, mode) -> Value:
+        """The `mode` register names one of the build's ODE modes (the Lohe flow at d_osc >
+        2)."""
+        built = [MODES.index(name) for name in OSCILLATOR_MODES[1:] if name in self.modes]
+        return Cat(*(mode == index for index in built)).any()
+
+    def _flow(self, m, *, rd, h, state, row, warm, flow_mode, pairwise, anchors, regs):
+        """The Lohe flow at d_osc > 2 (golden attention_sphere `lohe_flow`), one row's
+        oscillator at a time, in the drive form and (`pairwise`: the ode-pairwise mode is
+        running; None when the build has no ode-pairwise) term by term over the row's
+        `anchors` (their components as read at the sequencer's j): its registers and
+        datapath. Returns a namespace of what the states (`_flow_states`) and the header
+        need."""
         d = self.d_osc
         ob = _osc_bits(d)
+        w = self.widths
         f = SimpleNamespace()
-        f.c = Signal(range(d + 1), name="flow_c")
+        f.c = Signal(range(d + 2), name="flow_c")
         f.r, f.L = Signal(signed(DATA_BITS), name="flow_r"), Signal(signed(8), name="flow_L")
         f.hn = Array(Signal(signed(DATA_BITS), name=f"hn_{c}") for c in range(d))
         f.x = Array(Signal(signed(DATA_BITS), name=f"flow_x_{c}") for c in range(d))
@@ -1475,6 +1477,11 @@ class AttentionHead(wiring.Component):
         f.X = Array(Signal(signed(FLOW_X_BITS), name=f"flow_X_{c}") for c in range(d))
         f.dot = Signal(signed(2 * FLOW_V_BITS + 4), name="flow_dot")
         f.along = Signal(signed(FLOW_V_BITS), name="flow_along")     # c = R(x . hn, 16)
+        # ode-pairwise: W_ij, V = sum_j W_ij t_j (one bit over h: |t| <= 2), C = sum_j W_ij c_j.
+        f.w_j = Signal(unsigned(W_BITS), name="flow_w_j")
+        f.V = Array(Signal(signed(w["h"] + 2), name=f"flow_V_{c}") for c in range(d))
+        f.C = Signal(signed(w["h"] + 2), name="flow_C")
+        f.weight = rd["flow_w"].data if pairwise is not None else None
         f.steps = Signal(STEP_COUNT_BITS, name="flow_steps")
         f.converged = Signal(name="flow_converged")
         f.zero = Signal(name="flow_zero")               # hn = 0: the state never moves
@@ -1488,26 +1495,38 @@ class AttentionHead(wiring.Component):
         # in clock k (`f.issue`: component f.c) has its product in clock k + 1.
         f.issue = Signal(name="flow_issue")
         f.kind = Signal(3, name="flow_kind")            # FLOW_KINDS
-        tag = data.StructLayout({"valid": 1, "last": 1, "kind": 3, "c": range(d)})
+        f.count = Signal(range(d + 2), name="flow_count")   # items of the kind: d or d + 1
+        tag = data.StructLayout({"valid": 1, "last": 1, "kind": 3, "c": range(d + 1)})
         issued = Signal(tag)
-        m.d.comb += [issued.valid.eq(f.issue), issued.last.eq(f.c == d - 1),
+        m.d.comb += [issued.valid.eq(f.issue), issued.last.eq(f.c == f.count - 1),
                      issued.kind.eq(f.kind), issued.c.eq(f.c)]
         f.landed = landed = delay_line(m, issued, 1, "flow_tag")
-        hr = Signal(signed(self.widths["h"] + DATA_BITS), name="flow_hr")
-        m.d.sync += hr.eq(Array(h)[f.c] * f.r)
+        # h r for hn, V r for ode-pairwise's v: the one wide multiplier.
+        hr = Signal(signed(w["h"] + 2 + DATA_BITS), name="flow_hr")
+        wide = Array(h)[f.c]
+        if pairwise is not None:
+            wide = Mux(f.kind == FLOW_KINDS["norm"], f.V[f.c], wide)
+        m.d.sync += hr.eq(wide * f.r)
         op_a, op_b = Signal(signed(FLOW_V_BITS)), Signal(signed(FLOW_V_BITS))
         product = Signal(signed(2 * FLOW_V_BITS), name="flow_product")
         m.d.sync += product.eq(op_a * op_b)
         x_c, v_c = f.x[f.c], f.v[f.c]
         antipode = f.still & (f.along < 0)
         nudged = Mux(antipode, f.c == f.least_c, v_c)
+        # The drive form's hn, or ode-pairwise's anchor a_j, component by component.
+        target = Array(f.hn)
+        if pairwise is not None:
+            target = Array(Mux(pairwise, a_c, hn_c) for a_c, hn_c in zip(anchors, f.hn))
         with m.Switch(f.kind):
             with m.Case(FLOW_KINDS["dot"]):
-                m.d.comb += [op_a.eq(x_c), op_b.eq(f.hn[f.c])]
+                m.d.comb += [op_a.eq(x_c), op_b.eq(target[f.c])]
             with m.Case(FLOW_KINDS["v"]):
                 m.d.comb += [op_a.eq(f.along), op_b.eq(x_c)]
             with m.Case(FLOW_KINDS["x"]):
                 m.d.comb += [op_a.eq(nudged), op_b.eq(_signed(regs["flow_step"]))]
+            with m.Case(FLOW_KINDS["acc"]):
+                # t_c (kept in v while the anchors pass), then c_j: d + 1 items.
+                m.d.comb += [op_a.eq(Mux(f.c < d, v_c, f.along)), op_b.eq(_signed(f.w_j))]
 
         at = landed.c
         with m.If(landed.valid):
@@ -1521,16 +1540,26 @@ class AttentionHead(wiring.Component):
                 with m.Case(FLOW_KINDS["dot"]):
                     m.d.sync += f.dot.eq(f.dot + product)
                 with m.Case(FLOW_KINDS["v"]):
-                    value = f.hn[at] - _round_const(product, FRAC)
+                    value = target[at] - _round_const(product, FRAC)
                     m.d.sync += [f.v[at].eq(value), f.still.eq(f.still & (value == 0))]
                 with m.Case(FLOW_KINDS["x"]):
                     m.d.sync += f.X[at].eq((f.x[at] << FRAC) + product)
+                if pairwise is not None:
+                    with m.Case(FLOW_KINDS["acc"]):
+                        with m.If(at < d):
+                            m.d.sync += f.V[at].eq(f.V[at] + product)
+                        with m.Else():
+                            m.d.sync += f.C.eq(f.C + product)
+                    with m.Case(FLOW_KINDS["norm"]):
+                        value = round_shift_var(hr, (f.L + 2 * FRAC)[:6])[:FLOW_V_BITS]
+                        m.d.sync += [f.v[at].eq(value), f.still.eq(f.still & (value == 0))]
         m.d.comb += rd["start"].addr.eq(Cat(f.c[:ob], row))
         m.d.comb += [state.h[c].eq(Mux(flow_mode, f.X[c], h[c])) for c in range(d)]
 
         # The smallest |x_c| (its first index), read while v is formed: the nudge's k.
         size = magnitude(x_c, DATA_BITS)
-        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & ((f.c == 0) | (size < f.least))):
+        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & (f.c < d)
+                  & ((f.c == 0) | (size < f.least))):
             m.d.sync += [f.least.eq(size), f.least_c.eq(f.c)]
         # max_c |x'_c - x_c| and the new state, read while checking.
         new = Array(state.x[c] for c in range(d))[f.c]
@@ -1540,21 +1569,32 @@ class AttentionHead(wiring.Component):
         return f
 
     def _flow_states(self, m, f, *, state, recip, call_once, drive_recip, in_state,
-                     begin_pass, regs):
+                     begin_pass, regs, pairwise, h, j, attended):
         """The states of the sphere flow (inside the FSM): after WEIGHTS, one row's
-        reciprocal of s_i, hn, x0, then the Euler steps until calm or max_steps."""
+        reciprocal of s_i, hn, x0, then the Euler steps until calm or max_steps
+        (`pairwise`: as `_flow`'s; the anchor pass runs on the sequencer's j up to
+        `attended`)."""
         d = self.d_osc
 
-        def components(kind, next_state, last_action=None):
-            """Issue c = 0 .. d - 1 of `kind`; go to next_state when the last has landed."""
-            m.d.comb += [f.issue.eq(f.c < d), f.kind.eq(FLOW_KINDS[kind])]
-            with m.If(f.c < d):
+        def components(kind, next_state, last_action=None, count=d):
+            """Issue c = 0 .. count - 1 of `kind`; go to next_state when the last has
+            landed."""
+            m.d.comb += [f.issue.eq(f.c < count), f.kind.eq(FLOW_KINDS[kind]),
+                         f.count.eq(count)]
+            with m.If(f.c < count):
                 m.d.sync += f.c.eq(f.c + 1)
             with m.If(f.landed.valid & f.landed.last):
                 m.d.sync += f.c.eq(0)
-                if last_action is not None:
-                    last_action()
                 m.next = next_state
+                if last_action is not None:     # may choose another next state
+                    last_action()
+
+        def next_step():
+            m.next = "FLOW_DOT"
+            if pairwise is not None:
+                with m.If(pairwise):            # the anchor pass from j = 0
+                    m.d.sync += j.eq(0)
+                    m.next = "PW_FETCH"
 
         with m.State("FLOW_RECIP"):
             m.d.comb += drive_recip.eq(1)
@@ -1571,23 +1611,50 @@ class AttentionHead(wiring.Component):
             m.d.comb += [f.issue.eq((f.c < d) & f.first), f.kind.eq(FLOW_KINDS["load"])]
             with m.If(f.c < d):
                 m.d.sync += f.c.eq(f.c + 1)
+            zero = f.zero
+            if pairwise is not None:        # ode-pairwise: h = 0 (golden's zero drive)
+                zero = Mux(pairwise, Cat(*(h_c == 0 for h_c in h)).all(), f.zero)
             with m.If(f.c == d):
                 m.d.sync += [f.c.eq(0), f.steps.eq(0), f.converged.eq(1)]
-                with m.If(f.zero):
+                with m.If(zero):
                     begin_pass()
                     m.next = "READOUT"
                 with m.Else():
                     m.d.sync += f.dot.eq(0)
-                    m.next = "FLOW_DOT"
+                    next_step()
+
+        if pairwise is not None:
+            with m.State("PW_FETCH"):           # a_0 and W_i0 are read now
+                m.d.sync += [f.V[c].eq(0) for c in range(d)]
+                m.d.sync += f.C.eq(0)
+                m.next = "FLOW_DOT"
 
         with m.State("FLOW_DOT"):
             def along():
                 m.d.sync += [f.along.eq(_round_const(f.dot + f.product, FRAC)),
-                             f.still.eq(1)]
+                             f.still.eq(1), f.dot.eq(0)]
             components("dot", "FLOW_V", along)
 
         with m.State("FLOW_V"):
-            components("v", "FLOW_X")
+            def tangent_done():
+                if pairwise is not None:
+                    with m.If(pairwise):        # W_ij is read at this j; on to the next
+                        m.d.sync += [f.w_j.eq(f.weight), j.eq(j + 1)]
+                        m.next = "PW_ACC"
+            components("v", "FLOW_X", tangent_done)
+
+        if pairwise is not None:
+            with m.State("PW_ACC"):
+                def accumulated():
+                    with m.If(j == attended):
+                        m.d.sync += f.still.eq(1)
+                        m.next = "PW_NORM"
+                components("acc", "FLOW_DOT", accumulated, count=d + 1)
+
+            with m.State("PW_NORM"):
+                def normalized():           # only C's sign is used (calm, antipode)
+                    m.d.sync += f.along.eq(Mux(f.C > 0, 1, Mux(f.C < 0, -1, 0)))
+                components("norm", "FLOW_X", normalized)
 
         with m.State("FLOW_X"):
             def start():
@@ -1613,7 +1680,7 @@ class AttentionHead(wiring.Component):
                     begin_pass()
                     m.next = "READOUT"
                 with m.Else():
-                    m.next = "FLOW_DOT"
+                    next_step()
 
     @staticmethod
     def _readout_state(m, osc, in_state, issuing, advance, j, d, last_j):
@@ -1652,7 +1719,8 @@ class AttentionHead(wiring.Component):
             "out": Memory(shape=signed(w["out"]), depth=dcap, init=[], attrs=no_collide),
         }
         sphere = oscillator and self.d_osc > 2
-        flow = sphere and "ode-drive" in self.modes
+        flow = sphere and bool(set(self.modes) & set(OSCILLATOR_MODES[1:]))
+        pairwise_flow = sphere and "ode-pairwise" in self.modes
         anchor_names = [f"anchor{c}" for c in range(self.d_osc)] if sphere else ["anchor"]
         if oscillator:
             for name in anchor_names:
@@ -1661,6 +1729,9 @@ class AttentionHead(wiring.Component):
         if flow:                                # x0 of each token, component c at t || c
             mem["start"] = Memory(shape=signed(DATA_BITS), depth=cap << _osc_bits(self.d_osc),
                                   init=[], attrs=no_collide)
+        if pairwise_flow:                       # the row's W_ij for its anchor passes
+            mem["flow_w"] = Memory(shape=unsigned(W_BITS), depth=cap, init=[],
+                                   attrs=no_collide)
         rd, wr = {}, {}
         for name, memory in mem.items():
             m.submodules[f"mem_{name}"] = memory
@@ -1832,9 +1903,16 @@ class AttentionHead(wiring.Component):
             with m.If(w_tag.valid):
                 m.d.sync += w_sum.eq(w_sum + osc.weight)
         if flow:
-            flow_mode = mode == MODES.index("ode-drive")
+            flow_mode = self._flow_mode(mode)
+            pairwise = mode == MODES.index("ode-pairwise") if pairwise_flow else None
+            if pairwise_flow:
+                with m.If(w_tag.valid):
+                    m.d.comb += [wr["flow_w"].addr.eq(w_tag.j), wr["flow_w"].en.eq(1),
+                                 wr["flow_w"].data.eq(osc.weight)]
+                m.d.comb += rd["flow_w"].addr.eq(j)
             fl = self._flow(m, rd=rd, h=h, state=state, row=row, warm=warm,
-                            flow_mode=flow_mode, regs=flow_regs)
+                            flow_mode=flow_mode, pairwise=pairwise, anchors=anchors,
+                            regs=flow_regs)
             m.d.comb += [x[c].eq(Mux(flow_mode, fl.x[c], state.x[c]))
                          for c in range(self.d_osc)]
         if softmax:                         # EXP's g into the numerator buffer
@@ -1958,7 +2036,8 @@ class AttentionHead(wiring.Component):
                 if flow:
                     self._flow_states(m, fl, state=state, recip=recip, call_once=call_once,
                                       drive_recip=drive_recip, in_state=in_state,
-                                      begin_pass=begin_pass, regs=flow_regs)
+                                      begin_pass=begin_pass, regs=flow_regs,
+                                      pairwise=pairwise, h=h, j=j, attended=attended)
 
             with m.State("RECIP"):
                 with m.If(call_once(recip)):

@@ -42,9 +42,9 @@ model (max_out_err_rel: theta_next's largest error in radians over pi).
 
 What gets no row, and why, is in the result, never a made-up figure:
 
-* `refused`: a mechanism of a shape the head cannot run (the ODE modes at tinystories'
-  d_osc = 8: only the analytic fixed point is in fixed point and RTL there), with the
-  golden model's or the head's message. If every
+* `refused`: a mechanism of a shape the head cannot run (none of the example shapes since
+  2026-11-24, when ode-pairwise at d_osc > 2 came), with the golden model's or the head's
+  message. If every
   asked mechanism of every shape is refused, nothing runs (ValueError).
 * `not_benched`: a mechanism whose mode the RTL does not build (hdl/attention.py MODES),
   with the reason (none since 2026-11-23).
@@ -114,11 +114,8 @@ NUMPY_SOFTMAX_FUNCTION = ("oscarray.golden.softmax.softmax_float (float64, every
 
 
 def head_modes_of(case) -> tuple:
-    """The modes of the head a case is built and simulated in (HEAD_MODES, less what a head
-    of the case's d_osc cannot have: at d_osc > 2 the ODE head is analytic + ode-drive)."""
-    from .hdl.attention import head_d_osc, head_modes
-    allowed = head_modes(head_d_osc(case))
-    return tuple(mode for mode in HEAD_MODES[case.mode] if mode in allowed)
+    """The modes of the head a case is built and simulated in (HEAD_MODES)."""
+    return HEAD_MODES[case.mode]
 
 
 def is_softmax(case) -> bool:
@@ -183,7 +180,7 @@ def numpy_reference(case, progress=None, *, repeats: int = 7, min_seconds: float
 def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None]:
     """(the clock model of each head, the engine runs of each head or None): analytic
     `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
-    (`result`: steps and h_int, the RTL's or golden-fixed's); ode-drive at d_osc > 2
+    (`result`: steps and h_int, the RTL's or golden-fixed's); the ODE modes at d_osc > 2
     `flow_cycles` of each row's steps (its runs: (1, steps) per row)."""
     from .hdl.attention import (cycles_per_head, flow_cycles, head_d_osc, ode_cycles,
                                 ode_engine_runs)
@@ -195,7 +192,7 @@ def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None
         steps = np.where(np.asarray(result["steps"]) == NOT_CONVERGED, case.max_steps,
                          np.asarray(result["steps"]))
         return ([flow_cycles(case.tokens, case.d_h, case.causal, row_steps, case.d_osc,
-                             cordic_arch=cordic_arch) for row_steps in steps],
+                             cordic_arch=cordic_arch, mode=case.mode) for row_steps in steps],
                 [[(1, int(n)) for n in row_steps] for row_steps in steps])
     runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
     return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,

@@ -508,10 +508,10 @@ def _attention_golden_fixed(case, **options) -> dict:
 def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
     """hdl.attention.check_case for a head built with every mode of the case's d_osc: the
     fixed-point refusals, the build's capacity, the score shift register."""
-    from .hdl.attention import check_case, head_d_osc, head_modes
+    from .hdl.attention import MODES, check_case, head_d_osc
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
     d_osc = head_d_osc(case)
-    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=head_modes(d_osc),
+    check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES,
                d_osc=d_osc)
 
 

@@ -56,8 +56,8 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
         d_osc = oscillator_d_osc(cases)
     if modes is None:
         needed = {case.mode for case in cases} or {"analytic"}
-        if needed & set(OSCILLATOR_MODES[1:]) and d_osc == 2:
-            needed |= set(OSCILLATOR_MODES)     # one build for both (the engine's forms)
+        if needed & set(OSCILLATOR_MODES[1:]):
+            needed |= set(OSCILLATOR_MODES)     # one build for both ODE modes
         modes = tuple(needed)
     modes = check_modes(modes)
     cases = [check_case(case, config, max_tokens=max_tokens, max_d_h=max_d_h, modes=modes,
