@@ -18,7 +18,14 @@ One Euler step of  dtheta_i/dt = omega_i + sum_j K_ij sin(theta_j - theta_i)  in
               t (sum shift) makes every possible R(S_i, t) fit the CORDIC's 18-bit input;
               D (18-bit) and s (shift) represent dt / 2pi * 2**(A - e - F + t) as D * 2**-s.
     converge  stop when max_i |w_i + inc_i| over free oscillators is below tol (in accumulator
-              units) for CONVERGE_STEPS consecutive steps.
+              units) for CONVERGE_STEPS consecutive steps. With angle_shift a > 0 the calm
+              test is an angle instead, for every free oscillator: x_i > 0 and |y_i| 2**a <=
+              x_i, where (x_i, y_i) is the coupling vector turned into the oscillator's frame
+              (the rotation's output; pairwise: R(C_i, t) and R(S_i, t), C_i = sum_j k_ij
+              cos_ij beside S_i), i.e. the coupling's direction is within atan(2**-a) of the
+              oscillator's phase. A velocity test stops an oscillator with a small coupling
+              |h_i| about tol / |h_i| from its fixed point; the angle test does not depend on
+              |h_i| (meant for omega = 0, where the fixed point is that direction).
     antipode  a relative rotation (sin_ij in pairwise form, the final rotation by -theta_i
               otherwise) that lands exactly on the negative x axis (y = 0, x < 0) reports
               y = +1 LSB (pairwise: +1 for j > i, -1 for j < i, so the pair separates). Exactly antipodal is an unstable equilibrium of the equations, and
@@ -45,6 +52,7 @@ from .array import CONVERGENCE_STEPS
 from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
 
 __all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case", "step_scale",
+           "MAX_ANGLE_SHIFT",
            "tol_units",
            "step_fixed", "run_fixed", "step_error_bound", "trajectory_error_bound",
            "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
@@ -53,6 +61,7 @@ FORMS = ("pairwise", "matvec", "drive")
 CONVERGE_STEPS = CONVERGENCE_STEPS     # the float model's detector, the same M
 COUPLING_BITS = 16
 SCALE_BITS = 18            # D, and the CORDIC's inputs
+MAX_ANGLE_SHIFT = SCALE_BITS - 1        # |y| 2**a against an 18-bit x
 
 
 class ArrayFormatError(ValueError):
@@ -108,6 +117,7 @@ class QuantizedCase:
     steps: int
     tol: int | None           # accumulator units, or None
     dt: float                 # the case's dt (for reports and error bounds)
+    angle_shift: int = 0      # a > 0: the angle calm test (module docstring) instead of tol
 
     @property
     def n(self) -> int:
@@ -116,7 +126,7 @@ class QuantizedCase:
     def scales(self) -> dict:
         return {"coupling_exponent": self.e, "sum_shift": self.t, "step_scale": self.d,
                 "step_shift": self.s, "acc_bits": self.config.acc_bits,
-                "phase_bits": self.config.phase_bits}
+                "phase_bits": self.config.phase_bits, "angle_shift": self.angle_shift}
 
 
 def _largest_exponent(values: np.ndarray, bits: int) -> int:
@@ -152,8 +162,12 @@ def step_scale(config: ArrayFixedConfig, dt: float, unit_exp: int) -> tuple[int,
 
 
 def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps, tol=None,
-                  drive=None, form="matvec", drive_exponent=None) -> QuantizedCase:
+                  drive=None, form="matvec", drive_exponent=None,
+                  angle_shift: int = 0) -> QuantizedCase:
     """Validate a float case against the format and convert it to the engine's integers.
+
+    angle_shift: 0 (the velocity calm test on tol) or a in 1 .. MAX_ANGLE_SHIFT (the angle
+    test, module docstring; tol must then be given too: it enables the detector).
 
     drive_exponent (drive form): the drive's unit 2**-drive_exponent, fixed by the caller
     instead of chosen from the data (the attention head's hn is Q2.16 whatever its size, so
@@ -168,6 +182,10 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
                                f"{config.capacity}")
     if form == "drive" and drive is None:
         raise ArrayFormatError("form 'drive' needs a drive (N, 2) in the case")
+    if isinstance(angle_shift, bool) or not 0 <= int(angle_shift) <= MAX_ANGLE_SHIFT \
+            or int(angle_shift) != angle_shift:
+        raise ArrayFormatError(f"angle_shift must be an integer 0..{MAX_ANGLE_SHIFT}, not "
+                               f"{angle_shift!r}")
     a, f = config.acc_bits, config.frac_bits
     turn = 2.0 ** a
     if not dt > 0:
@@ -208,7 +226,7 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
                                f"rounds to nothing in the {a}-bit accumulator")
     tol_int = None if tol is None else tol_units(config, tol)
     return QuantizedCase(config, form, acc0, w, k, pinned.copy(), drive_int, e, t, d, s,
-                         int(steps), tol_int, float(dt))
+                         int(steps), tol_int, float(dt), int(angle_shift))
 
 
 def _phases(q: QuantizedCase, acc: np.ndarray) -> np.ndarray:
@@ -229,17 +247,18 @@ def nudge_antipode(x, y):
 
 
 def _rotate_by_minus(q: QuantizedCase, x, y, theta):
-    """The y output of rotating (x, y) by -theta: Im(e^{-i theta} (x + i y)), nudged off an
-    exact antipode."""
+    """(x, y) rotated by -theta: e^{-i theta} (x + i y)."""
     cordic = q.config.cordic
     minus = (-theta) % (1 << q.config.phase_bits)
     x_out, y_out, _ = cordic_fixed(cordic, x, y, minus)
-    return nudge_antipode(x_out, y_out)
+    return x_out, y_out
 
 
-def coupling_sums(q: QuantizedCase, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """S_i after the sum shift (the rotation output or the rounded pairwise sum), and the
-    order-parameter sums (sum cos, sum sin)."""
+def coupling_sums(q: QuantizedCase, acc: np.ndarray):
+    """(x_i, S_i, sum cos, sum sin): S_i after the sum shift (the rotation's y output nudged
+    off an exact antipode, or the rounded pairwise sum), x_i its partner in the oscillator's
+    frame (the rotation's x output, or pairwise R(sum_j k_ij cos_ij, t)), and the
+    order-parameter sums."""
     theta = _phases(q, acc)
     c, s = _cos_sin(q, theta)
     order = (c.sum(), s.sum())
@@ -251,23 +270,35 @@ def coupling_sums(q: QuantizedCase, acc: np.ndarray) -> tuple[np.ndarray, np.nda
         pair_sign = np.where(np.arange(q.n)[None, :] > np.arange(q.n)[:, None], 1, -1)
         antipode = (sin_ij == 0) & (cos_ij < 0)
         total = np.sum(q.k * np.where(antipode, pair_sign, sin_ij), axis=1)
-        return round_shift(total, q.t), order[0], order[1]
+        along = np.sum(q.k * cos_ij, axis=1)
+        return round_shift(along, q.t), round_shift(total, q.t), order[0], order[1]
     if q.form == "matvec":
         x = round_shift(q.k @ c, q.t)
         y = round_shift(q.k @ s, q.t)
     else:
         x, y = q.drive[:, 0], q.drive[:, 1]
-    return _rotate_by_minus(q, x, y, theta), order[0], order[1]
+    x_out, y_out = _rotate_by_minus(q, x, y, theta)
+    return x_out, nudge_antipode(x_out, y_out), order[0], order[1]
 
 
 def step_fixed(q: QuantizedCase, acc: np.ndarray):
-    """One Euler step: returns (new accumulators, per-oscillator increments, order sums)."""
-    summed, cos_sum, sin_sum = coupling_sums(q, acc)
+    """One Euler step: returns (new accumulators, per-oscillator increments, order sums,
+    per-oscillator calm flags of this step's test)."""
+    along, summed, cos_sum, sin_sum = coupling_sums(q, acc)
     inc = q.w + round_shift(summed * q.d, q.s)
     inc = np.where(q.pinned, 0, inc)
     mask = np.uint64((1 << q.config.acc_bits) - 1)     # acc_bits <= 48 by the config
     new = (acc + inc.astype(np.uint64)) & mask
-    return new, inc, (int(cos_sum), int(sin_sum))
+    return new, inc, (int(cos_sum), int(sin_sum)), _calm(q, inc, along, summed)
+
+
+def _calm(q: QuantizedCase, inc, along, summed) -> np.ndarray:
+    """Each oscillator's calm test (module docstring, converge); `summed` as coupling_sums
+    gives it (the antipode nudge only makes y nonzero where x < 0, failing the test anyway)."""
+    if q.angle_shift:
+        return (along > 0) & ((np.abs(summed) << q.angle_shift) <= along)
+    tol = 0 if q.tol is None else q.tol
+    return np.abs(_wrapped(inc, q.config.acc_bits)) < tol
 
 
 def _wrapped(inc: np.ndarray, bits: int) -> np.ndarray:
@@ -298,16 +329,14 @@ def run_fixed(q: QuantizedCase, trace: bool = False) -> FixedRun:
     trajectory = [acc.copy()] if trace else None
     sums, calm, taken = [], 0, 0
     for _ in range(q.steps):
-        acc_next, inc, order = step_fixed(q, acc)
+        acc_next, _, order, still = step_fixed(q, acc)
         sums.append(order)
         acc = acc_next
         taken += 1
         if trace:
             trajectory.append(acc.copy())
         if q.tol is not None:
-            free = ~q.pinned
-            largest = np.max(np.abs(_wrapped(inc[free], q.config.acc_bits)), initial=0)
-            calm = calm + 1 if largest < q.tol else 0
+            calm = calm + 1 if still[~q.pinned].all() else 0
             if calm >= CONVERGE_STEPS:
                 break
     theta = _phases(q, acc)

@@ -52,14 +52,14 @@ The defaults, dt = 1, tol = 6e-5, max_steps = 4000, init "random" (measured with
     oscillators unsettled, and the fixed-point engine 55 % of kws heads.
   - dt = 1 is the largest monotone step (dt |hn| <= 1); steps scale as 1 / dt. dt = 1.5
     saves a third of them, but the overshoot makes the fixed-point pairwise engine's phase
-    cycle wider than its detector floor (16 % of kws heads never settled).
-  - tol = 6e-5: the fixed-point engine stops on a velocity, |hn| sin(angle) < tol, which
-    needs tol above its detector floor (pairwise 5.5e-5, drive 2.5e-5 at dt = 1; see
-    golden/attention_fixed.py, detector_floor), and it stops about tol / |hn| from x*: at
-    6e-5 the drive form's attn misses 2**-11 (against the analytic float model) on 9 of 350
-    random kws cases, by up to 3.6x (out stays within 0.39 x 2**-8 max|v|); 3e-5 halves
-    that but is below the pairwise floor. As an angle here, 6e-5 keeps attn within
-    0.06 x 2**-11.
+    cycle wider than its detector (16 % of kws heads never settled, measured with the
+    velocity detector the engine had then).
+  - tol = 6e-5: an angle here, keeping attn within 0.06 x 2**-11. The fixed-point engine
+    at d_osc = 2 tests the same angle, rounded to a power of two (2**-14 = 6.1e-5;
+    golden/attention_fixed.py, angle_shift); its limit cycle near equilibrium is then
+    calm at 2**-14 but not always at 2**-15 (pairwise). It used to stop on a velocity,
+    |hn| sin(angle) < tol, about tol / |hn| from x*, which missed the attn target on 9 of
+    350 random kws cases (up to 3.6x).
   - max_steps = 4000: the fixed-point engine runs a head until its slowest token is calm,
     so it needs the per-head tail: by 4000 steps 99.94 % of kws heads settle (float
     emulation of its detector, 10000 heads; 99.91 % by 3000), the float model 99.995 % of

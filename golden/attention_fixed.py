@@ -100,16 +100,21 @@ Euler steps at most, and the engine's tol = tol * dt radians per step.
                  (drive: N = 1; pairwise: 1 + T), token 0 from the random draw of token 0,
                  token i from token i-1's final accumulator (all A bits: the engine's state).
     zero drives  a run whose drives are all exactly zero is not made (nothing would move).
-    convergence  the engine's detector: stop once every free oscillator's increment has been
-                 below tol * dt for 4 consecutive steps. In fixed point tol is therefore a
-                 velocity tolerance, |dtheta/dt| < tol (rad per time unit), where the float
-                 model's is an angle to x*: near its fixed point an oscillator moves at
-                 |hn_i| sin(angle), so it stops within about tol / |hn_i| (the budget's
-                 detector term). Near equilibrium the engine's P-bit phase steps between the
-                 two grid points around it (a limit cycle): below `detector_floor` the
-                 detector may never fire and the run ends at max_steps. Measured on random
-                 kws and sva cases (dt = 1), drive / pairwise: 2.5e-5 / 5.5e-5 at P = 20,
-                 4.3e-5 / 7.3e-5 at P = 18, 1.1e-4 / 1.5e-4 at P = 16.
+    convergence  the engine's angle detector (golden/array_fixed.py, angle_shift a =
+                 `angle_shift(tol)`: tol rounded to the nearest power of two, 6e-5 -> 2**-14):
+                 stop once, for 4 consecutive steps, every free oscillator's coupling vector
+                 in its own frame (x_i, y_i) (drive: the rotation of hn by -theta_i;
+                 pairwise: (R(C_i, t), R(S_i, t)), C_i = sum_j kn_ij cos(phi_j - theta_i))
+                 has x_i > 0 and |y_i| 2**a <= x_i: the state is within atan(2**-a) of the
+                 coupling's direction, whatever |hn_i|, like the float model's angle tol.
+                 Decided after measuring the velocity test this replaced (|increment| <
+                 tol dt): it stops an oscillator with a small drive about tol / |hn_i| from
+                 its fixed point, and at the default tol missed the attn target on 9 of 350
+                 random kws cases (up to 3.6 times). Near equilibrium the P-bit phase may
+                 step between the grid points around it (a limit cycle of a few LSB of y);
+                 the detector fires when that cycle is within x 2**-a: at a = 15 (tol 3e-5)
+                 the pairwise form missed it on 3 of 30 random kws cases' heads, at a = 14
+                 on none.
     steps        steps[h, i] = the run's steps_taken if the detector fired, NOT_CONVERGED (-1)
                  if not: one engine run serves a whole head, so every token of a head reports
                  the head's count ("warm": per token, from its own run); zero-drive rows 0.
@@ -143,22 +148,22 @@ an LSB per element (inputs="worst", a bound for any data with these float values
                       + the vectoring CORDIC's angle budget rescaled to |v| >= 2**15
                       (output + owed + rounding 2**-8 / |v|, in P-bit LSBs).
             ode-drive the drive term + asin(2**-0.5 LSB / |hn|_low) (hn's rounding) + the
-                      detector: the last step had |increment| < tol_int, so the rotation's
-                      y output was within Y = (tol_int - 1/2) 2**s / D, and
-                      |sin(angle(d) - theta16)| <= (Y + 1/2 + rounding) / |d|_low + rel
-                      (d the engine's drive integers, rounding and rel the rotation CORDIC's
-                      absolute and relative error terms), + one P-bit LSB + tol * dt (the
-                      final phase versus the one the detector saw).
+                      detector: the last test saw x, y within e = rounding + rel |d| of
+                      |d| (cos psi, sin psi) (psi = angle(d) - theta16, d the engine's drive
+                      integers, rounding and rel the rotation CORDIC's absolute and relative
+                      error terms) and |y| 2**a <= x, so |sin psi| <= 2**-a + (1 + 2**-a)
+                      ((1/2 + rounding) / |d|_low + rel) and cos psi > -e / |d| (pi when that
+                      does not pin psi to the near side), + one P-bit LSB + the last step
+                      (dt 2**-a |hn| at most, + one accumulator LSB: the final phase versus
+                      the one the detector saw).
             ode-pairwise the angle of V_i = sum_j kn_ij e^{i phi^_j} around sum_j W~_ij e^{i phi^_j}
                       (kn's rounding: 2**-(e_k+1) s_i / (1 - rho) per entry, along and across,
-                      and W's rounding) + the detector: |R(S_i, t)| < Y, the sum's error is at
-                      most (1/2 + rounding + 2**16 rel + 1 (nudge)) per |k_ij| LSB, so
-                      |sin(angle(V) - theta16)| <= ((Y + 1/2) 2**t + that sum) / (2**16 |V|_low),
-                      + one P-bit LSB + tol * dt.
+                      and W's rounding) + the detector: C_i and S_i are each within
+                      (1/2 + rounding + 2**16 rel + 1 (sin's nudge)) per |k_ij| LSB of
+                      2**16 V_i's parts in the oscillator's frame, and the sum shift adds
+                      2**(t-1); with |R(S, t)| 2**a <= R(C, t) as above, + one P-bit LSB + the
+                      last step.
             An oscillator that did not converge (result given), or a zero-drive row: pi.
-            The detector terms assume the run stopped with every oscillator on the attracting
-            side of its fixed point (cos > 0: dt |hn| <= 1 keeps Euler monotone, and the
-            tests check the measurement against the bound).
   readout   (a) the state's error moves A_i(theta) along the exact curve:
             |A_ij(theta) - A_ij(psi)| <= |dA_ij/dtheta(psi)| delta + M2 delta**2 / 2, with
             the signed derivative (g' S - g S') / S**2 and M2 >= |A''| over |theta - psi| <=
@@ -240,8 +245,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .array_fixed import (ArrayFixedConfig, ArrayFormatError, quantize_case, run_fixed,
-                          step_scale, tol_units)
+from .array_fixed import (MAX_ANGLE_SHIFT, ArrayFixedConfig, ArrayFormatError, quantize_case,
+                          run_fixed, step_scale)
 from .attention import (
     NOT_CONVERGED,
     RELU_EPS,
@@ -259,7 +264,7 @@ from .cordic import error_budget as cordic_budget
 __all__ = [
     "ATTN_TARGET", "DATA_BITS", "FRAC", "INPUTS", "OUT_TARGET", "AttentionFixedConfig",
     "AttentionFixedError", "EngineRun", "FrontEnd", "analytic_phases", "attention_fixed",
-    "detector_floor", "drive_shift", "engine_constants", "engine_cases", "error_budget",
+    "angle_shift", "drive_shift", "engine_constants", "engine_cases", "error_budget",
     "formats", "front_end", "input_terms", "readout_terms", "InputTerms",
     "normalize_shift", "normalize_shift_vector", "normalized_couplings", "normalized_drive",
     "ode_phases",
@@ -467,13 +472,11 @@ def validate_fixed(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> Atten
     if case.tokens > MAX_TOKENS:
         raise AttentionFixedError(f"q: T = {case.tokens} tokens exceeds {MAX_TOKENS} (the "
                                   f"pairwise engine holds 2T <= 4096 oscillators)")
-    if case.mode != "analytic":
-        tol_int = tol_units(config.engine(2), case.tol * case.dt)
-        if tol_int < 1:
-            raise AttentionFixedError(
-                f"tol: tol * dt = {case.tol * case.dt:.3g} rad per step is below one "
-                f"{config.acc_bits}-bit accumulator LSB: the convergence detector could "
-                f"never fire")
+    if case.mode != "analytic" and case.d_osc == 2 \
+            and not 1 <= angle_shift(case.tol) <= MAX_ANGLE_SHIFT:
+        raise AttentionFixedError(
+            f"tol: {case.tol:.3g} rad is outside the array engine's angle tolerances "
+            f"2**-1 .. 2**-{MAX_ANGLE_SHIFT} (tol is rounded to the nearest power of two)")
     return case
 
 
@@ -646,7 +649,8 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
     """
     tokens = case.tokens
     acc0 = _initial_acc(case, config)
-    tol = case.tol * case.dt
+    tol = case.tol * case.dt          # enables the detector; its test is the angle
+    shift = angle_shift(case.tol)
     runs = []
     if case.mode == "ode-drive":
         hn = normalized_drive(fe, config)
@@ -683,7 +687,8 @@ def engine_cases(case: AttentionCase, fe: FrontEnd,
                 quantized = quantize_case(config.engine(n_osc), theta0, np.zeros(n_osc), K,
                                           pinned, case.dt, case.max_steps, tol=tol,
                                           drive=values, drive_exponent=exponent,
-                                          form="drive" if values is not None else "pairwise")
+                                          form="drive" if values is not None else "pairwise",
+                                          angle_shift=shift)
             except ArrayFormatError as error:
                 raise AttentionFixedError(f"dt, tol: the array engine refuses head {head}: "
                                           f"{error}") from None
@@ -697,15 +702,21 @@ def engine_constants(case: AttentionCase, config: AttentionFixedConfig = DEFAULT
                      ) -> dict:
     """What the host gives the hardware for an ODE run: d (the step scale mantissa D) and
     s_ref, its shift for rotation results in units of 2**-16 (`step_scale`; the hardware
-    adds its run's exponent: ode-drive k, ode-pairwise e - t), tol (accumulator units),
-    acc0 ((H, T) uint64 start accumulators: the random or zero draw; "warm" uses token 0's)
-    and phi_acc ((H, T) the anchors' accumulators, ode-pairwise's pinned oscillators)."""
+    adds its run's exponent: ode-drive k, ode-pairwise e - t), angle_shift (the detector's
+    a), acc0 ((H, T) uint64 start accumulators: the random or zero draw; "warm" uses token
+    0's) and phi_acc ((H, T) the anchors' accumulators, ode-pairwise's pinned
+    oscillators)."""
     engine = config.engine(2)
     d, s_ref = step_scale(engine, case.dt, engine.frac_bits)
-    tol = tol_units(engine, case.tol * case.dt)
     _, phi_acc = prepare_anchors(case.anchors, config)
-    return {"d": d, "s_ref": s_ref, "tol": tol, "acc0": _initial_acc(case, config),
-            "phi_acc": phi_acc}
+    return {"d": d, "s_ref": s_ref, "angle_shift": angle_shift(case.tol),
+            "acc0": _initial_acc(case, config), "phi_acc": phi_acc}
+
+
+def angle_shift(tol: float) -> int:
+    """a: the engine's angle tolerance 2**-a, tol (radians) rounded to the nearest power of
+    two (in log2)."""
+    return round(math.log2(1 / tol))
 
 
 def drive_shift(hn) -> int:
@@ -731,37 +742,6 @@ def _check_loaded(quantized, values, K):
         ok = np.array_equal(quantized.k * 2.0 ** -quantized.e, K)
     if not ok:          # cannot happen: the loader's exponent is never below ours
         raise AssertionError("array engine loader changed the head's integers")
-
-
-def detector_floor(case, config: AttentionFixedConfig = DEFAULT_CONFIG) -> float:
-    """The smallest tol (rad per time unit, the velocity tolerance of the ODE modes) for
-    which the engine's detector is sure to fire once every oscillator has reached the limit
-    cycle around its fixed point: the largest |increment| / dt an oscillator can show while
-    its P-bit phase sits on either grid point next to the equilibrium (the phase step, the
-    rotation's errors, the pairwise sum shift's rounding, the antipode nudges). A smaller
-    tol is valid but may never fire (the run then reports NOT_CONVERGED)."""
-    case = validate_fixed(case, config)
-    if case.mode == "analytic":
-        return 0.0
-    fe = front_end(case, config)
-    rot_abs, rot_rel = rotation_error(config)
-    step = 2 * math.pi / 2 ** config.phase_bits
-    largest = 0.0
-    for run in engine_cases(case, fe, config):
-        q = run.quantized
-        if q is None:
-            continue
-        if case.mode == "ode-drive":
-            d = q.drive[run.free].astype(float)
-            y = np.hypot(d[:, 0], d[:, 1]) * (math.sin(step) + rot_rel) + 0.5 + rot_abs
-        else:
-            n = run.free.size
-            k = np.abs(q.k[run.free][:, n:].astype(float))
-            y = (k.sum(1) * (2.0 ** FRAC * (math.sin(step) + rot_rel) + 0.5 + rot_abs + 1)
-                 / 2.0 ** q.t + 0.5)
-        inc = float(np.max(y, initial=0)) * q.d * 2.0 ** -q.s + 0.5
-        largest = max(largest, inc * 2 * math.pi / 2.0 ** config.acc_bits / case.dt)
-    return largest
 
 
 def ode_phases(case: AttentionCase, fe: FrontEnd,
@@ -1058,10 +1038,11 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=Non
         delta = front + vec
         terms["vectoring"] = vec
     else:
-        tau_int = round(case.tol * case.dt / (2 * math.pi) * 2.0 ** A)
-        tau_rad = tau_int * 2 * math.pi / 2.0 ** A
+        tilt = 2.0 ** -angle_shift(case.tol)
+        acc_lsb = 2 * math.pi / 2.0 ** A
         target = np.zeros_like(psi)
         detector = np.zeros_like(psi)
+        last_step = np.zeros_like(psi)
         if case.mode == "ode-pairwise":
             _, exps = normalized_couplings(fe, config)
             phi_hat = fe.phi * (2 * math.pi / 2 ** P)
@@ -1092,26 +1073,39 @@ def error_budget(case, config: AttentionFixedConfig = DEFAULT_CONFIG, result=Non
             qc, hd, rows = run.quantized, run.head, run.tokens
             if qc is None:               # zero drives only: delta = pi below
                 continue
-            y_max = (qc.tol - 0.5) * 2.0 ** qc.s / qc.d     # |y| (drive) or |S >> t| (pairwise)
+            # The angle test |y| 2**a <= x with x, y within `slack` of the exact coupling
+            # vector's |c| cos(psi), |c| sin(psi): |sin psi| <= 2**-a + (1 + 2**-a) slack / |c|
+            # and cos psi > -slack / |c| (x > 0).
             if case.mode == "ode-drive":
                 hn_low = h_low[hd, rows] / ws_up[hd, rows] * (1 - rho) * 2.0 ** FRAC   # LSB
                 target[hd, rows] = _asin(math.sqrt(0.5) / hn_low)
                 d_low = (hn_low - math.sqrt(0.5)) * 2.0 ** (qc.e + qc.config.frac_bits - FRAC)
-                sine = (y_max + 0.5 + rot_abs) / d_low + rot_rel
+                skew = (0.5 + rot_abs) / d_low + rot_rel              # slack / |c|
+                # The last step: dt |y| in hn's units, |y| <= 2**-a x, |x| <= |hn| (1 + rel)
+                # + rounding, |hn| <= (1 + rho)(1 + 2**-15).
+                moved = case.dt * tilt * ((1 + rho) * (1 + 2.0 ** -15) * (1 + rot_rel)
+                                          + rot_abs * 2.0 ** -FRAC)
             else:
                 b = 2.0 ** qc.e
                 k_sum = b * ((1 + rho) + count[rows] * k_half[hd, 0])
+                # Per pair: cos_ij and sin_ij within rounding + rel (+ 1, sin's pair nudge);
+                # the sum shift t rounds by 2**(t - 1).
                 per_term = 0.5 + rot_abs + 2.0 ** FRAC * rot_rel + 1
-                sine = (((y_max + 0.5) * 2.0 ** qc.t + per_term * k_sum)
-                        / (2.0 ** FRAC * b * v_low[hd, rows]))
-            detector[hd, rows] = np.where(sine > 0, _asin(sine), np.pi)
+                slack = per_term * k_sum + 2.0 ** (qc.t - 1)
+                skew = slack / (2.0 ** FRAC * b * v_low[hd, rows])
+                moved = (case.dt * tilt * (2.0 ** FRAC * k_sum + slack) / (2.0 ** FRAC * b)
+                         * (1 + 2.0 ** -16))
+            sine = tilt + (1 + tilt) * skew
+            near = (sine > 0) & (sine ** 2 + skew ** 2 < 1)
+            detector[hd, rows] = np.where(near, _asin(sine), np.pi)
+            last_step[hd, rows] = moved + acc_lsb
         # drive: angle(h^) + hn's rounding; pairwise: angle(V) directly.
         aim = front + target if case.mode == "ode-drive" else target
-        delta = aim + detector + phase_lsb + tau_rad
+        delta = aim + detector + phase_lsb + last_step
         if result is not None:
             delta = np.where(np.asarray(result["converged"]), delta, np.pi)
         terms.update(engine_target=float(aim.max()), detector=float(detector.max()),
-                     phase_step=phase_lsb + tau_rad)
+                     phase_step=phase_lsb + float(last_step.max()))
     delta = np.where(fe.zero | (np.linalg.norm(h, axis=-1) == 0), np.pi, delta)
     delta = np.minimum(delta, np.pi)
 

@@ -35,7 +35,9 @@ One Euler step, as the sequencer runs it:
     update   each rotation result y (pairwise: R(S_i, t)), nudged off the exact antipode (not
              in pairwise form: x = 0 there), gives inc_i = w_i + R(y * D, s) (0 when
              pinned); acc_i += inc_i (mod 2**A); the step is calm when every free |inc_i|
-             (wrapped to A bits) is below tol.
+             (wrapped to A bits) is below tol, or with angle_shift a > 0 when every free
+             oscillator has x > 0 and |y| 2**a <= x (pairwise: x = R(C_i, t), the lanes'
+             other sum C_i = sum_j k_ij cos_ij).
 
 The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a row (when tol
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
@@ -97,7 +99,7 @@ TARGETS = {"acc": 0, "w": 1, "k": 2, "pinned": 3, "drive": 4, "reg": 5}
 
 #: Run registers (`load` target "reg", address below).
 REGISTERS = {"n": 0, "drive_form": 1, "t": 2, "d": 3, "s": 4, "tol": 5, "tol_enable": 6,
-             "max_steps": 7, "pairwise_form": 8}
+             "max_steps": 7, "pairwise_form": 8, "angle_shift": 9}
 
 SHIFT_BITS = 6            # t and s: R(., t), R(., s) with shifts up to 63
 STEP_COUNT_BITS = 32      # max_steps and steps_taken
@@ -405,7 +407,8 @@ def _case_registers(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
     # to 2**A (A + 1 register bits) changes nothing; tol <= 0 is "never calm".
     return {"n": q.n, "drive_form": int(q.form == "drive"), "t": q.t, "d": q.d, "s": q.s,
             "tol": min(max(tol, 0), 2 ** a), "tol_enable": int(q.tol is not None),
-            "max_steps": q.steps, "pairwise_form": int(q.form == "pairwise")}
+            "max_steps": q.steps, "pairwise_form": int(q.form == "pairwise"),
+            "angle_shift": q.angle_shift}
 
 
 def _case_memories(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
@@ -622,11 +625,14 @@ class StepUpdate(wiring.Component):
     pinned : In(1)                 oscillator i never moves
     d : In(signed(18)), s : In(6)  step scale D * 2**-s
     tol : In(unsigned(A + 1))      calm threshold (accumulator units)
+    angle_shift : In(5)            a > 0: the angle test |y'| 2**a <= x, x > 0 instead of tol
+    nudge : In(1)                  apply the antipode nudge below (not in pairwise form)
     done : Out(1)                  new_acc and noisy are valid (4 clocks after valid)
     new_acc : Out(unsigned(A))     acc_i + inc_i mod 2**A, inc_i = w_i + R(y' D, s), 0 if pinned
     noisy : Out(1)                 a free oscillator with |inc_i| >= tol (the step is not calm)
 
-    y' is y nudged off the exact antipode: y = 0 with x < 0 reads +1 (`nudge_antipode`).
+    y' is y nudged off the exact antipode: y = 0 with x < 0 reads +1 (`nudge_antipode`), when
+    `nudge`.
     dsp16: as `MacLane`'s (the 18 x 18 product on one 16 x 16 DSP on iCE40).
 
     Stages: the nudged y and D into the multiplier's operand registers, the product
@@ -642,7 +648,7 @@ class StepUpdate(wiring.Component):
             "valid": In(1), "x": In(signed(SCALE_BITS)), "y": In(signed(SCALE_BITS)),
             "acc": In(unsigned(a)), "w": In(unsigned(a)), "pinned": In(1),
             "d": In(signed(SCALE_BITS)), "s": In(unsigned(SHIFT_BITS)),
-            "tol": In(unsigned(a + 1)),
+            "tol": In(unsigned(a + 1)), "angle_shift": In(5), "nudge": In(1),
             "done": Out(1), "new_acc": Out(unsigned(a)), "noisy": Out(1),
         })
 
@@ -650,8 +656,15 @@ class StepUpdate(wiring.Component):
         m = Module()
         a = self.acc_bits
         # Stages 1-2: the nudged y times D (one DSP, operand and product registers).
-        nudged = Mux((self.y == 0) & (self.x < 0), 1, self.y)
+        nudged = Mux(self.nudge & (self.y == 0) & (self.x < 0), 1, self.y)
         product = registered_product(m, nudged, self.d, platform, self.dsp16)
+        # The angle test, decided now and carried beside the product (angle_shift is a run
+        # register: constant while a step's results pass).
+        size = Mux(nudged < 0, -nudged, nudged)[:SCALE_BITS]
+        aligned = (self.x > 0) & ((size << self.angle_shift) <= self.x)
+        askew = [Signal(name=f"askew{stage}") for stage in range(1, 5)]
+        m.d.sync += [askew[0].eq(~aligned),
+                     *(later.eq(earlier) for earlier, later in zip(askew, askew[1:]))]
         # acc, w, pinned and valid travel beside it.
         acc2, w2 = Signal(a), Signal(a)
         pinned2, valid2 = Signal(), Signal()
@@ -674,7 +687,8 @@ class StepUpdate(wiring.Component):
                      pinned4.eq(pinned3), self.done.eq(valid3)]
         magnitude = Mux(inc < 0, -inc, inc)
         m.d.comb += [self.new_acc.eq(acc4 + inc),
-                     self.noisy.eq(~pinned4 & (magnitude >= self.tol))]
+                     self.noisy.eq(~pinned4 & Mux(self.angle_shift != 0, askew[-1],
+                                                  magnitude >= self.tol))]
         return m
 
 
@@ -870,7 +884,9 @@ class ArrayEngine(wiring.Component):
         tol_enable = Signal(init=regs["tol_enable"])
         max_steps = Signal(STEP_COUNT_BITS, init=regs["max_steps"])
         pairwise_form = Signal(init=regs["pairwise_form"])
-        registers = [n, drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form]
+        angle_shift = Signal(5, init=regs["angle_shift"])
+        registers = [n, drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form,
+                     angle_shift]
         left_out = {"pairwise_form": not has_pairwise, "drive_form": not has_drive}
         assert len(registers) == len(REGISTERS)
 
@@ -1106,7 +1122,7 @@ class ArrayEngine(wiring.Component):
             sin_ij, cos_ij = unit.o.payload.y, unit.o.payload.x
             antipode = (sin_ij == 0) & (cos_ij < 0)
             sin_nudged = Mux(antipode, Mux(late_rel_row > lane, 1, -1), sin_ij)
-            m.d.comb += [mac.cos.eq(Mux(pairwise_form, 0, column_in.x)),
+            m.d.comb += [mac.cos.eq(Mux(pairwise_form, cos_ij, column_in.x)),
                          mac.sin.eq(Mux(pairwise_form, sin_nudged, column_in.y))]
 
         # -- the hand-over chain: the finished rows, in order, one per clock at the head ----------
@@ -1153,11 +1169,14 @@ class ArrayEngine(wiring.Component):
         m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue, Mux(
             pairwise_form, column, Mux(drain, head_row, h_row))))
 
+        # With both form registers set the pass is drive's (see COUPLING).
+        pairwise_pass = pairwise_form & ~drive_form
         # The update unit: acc, w, pinned were read at the CORDIC result's clock.
         m.d.comb += [update.valid.eq(u1_valid), update.x.eq(u1_x), update.y.eq(u1_y),
                      update.acc.eq(rd["acc"].data), update.w.eq(rd["w"].data),
                      update.pinned.eq(rd["pinned"].data), update.d.eq(d), update.s.eq(s),
-                     update.tol.eq(tol)]
+                     update.tol.eq(tol), update.angle_shift.eq(angle_shift),
+                     update.nudge.eq(~pairwise_pass)]
         m.d.comb += [self.update.valid.eq(update.done), self.update.index.eq(written),
                      self.update.acc.eq(update.new_acc)]
 
@@ -1220,17 +1239,18 @@ class ArrayEngine(wiring.Component):
                                  rot_z.eq(-rd["theta"].data)]
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
-                # row sum S_i is the result, R(S_i, t) the update's y (x = 0: no nudge).
+                # row sum S_i is the result, R(S_i, t) the update's y, R(C_i, t) its x (no
+                # nudge: the pairs have their own).
                 # With both form registers set the pass is drive's (the branch above), so its
                 # results come from the CORDIC: waiting for pairwise row sums there would
                 # never end (a deadlock the formal response proof found).
-                pairwise_pass = pairwise_form & ~drive_form
                 m.d.comb += [rd["acc"].addr.eq(collected), rd["w"].addr.eq(collected),
                              rd["pinned"].addr.eq(collected)]
                 with m.If(Mux(pairwise_pass, h_valid, cordic.o.valid)):
                     m.d.sync += [
                         collected.eq(collected + 1), u1_valid.eq(1),
-                        u1_x.eq(Mux(pairwise_pass, 0, cordic.o.payload.x)),
+                        u1_x.eq(Mux(pairwise_pass, round_shift_finish(h_c)[:SCALE_BITS],
+                                    cordic.o.payload.x)),
                         u1_y.eq(Mux(pairwise_pass, round_shift_finish(h_z)[:SCALE_BITS],
                                     cordic.o.payload.y))]
                 with m.If(update.done):

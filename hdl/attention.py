@@ -710,7 +710,8 @@ def _engine_writes(case: AttentionCase, engine: dict, head: int) -> np.ndarray:
         pinned += [1] * tokens
     registers = {"n": len(accs), "drive_form": int(case.mode == "ode-drive"),
                  "pairwise_form": int(case.mode == "ode-pairwise"), "d": engine["d"],
-                 "tol": engine["tol"], "tol_enable": 1, "max_steps": case.max_steps}
+                 "angle_shift": engine["angle_shift"], "tol_enable": 1,
+                 "max_steps": case.max_steps}
     writes = [(ENGINE_TARGETS["acc"], index, acc) for index, acc in enumerate(accs)]
     writes += [(ENGINE_TARGETS["pinned"], index, flag) for index, flag in enumerate(pinned)]
     writes += [(ENGINE_TARGETS["reg"], ENGINE_REGISTERS[key], value)

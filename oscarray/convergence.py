@@ -12,16 +12,17 @@ random_case with every entry at DEFAULTS), s = seed .. seed + N - 1, in each ODE
     converged   oscillators (head, token) within tol when they stopped, of all of them
     steps       min / p50 / p90 / p99 / p99.9 / max over the converged oscillators: the
                 float model's first step within tol (an angle to x*), or the fixed engine's
-                run length (it runs a head until every oscillator's increment has been below
-                tol * dt for 4 steps, so every token of a head reports the head's count)
+                run length at d_osc = 2 (it runs a head until every oscillator's increment
+                has been below tol * dt for 4 steps, so every token of a head reports the
+                head's count); at d_osc > 2 (tinystories) each fixed-point oscillator's own
+                first calm step (golden/attention_sphere.py's Lohe flow)
     run_steps   the same over heads: the step count of the head's slowest oscillator, what
                 an engine that settles a head at once spends (not-converged heads excluded)
     attn_err, out_err   the largest |attn - attn_analytic| / 2**-11 and
                 |out - out_analytic| / (2**-8 max|v|) over the cases (the fixed-point targets,
                 golden/attention_fixed.py; 1 is the target, reported for the float model too)
 
-golden-fixed has ode-pairwise at d_osc = 2 only (at d_osc > 2 the Lohe flow's drive form and
-its fixed point are in fixed point): tinystories' (d_osc = 8) ode-pairwise is skipped there.
+golden-fixed runs both ODE modes at every shape (ode-pairwise at d_osc > 2 too).
 """
 
 from __future__ import annotations
@@ -96,14 +97,11 @@ def measure(shape: str, mode: str, cases: int, engine: str = "golden-float", see
 
 def convergence(shapes=tuple(SHAPES), cases: int = 20, engine: str = "golden-float",
                 modes=ODE_MODES, seed: int = 0, progress=None, **overrides) -> dict:
-    """measure() for every shape and mode (golden-fixed: ode-pairwise at d_osc = 2 only; the
-    others are named in `skipped`)."""
+    """measure() for every shape and mode (`skipped`: none now, kept for the report's
+    format)."""
     results, skipped = [], []
     for shape in shapes:
         for mode in modes:
-            if engine == "golden-fixed" and SHAPES[shape][3] != 2 and mode == "ode-pairwise":
-                skipped.append(f"{shape} {mode}")
-                continue
             row = measure(shape, mode, cases, engine, seed, **overrides)
             if progress:
                 progress(format_row(row))

@@ -87,6 +87,11 @@ def build_cases():
     cases["all-pinned"] = dataclasses.replace(random_case(8, 5, "drive", 30, pinned=5), tol=1)
     cases["zero-steps"] = random_case(9, 5, "matvec", 0)
     cases["fast-omega"] = random_case(10, 5, "drive", 30, omega_spread=8.0, dt=0.1)
+    # The angle calm test (omega = 0): it ends the run once every free oscillator is within
+    # atan(2**-6) of its coupling's direction.
+    for form, n in (("drive", 7), ("pairwise", 6), ("matvec", 5)):
+        q = random_case(20 + n, n, form, 80, pinned=2, dt=0.3, omega_spread=0.0)
+        cases[f"n{n}-{form}-angle-tol"] = dataclasses.replace(q, tol=0, angle_shift=6)
     return cases
 
 
@@ -124,7 +129,8 @@ def test_rtl_bit_exact_on_verilator(batch, name):
 
 
 def test_cases_reach_what_they_are_for(batch):
-    # The tol cases end by the detector, before max_steps; the others run to the end.
+    # The tol cases end by the detector, before max_steps; the others run to the end (with
+    # tol 0, the angle cases could only end early by the angle test).
     for name, (q, _, golden) in batch.items():
         stopped_early = name.endswith("-tol") or name == "all-pinned"
         assert golden.converged == stopped_early, name

@@ -254,9 +254,9 @@ def sphere_ode(case):
     case["mode"] = np.asarray("ode-drive")
 
 
-def sphere_pairwise(case):
+def sphere_pairwise_fine_tol(case):
     sphere(case)
-    case["mode"] = np.asarray("ode-pairwise")
+    case["mode"], case["tol"] = np.asarray("ode-pairwise"), np.asarray(1e-6)
 
 
 def huge_scores(case):
@@ -266,8 +266,8 @@ def huge_scores(case):
 REFUSALS = {
     "bad-shape": ("golden-float", bad_shape, [], "k: must have the shape of q"),
     "nan": ("golden-fixed", nan_entry, [], "q: contains NaN or inf"),
-    "d_osc-fixed": ("golden-fixed", sphere_pairwise, [], "at d_osc = 3 is not in fixed point"),
-    "d_osc-rtl": ("rtl", sphere_pairwise, [], "'ode-pairwise' at d_osc = 3 is not in fixed"),
+    "d_osc-fixed": ("golden-fixed", sphere_pairwise_fine_tol, [], "sphere flow's noise floor"),
+    "d_osc-rtl": ("rtl", sphere_pairwise_fine_tol, [], "sphere flow's noise floor"),
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
     "capacity-rtl": ("rtl", None, ["--max-tokens", "4"], "exceeds this head's (4, 32)"),
     "capacity-limit-rtl": ("rtl", None, ["--max-d-h", "129"], "max_d_h must be 1..128"),

@@ -526,10 +526,8 @@ ODE_MODES = ("analytic", "ode-drive", "ode-pairwise")
 
 
 def ode_case(shape, seed, causal, init="random", p=2, mode="ode-drive"):
-    # Pairwise's detector floor is higher (golden attention_fixed.detector_floor).
-    tol = np.array(6e-5 if mode == "ode-pairwise" else 3e-5)
     return dict(random_case(shape, seed=seed, causal=np.array(causal), p=np.array(p)),
-                **dict(ODE, tol=tol), init=np.array(init), mode=np.array(mode))
+                **dict(ODE, tol=np.array(6e-5)), init=np.array(init), mode=np.array(mode))
 
 
 def ode_clocks(case, gold, head, arch="pipelined"):
