@@ -20,12 +20,15 @@ One Euler step of  dtheta_i/dt = omega_i + sum_j K_ij sin(theta_j - theta_i)  in
     converge  stop when max_i |w_i + inc_i| over free oscillators is below tol (in accumulator
               units) for CONVERGE_STEPS consecutive steps. With angle_shift a > 0 the calm
               test is an angle instead, for every free oscillator: x_i > 0 and |y_i| 2**a <=
-              x_i, where (x_i, y_i) is the coupling vector turned into the oscillator's frame
-              (the rotation's output; pairwise: R(C_i, t) and R(S_i, t), C_i = sum_j k_ij
-              cos_ij beside S_i), i.e. the coupling's direction is within atan(2**-a) of the
-              oscillator's phase. A velocity test stops an oscillator with a small coupling
-              |h_i| about tol / |h_i| from its fixed point; the angle test does not depend on
-              |h_i| (meant for omega = 0, where the fixed point is that direction).
+              x_i, or x_i = y_i = 0 (no coupling: it never moves), where (x_i, y_i) is the
+              coupling vector turned into the oscillator's frame (the rotation's output;
+              pairwise: R(C_i, t) and R(S_i, t), C_i = sum_j k_ij cos_ij beside S_i), i.e.
+              the coupling's direction is within atan(2**-a) of the oscillator's phase, to
+              the resolution of the integers (with x below 2**a only y = 0 passes: about
+              (1/2 + the CORDIC's error) / |x| rad). A velocity test stops an oscillator with
+              a small coupling |h_i| about tol / |h_i| from its fixed point; the angle test
+              does not scale so (meant for omega = 0, where the fixed point is that
+              direction).
     antipode  a relative rotation (sin_ij in pairwise form, the final rotation by -theta_i
               otherwise) that lands exactly on the negative x axis (y = 0, x < 0) reports
               y = +1 LSB (pairwise: +1 for j > i, -1 for j < i, so the pair separates). Exactly antipodal is an unstable equilibrium of the equations, and
@@ -296,7 +299,9 @@ def _calm(q: QuantizedCase, inc, along, summed) -> np.ndarray:
     """Each oscillator's calm test (module docstring, converge); `summed` as coupling_sums
     gives it (the antipode nudge only makes y nonzero where x < 0, failing the test anyway)."""
     if q.angle_shift:
-        return (along > 0) & ((np.abs(summed) << q.angle_shift) <= along)
+        # A zero coupling (0, 0) never moves the oscillator: calm, as a zero increment is.
+        return ((along > 0) & ((np.abs(summed) << q.angle_shift) <= along)) \
+            | ((along == 0) & (summed == 0))
     tol = 0 if q.tol is None else q.tol
     return np.abs(_wrapped(inc, q.config.acc_bits)) < tol
 

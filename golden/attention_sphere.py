@@ -133,6 +133,8 @@ __all__ = ["NORM_GUARD", "MAX_D_OSC", "TOL_FLOOR", "check_sphere", "isqrt", "sph
 NORM_GUARD = 8          # G: fraction bits of the norm N = |hs| 2**G
 MAX_D_OSC = 16          # Q 4**G <= 16 * 2**32 * 2**16 = 2**52
 TOL_FLOOR = 2           # the smallest tol_q (module docstring)
+TOL_BITS = 16           # tol_q's register
+TOL_MAX = (1 << TOL_BITS) - 1
 
 
 def check_sphere(case) -> None:
@@ -145,6 +147,10 @@ def check_sphere(case) -> None:
         if not 1 <= step <= (1 << (FRAC + 1)) - 1:
             raise AttentionFixedError(f"dt: {case.dt:.3g} is outside the sphere flow's step "
                                       f"format (round(dt 2**16) in 1 .. 2**17 - 1)")
+        if round(case.tol * case.dt * 2 ** FRAC) > TOL_MAX:
+            raise AttentionFixedError(
+                f"tol: tol * dt = {case.tol * case.dt:.3g} does not fit the sphere flow's "
+                f"{TOL_BITS}-bit tol_q (round(tol dt 2**16) <= {TOL_MAX})")
         if round(case.tol * case.dt * 2 ** FRAC) < TOL_FLOOR:
             raise AttentionFixedError(
                 f"tol: tol * dt = {case.tol * case.dt:.3g} is below the sphere flow's noise "

@@ -28,16 +28,16 @@ One Euler step, as the sequencer runs it:
              j < i); k is read L + 1 clocks later than in matvec, with the CORDIC's result.
              At a group's last column the lanes load their sums into the hand-over chain, which
              gives one row per clock (rows in order) while the next group walks: matvec rotates
-             (R(C_i, t), R(Z_i, t)) by -theta_i in the main CORDIC; pairwise R(S_i, t) is the
-             update's input directly.
+             (R(C_i, t), R(Z_i, t)) by -theta_i in the main CORDIC; pairwise (R(C_i, t),
+             R(S_i, t)), C_i = sum_j k_ij cos_ij, is the update's (x, y) directly.
              drive: (h_x, h_y) of each oscillator, one per clock, rotated by -theta_i (the
              lanes are idle).
     update   each rotation result y (pairwise: R(S_i, t)), nudged off the exact antipode (not
-             in pairwise form: x = 0 there), gives inc_i = w_i + R(y * D, s) (0 when
-             pinned); acc_i += inc_i (mod 2**A); the step is calm when every free |inc_i|
-             (wrapped to A bits) is below tol, or with angle_shift a > 0 when every free
-             oscillator has x > 0 and |y| 2**a <= x (pairwise: x = R(C_i, t), the lanes'
-             other sum C_i = sum_j k_ij cos_ij).
+             in pairwise form: its pairs have their own nudge), gives inc_i = w_i +
+             R(y * D, s) (0 when pinned); acc_i += inc_i (mod 2**A); the step is calm when
+             every free |inc_i| (wrapped to A bits) is below tol, or with angle_shift a > 0
+             when every free oscillator has x > 0 and |y| 2**a <= x, or x = y = 0 (pairwise:
+             x = R(C_i, t)).
 
 The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a row (when tol
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
@@ -64,8 +64,8 @@ from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-from ..golden.array_fixed import (COUPLING_BITS, CONVERGE_STEPS, FORMS, SCALE_BITS,
-                                  ArrayFixedConfig, QuantizedCase)
+from ..golden.array_fixed import (COUPLING_BITS, CONVERGE_STEPS, FORMS, MAX_ANGLE_SHIFT,
+                                  SCALE_BITS, ArrayFixedConfig, QuantizedCase)
 from .cordic import ARCHITECTURES, Cordic
 
 __all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_config",
@@ -396,6 +396,8 @@ def _check_case(config: ArrayFixedConfig, q: QuantizedCase):
         raise ArrayEngineError(f"steps = {q.steps} exceeds the {STEP_COUNT_BITS}-bit counter")
     if np.abs(q.k).max(initial=0) >= 2 ** (COUPLING_BITS - 1):
         raise ArrayEngineError(f"couplings exceed {COUPLING_BITS} signed bits")
+    if not 0 <= q.angle_shift <= MAX_ANGLE_SHIFT:
+        raise ArrayEngineError(f"angle_shift = {q.angle_shift} is outside 0..{MAX_ANGLE_SHIFT}")
     if q.drive is not None and np.abs(q.drive).max(initial=0) >= 2 ** (SCALE_BITS - 1):
         raise ArrayEngineError(f"the drive exceeds {SCALE_BITS} signed bits")
 
@@ -575,7 +577,7 @@ class MacLane(wiring.Component):
     first : In(1)              it is the first term of a row (the sums restart from it)
     last : In(1)               it is the last term of a row
     k : In(signed(16))         the coupling k_ij
-    cos, sin : In(signed(18))  the factors (cos_j, sin_j; pairwise: 0 and sin(theta_j - theta_i))
+    cos, sin : In(signed(18))  the factors (cos_j, sin_j; pairwise: cos and sin(theta_j - theta_i))
     done : Out(1)              c and z hold a finished row's sums (3 clocks after its `last`),
                                for one clock: the next row's first term may follow at once
     c, z : Out(signed(W))      sum_j k_ij cos_j and sum_j k_ij sin_j, W = 34 + bits(capacity)
@@ -625,11 +627,13 @@ class StepUpdate(wiring.Component):
     pinned : In(1)                 oscillator i never moves
     d : In(signed(18)), s : In(6)  step scale D * 2**-s
     tol : In(unsigned(A + 1))      calm threshold (accumulator units)
-    angle_shift : In(5)            a > 0: the angle test |y'| 2**a <= x, x > 0 instead of tol
+    angle_shift : In(5)            a > 0: the angle test |y'| 2**a <= x, x > 0 (or x = y' = 0)
+                                   instead of tol
     nudge : In(1)                  apply the antipode nudge below (not in pairwise form)
     done : Out(1)                  new_acc and noisy are valid (4 clocks after valid)
     new_acc : Out(unsigned(A))     acc_i + inc_i mod 2**A, inc_i = w_i + R(y' D, s), 0 if pinned
-    noisy : Out(1)                 a free oscillator with |inc_i| >= tol (the step is not calm)
+    noisy : Out(1)                 a free oscillator that fails the calm test (|inc_i| >= tol,
+                                   or the angle test): the step is not calm
 
     y' is y nudged off the exact antipode: y = 0 with x < 0 reads +1 (`nudge_antipode`), when
     `nudge`.
@@ -661,7 +665,8 @@ class StepUpdate(wiring.Component):
         # The angle test, decided now and carried beside the product (angle_shift is a run
         # register: constant while a step's results pass).
         size = Mux(nudged < 0, -nudged, nudged)[:SCALE_BITS]
-        aligned = (self.x > 0) & ((size << self.angle_shift) <= self.x)
+        aligned = ((self.x > 0) & ((size << self.angle_shift) <= self.x)) \
+            | ((self.x == 0) & (nudged == 0))
         askew = [Signal(name=f"askew{stage}") for stage in range(1, 5)]
         m.d.sync += [askew[0].eq(~aligned),
                      *(later.eq(earlier) for earlier, later in zip(askew, askew[1:]))]
@@ -751,8 +756,8 @@ class ArrayEngine(wiring.Component):
                            bank i mod P, word (i div P) n + j (`k_bank_word`): address
                            bank * 2**k_bank_bits + word), pinned (bit 0),
                            drive (h_x low 18 bits, h_y high 18 bits), reg (REGISTERS: n,
-                           drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form;
-                           with drive_form and pairwise_form both set, the engine runs drive).
+                           drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form,
+                           angle_shift; with drive_form and pairwise_form both set, the engine runs drive).
                            `load_writes(q, lanes=P)` encodes a case.
 
     Loads are the caller's to get right: t, D and s must be the case's (`quantize_case`), so

@@ -118,7 +118,7 @@ from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, d
                     round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
-from ..golden.attention_sphere import MAX_D_OSC, flow_constants, flow_start
+from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
 from .cordic import ARCHITECTURES, Cordic
 from .exp2 import NegExp2
 from .sphere import SphereNormalizer, sphere_cycles
@@ -216,7 +216,7 @@ ENGINE_INDEX_BITS = 12                      # oscillator indices up to MAX_TOKEN
 REGISTERS = {"tokens": 0, "d_h": 1, "causal": 2, "p": 3, "score_c": 4, "score_shift": 5,
              "mode": 6, "warm": 7, "step_shift": 8, "flow_step": 9, "flow_tol": 10,
              "max_steps": 11}
-FLOW_TOL_BITS = 16                          # the sphere flow's tol_q register
+FLOW_TOL_BITS = TOL_BITS                    # the sphere flow's tol_q register
 FLOW_V_BITS = 20                            # v, c and the step's operands (|v| < 2**18)
 FLOW_X_BITS = 38                            # x 2**16 + D v (|X| < 2**35)
 FLOW_KINDS = {"hn": 0, "load": 1, "dot": 2, "v": 3, "x": 4, "acc": 5, "norm": 6}

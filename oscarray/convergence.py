@@ -12,9 +12,10 @@ random_case with every entry at DEFAULTS), s = seed .. seed + N - 1, in each ODE
     converged   oscillators (head, token) within tol when they stopped, of all of them
     steps       min / p50 / p90 / p99 / p99.9 / max over the converged oscillators: the
                 float model's first step within tol (an angle to x*), or the fixed engine's
-                run length at d_osc = 2 (it runs a head until every oscillator's increment
-                has been below tol * dt for 4 steps, so every token of a head reports the
-                head's count); at d_osc > 2 (tinystories) each fixed-point oscillator's own
+                run length at d_osc = 2 (it runs a head until every oscillator has been
+                within the angle tol, rounded to 2**-a, of its coupling's direction for 4
+                steps, so every token of a head reports the head's count); at d_osc > 2
+                (tinystories) each fixed-point oscillator's own
                 first calm step (golden/attention_sphere.py's Lohe flow)
     run_steps   the same over heads: the step count of the head's slowest oscillator, what
                 an engine that settles a head at once spends (not-converged heads excluded)

@@ -92,6 +92,11 @@ def build_cases():
     for form, n in (("drive", 7), ("pairwise", 6), ("matvec", 5)):
         q = random_case(20 + n, n, form, 80, pinned=2, dt=0.3, omega_spread=0.0)
         cases[f"n{n}-{form}-angle-tol"] = dataclasses.replace(q, tol=0, angle_shift=6)
+    # A free oscillator with a zero drive ((x, y) = (0, 0)) counts as calm: it never moves.
+    q = cases["n7-drive-angle-tol"]
+    drive = q.drive.copy()
+    drive[np.flatnonzero(~q.pinned)[0]] = 0
+    cases["n7-drive-zero-angle-tol"] = dataclasses.replace(q, drive=drive)
     return cases
 
 

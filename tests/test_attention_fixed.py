@@ -492,6 +492,28 @@ def test_zero_drive_rows():
         assert ode_result["theta_int"].tolist() == start_phase.tolist()
 
 
+def partial_zero_case(mode):
+    """Causal, q = 0 and anchors +e_1, -e_1 alternating: rows 1 and 3 have h = 0 exactly,
+    rows 0 and 2 do not (the zero rows share an engine run with the others)."""
+    case = random_case((1, 4, 8, 2), seed=7, causal=np.array(True), p=np.array(2),
+                       mode=mode, **ode(mode))
+    case["q"] = np.zeros_like(case["q"])
+    case["anchors"] = np.array([[[1.0, 0.0], [-1.0, 0.0]] * 2])
+    return case
+
+
+@pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
+def test_zero_drive_rows_beside_driven_ones_let_the_run_settle(mode):
+    # A zero row's coupling vector is (0, 0): the angle test counts it calm (it never
+    # moves), else the run would never stop.
+    case = partial_zero_case(mode)
+    result = attention_fixed(case)
+    assert af.front_end(af.validate_fixed(case)).zero[0].tolist() == [False, True, False, True]
+    assert result["converged"].all()
+    assert result["steps"][0, [1, 3]].tolist() == [0, 0]
+    assert 4 <= result["steps"][0, 0] == result["steps"][0, 2] < case["max_steps"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals (before any work)
 

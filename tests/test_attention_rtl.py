@@ -611,6 +611,11 @@ def ode_verilator_cases():
                                          p=2, mode=mode)
         cases[f"{mode}-max-steps"] = dict(ode_case((1, 7, 8, 2), seed=7, causal=True,
                                                    mode=mode), max_steps=np.array(6))
+        # Rows 1 and 3 have h = 0 beside driven rows 0 and 2: calm by the angle test too.
+        zero_rows = ode_case((1, 4, 8, 2), seed=7, causal=True, mode=mode)
+        zero_rows["q"] = np.zeros_like(zero_rows["q"])
+        zero_rows["anchors"] = np.array([[[1.0, 0.0], [-1.0, 0.0]] * 2])
+        cases[f"{mode}-zero-rows"] = zero_rows
     return cases
 
 
@@ -636,5 +641,6 @@ def test_ode_bit_exact_on_verilator(attention_build_root, mode):
             np.testing.assert_array_equal(rtl[key], gold[key], err_msg=f"{name}: {key}")
         for head in range(case["q"].shape[0]):
             assert rtl["cycles"][head] == ode_clocks(case, gold, head), name
-    # the stop at max_steps is exercised
+    # the stop at max_steps is exercised, and the run with zero rows settles
     assert not attention_fixed(cases[f"{mode}-max-steps"])["converged"].any()
+    assert results[names.index(f"{mode}-zero-rows")]["converged"].all()
