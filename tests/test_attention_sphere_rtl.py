@@ -207,15 +207,18 @@ def test_lohe_flow_head_is_bit_exact(arch, shape, causal, p, init, ready, mode):
 
 
 @pytest.mark.parametrize("mode", ["ode-drive", "ode-pairwise"])
-def test_tinystories_lohe_flow_in_rtl(tmp_path, capsys, mode):
+def test_tinystories_lohe_flow_in_rtl(tmp_path, capsys, mode, attention_build_root):
     case = tmp_path / "flow.npz"
     arrays = random_case("tinystories", 0, mode=mode)
-    if mode == "ode-pairwise":      # one head of four: 11 M clocks, about a minute
-        arrays.update({key: arrays[key][:1] for key in ("q", "k", "v", "anchors")})
+    if mode == "ode-pairwise":
+        # One head's first 64 tokens (about 3 M clocks, not 44 M) on the same 128-token
+        # build; the whole example runs in `oscarray bench attention` (README).
+        arrays.update({key: arrays[key][:1, :64] for key in ("q", "k", "v", "anchors")})
     np.savez(case, **arrays)
     out = tmp_path / "rtl.npz"
     assert main(["attention", "--in", str(case), "--engine", "rtl", "--out", str(out),
-                 "--json", "--build-dir", str(tmp_path / "build")]) == 0
+                 "--json", "--max-tokens", "128", "--build-dir",
+                 str(attention_build_root)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mismatches"] == 0 and report["not_converged"] == 0
     assert report["max_attn_err"] <= TARGET_D8 and report["steps_max"] > 0
