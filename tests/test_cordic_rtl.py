@@ -2,7 +2,10 @@
 
 Every mode and architecture runs the edge cases plus random vectors with random input gaps
 and output backpressure. The issue's 100,000-vector runs are marked slow; CI runs them for
-the circular modes (they take seconds once the model is compiled).
+the circular modes on the pipelined architecture (seconds once the model is compiled; the
+iterative one, 20 clocks a result through per-clock Python stream drivers, takes minutes:
+`oscarray sim cordic --arch iterative --vectors 100000` runs it, and the issue allows CI
+fewer).
 """
 
 import json
@@ -44,7 +47,7 @@ def test_rtl_split_stages_bit_exact_on_verilator(mode, build_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ["pipelined"])
 @pytest.mark.parametrize("mode", ["rotate", "vector"])
 def test_rtl_bit_exact_on_100k_vectors(mode, arch, build_root):
     config = CordicConfig(mode)
