@@ -226,8 +226,8 @@ coupling's direction by up to (T / 2 LSB) / |hn| (the budget's engine_target ter
 (the kn term halves per added bit; emulated at 18 bits the worst kws case goes from 2.85x
 to 0.56x) and a finer pairwise sum (seed 68 stays at 1.47x with 18- or 20-bit couplings:
 the sum's 18-bit rounding at the head's largest row's shift), or the drive form, which
-integrates the same equations from the precomputed drive in O(T) per step. The head's RTL engine runs at P = 20 (its
-Verilator tests, tests/test_attention_rtl.py).
+integrates the same equations from the precomputed drive in O(T) per step. The head's RTL
+engine runs at P = 20 (its Verilator tests, tests/test_attention_rtl.py).
 The case defaults (golden/attention.py: dt = 1, tol = 6e-5, max_steps = 4000; before them
 dt = 0.05, tol = 1e-3, max_steps = 2000 left 55 % of random kws heads unsettled here): the
 engine's angle test at 2**-14 settles every head of 200 random kws and 200 sva cases in

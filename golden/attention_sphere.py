@@ -143,15 +143,15 @@ def check_sphere(case) -> None:
         raise AttentionFixedError(f"anchors: d_osc = {case.d_osc} exceeds {MAX_D_OSC} (the "
                                   f"sphere normalizer's square root holds 2**52)")
     if case.mode != "analytic":
-        step = round(case.dt * 2 ** FRAC)
+        step, tol_q = flow_constants(case)
         if not 1 <= step <= (1 << (FRAC + 1)) - 1:
             raise AttentionFixedError(f"dt: {case.dt:.3g} is outside the sphere flow's step "
                                       f"format (round(dt 2**16) in 1 .. 2**17 - 1)")
-        if round(case.tol * case.dt * 2 ** FRAC) > TOL_MAX:
+        if tol_q > TOL_MAX:
             raise AttentionFixedError(
                 f"tol: tol * dt = {case.tol * case.dt:.3g} does not fit the sphere flow's "
                 f"{TOL_BITS}-bit tol_q (round(tol dt 2**16) <= {TOL_MAX})")
-        if round(case.tol * case.dt * 2 ** FRAC) < TOL_FLOOR:
+        if tol_q < TOL_FLOOR:
             raise AttentionFixedError(
                 f"tol: tol * dt = {case.tol * case.dt:.3g} is below the sphere flow's noise "
                 f"floor ({TOL_FLOOR} LSB of 2**-16 per step): its detector could never fire")
@@ -227,8 +227,8 @@ def lohe_settle(x0, zero, advance, tol_q: int, max_steps: int):
 
 
 def _flow_rows(case, fe, config: AttentionFixedConfig):
-    """The flow's oscillators as rows (H T, ...): (zero (H T,), advance(states, index, rows))
-    for the case's ODE mode; `rows` are the H T indices of the oscillators being run."""
+    """The flow's oscillators as rows (H T, ...): (zero (H T,), advance(states, rows)) for
+    the case's ODE mode; `rows` are the H T indices of the oscillators being run."""
     H, T, d = fe.h.shape
     step, _ = flow_constants(case)
     if case.mode == "ode-drive":
@@ -255,8 +255,7 @@ def lohe_flow(case, fe, config: AttentionFixedConfig = DEFAULT_CONFIG):
     H, T, d = fe.h.shape
     zero, advance = _flow_rows(case, fe, config)
     if case.init != "warm":
-        states, steps = lohe_settle(start.reshape(H * T, d), zero,
-                                    lambda s, index: advance(s, index), tol_q,
+        states, steps = lohe_settle(start.reshape(H * T, d), zero, advance, tol_q,
                                     case.max_steps)
         return states.reshape(H, T, d), steps.reshape(H, T), step, tol_q
     states = np.empty((H, T, d), np.int64)

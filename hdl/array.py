@@ -73,7 +73,7 @@ __all__ = ["ArrayEngine", "MacLane", "StepUpdate", "ArrayEngineError", "check_co
            "load_writes", "load_layout", "order_layout", "cycles_per_step", "cycles_per_run",
            "issue_clocks", "row_groups", "k_bank_bits", "k_bank_depth", "k_bank_word",
            "iterative_cycles_per_result", "ENGINE_FORMS", "round_shift_var", "delay_line",
-           "round_shift_split", "round_shift_finish", "check_forms", "check_names",
+           "round_shift_split", "round_shift_finish", "magnitude", "check_forms", "check_names",
            "check_cordic_arch", "NO_INIT_SUFFIX", "mul_dsp16", "dsp16_platform"]
 
 #: The forms this engine builds (all of the golden model's).
@@ -108,6 +108,12 @@ CYCLE_COUNT_BITS = 48
 
 class ArrayEngineError(ValueError):
     """Parameters or a case that this engine cannot hold."""
+
+
+def magnitude(value, bits: int) -> Value:
+    """|value| of a signed Value as an unsigned `bits`-bit one (bits = its width: -2**(w-1)
+    becomes 2**(w-1))."""
+    return Mux(value < 0, -value, value)[:bits]
 
 
 def round_shift_var(value, amount):
@@ -664,7 +670,7 @@ class StepUpdate(wiring.Component):
         product = registered_product(m, nudged, self.d, platform, self.dsp16)
         # The angle test, decided now and carried beside the product (angle_shift is a run
         # register: constant while a step's results pass).
-        size = Mux(nudged < 0, -nudged, nudged)[:SCALE_BITS]
+        size = magnitude(nudged, SCALE_BITS)
         aligned = ((self.x > 0) & ((size << self.angle_shift) <= self.x)) \
             | ((self.x == 0) & (nudged == 0))
         askew = [Signal(name=f"askew{stage}") for stage in range(1, 5)]
@@ -690,10 +696,9 @@ class StepUpdate(wiring.Component):
         acc4, pinned4 = Signal(a), Signal()
         m.d.sync += [inc.eq(Mux(pinned3, 0, w3 + scaled)), acc4.eq(acc3),
                      pinned4.eq(pinned3), self.done.eq(valid3)]
-        magnitude = Mux(inc < 0, -inc, inc)
         m.d.comb += [self.new_acc.eq(acc4 + inc),
                      self.noisy.eq(~pinned4 & Mux(self.angle_shift != 0, askew[-1],
-                                                  magnitude >= self.tol))]
+                                                  magnitude(inc, a) >= self.tol))]
         return m
 
 

@@ -115,7 +115,7 @@ from ..golden.attention_fixed import (
     validate_fixed,
 )
 from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, delay_line,
-                    round_shift_var)
+                    magnitude, round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
@@ -262,12 +262,6 @@ def bit_length(value) -> Value:
     for bit in range(len(value)):
         result = Mux(value[bit], bit + 1, result)
     return result
-
-
-def magnitude(value, bits: int) -> Value:
-    """|value| of a signed Value as an unsigned `bits`-bit one (bits = its width: -2**(w-1)
-    becomes 2**(w-1))."""
-    return Mux(value < 0, -value, value)[:bits]
 
 
 def shift_round(m: Module, value, amount, right_max: int, left_max: int) -> Value:
@@ -1559,8 +1553,7 @@ class AttentionHead(wiring.Component):
 
         # The smallest |x_c| (its first index), read while v is formed: the nudge's k.
         size = magnitude(x_c, DATA_BITS)
-        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & (f.c < d)
-                  & ((f.c == 0) | (size < f.least))):
+        with m.If(f.issue & (f.kind == FLOW_KINDS["v"]) & ((f.c == 0) | (size < f.least))):
             m.d.sync += [f.least.eq(size), f.least_c.eq(f.c)]
         # max_c |x'_c - x_c| and the new state, read while checking.
         new = Array(state.x[c] for c in range(d))[f.c]

@@ -132,7 +132,8 @@ class SphereNormalizer(wiring.Component):
         })
 
     def elaborate(self, platform):
-        from .attention import _signed, bit_length, magnitude, shift_round
+        from .array import magnitude
+        from .attention import _signed, bit_length, shift_round
         m = Module()
         d = self.d_osc
         m.submodules.sqrt = sqrt = SquareRoot(_square_bits(d))
