@@ -27,17 +27,19 @@ One Euler step, as the sequencer runs it:
              S_i = sum_j k_ij sin_ij (on the exact antipode sin_ij reads +1 for j > i and -1 for
              j < i); k is read L + 1 clocks later than in matvec, with the CORDIC's result.
              At a group's last column the lanes load their sums into the hand-over chain, which
-             gives one row per clock (rows in order) while the next group walks: matvec rotates
-             (R(C_i, t), R(Z_i, t)) by -theta_i in the main CORDIC; pairwise (R(C_i, t),
-             R(S_i, t)), C_i = sum_j k_ij cos_ij, is the update's (x, y) directly.
+             gives one row per clock (rows in order) while the next group walks, each row
+             shifted by t + r_i (r_i from the row_shift memory, read a clock ahead): matvec
+             rotates (R(C_i, t + r_i), R(Z_i, t + r_i)) by -theta_i in the main CORDIC;
+             pairwise (R(C_i, t + r_i), R(S_i, t + r_i)), C_i = sum_j k_ij cos_ij, is the
+             update's (x, y) directly.
              drive: (h_x, h_y) of each oscillator, one per clock, rotated by -theta_i (the
              lanes are idle).
-    update   each rotation result y (pairwise: R(S_i, t)), nudged off the exact antipode (not
+    update   each rotation result y (pairwise: R(S_i, t + r_i)), nudged off the exact antipode (not
              in pairwise form: its pairs have their own nudge), gives inc_i = w_i +
              R(y * D, s) (0 when pinned); acc_i += inc_i (mod 2**A); the step is calm when
              every free |inc_i| (wrapped to A bits) is below tol, or with angle_shift a > 0
              when every free oscillator has x > 0 and |y| 2**a <= x, or x = y = 0 (pairwise:
-             x = R(C_i, t)).
+             x = R(C_i, t + r_i)).
 
 The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a row (when tol
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
@@ -65,6 +67,7 @@ from amaranth.lib.wiring import In, Out
 import numpy as np
 
 from ..golden.array_fixed import (COUPLING_BITS, CONVERGE_STEPS, FORMS, MAX_ANGLE_SHIFT,
+                                  MAX_ROW_SHIFT, ROW_SHIFT_BITS,
                                   SCALE_BITS, ArrayFixedConfig, QuantizedCase)
 from .cordic import ARCHITECTURES, Cordic
 
@@ -95,7 +98,7 @@ NO_INIT_SUFFIX = "__no_init"
 MAX_LANES = 64
 
 #: `load` targets: which memory (or the run registers) a write goes to.
-TARGETS = {"acc": 0, "w": 1, "k": 2, "pinned": 3, "drive": 4, "reg": 5}
+TARGETS = {"acc": 0, "w": 1, "k": 2, "pinned": 3, "drive": 4, "reg": 5, "row_shift": 6}
 
 #: Run registers (`load` target "reg", address below).
 REGISTERS = {"n": 0, "drive_form": 1, "t": 2, "d": 3, "s": 4, "tol": 5, "tol_enable": 6,
@@ -402,6 +405,8 @@ def _check_case(config: ArrayFixedConfig, q: QuantizedCase):
         raise ArrayEngineError(f"steps = {q.steps} exceeds the {STEP_COUNT_BITS}-bit counter")
     if np.abs(q.k).max(initial=0) >= 2 ** (COUPLING_BITS - 1):
         raise ArrayEngineError(f"couplings exceed {COUPLING_BITS} signed bits")
+    if q.rows.shape != (q.n,) or not ((0 <= q.rows) & (q.rows <= MAX_ROW_SHIFT)).all():
+        raise ArrayEngineError(f"row shifts must be {q.n} integers in 0..{MAX_ROW_SHIFT}")
     if not 0 <= q.angle_shift <= MAX_ANGLE_SHIFT:
         raise ArrayEngineError(f"angle_shift = {q.angle_shift} is outside 0..{MAX_ANGLE_SHIFT}")
     if q.drive is not None and np.abs(q.drive).max(initial=0) >= 2 ** (SCALE_BITS - 1):
@@ -431,6 +436,7 @@ def _case_memories(config: ArrayFixedConfig, q: QuantizedCase) -> dict:
         "w": [(i, int(v) & mask) for i, v in enumerate(q.w)],     # w mod 2**A: sums wrap
         "k": [(i, int(v)) for i, v in enumerate(np.asarray(q.k).reshape(-1))],
         "pinned": [(i, int(v)) for i, v in enumerate(q.pinned)],
+        "row_shift": [(i, int(v)) for i, v in enumerate(q.rows)],
         "drive": [(i, (int(x), int(y))) for i, (x, y) in enumerate(drive)],
     }
 
@@ -755,18 +761,19 @@ class ArrayEngine(wiring.Component):
     load : In(stream)      writes (target, addr, data) while not busy (ready = not busy,
                            also in the clock a start is taken: a write then counts for that
                            run, max_steps too). Addresses outside a memory (acc, w, pinned,
-                           drive: >= capacity; k: a bank >= P or a word >= `k_bank_depth`)
+                           drive, row_shift: >= capacity; k: a bank >= P or a word >= `k_bank_depth`)
                            and unknown registers are ignored:
                            acc/w (A bits, w mod 2**A), k (16-bit two's complement: k_ij at
                            bank i mod P, word (i div P) n + j (`k_bank_word`): address
-                           bank * 2**k_bank_bits + word), pinned (bit 0),
+                           bank * 2**k_bank_bits + word), pinned (bit 0), row_shift
+                           (r_i, ROW_SHIFT_BITS: row i's couplings are k_ij 2**-(e + r_i)),
                            drive (h_x low 18 bits, h_y high 18 bits), reg (REGISTERS: n,
                            drive_form, t, d, s, tol, tol_enable, max_steps, pairwise_form,
                            angle_shift; with drive_form and pairwise_form both set, the engine runs drive).
                            `load_writes(q, lanes=P)` encodes a case.
 
-    Loads are the caller's to get right: t, D and s must be the case's (`quantize_case`), so
-    R(C, t) fits the CORDIC's 18 bits.
+    Loads are the caller's to get right: t, the row shifts, D and s must be the case's
+    (`quantize_case`), so R(C_i, t + r_i) fits the CORDIC's 18 bits.
     """
 
     #: A max_steps load in the clock of a start counts for that run's first `final` (the
@@ -846,6 +853,8 @@ class ArrayEngine(wiring.Component):
             "acc": Memory(shape=unsigned(a), depth=cap, init=self._init("acc", cap)),
             "w": Memory(shape=unsigned(a), depth=cap, init=self._init("w", cap)),
             "pinned": Memory(shape=unsigned(1), depth=cap, init=self._init("pinned", cap)),
+            "row_shift": Memory(shape=unsigned(ROW_SHIFT_BITS), depth=cap,
+                                init=self._init("row_shift", cap)),
             # Work buffers of one step: theta (theta_i for the rotations; pairwise: theta_j for
             # the walk) and the columns (cos_j, sin_j) that the walk broadcasts to every lane.
             "theta": Memory(shape=unsigned(p), depth=cap, init=[]),
@@ -936,6 +945,11 @@ class ArrayEngine(wiring.Component):
         k_word = Signal(range(k_bank_depth(cfg, lanes) + 1))
         row_base = Signal(range(cap + lanes + 1))       # g P
         head_row = Signal(range(cap + lanes + 1))       # the row at the chain's head
+        # head_row as it will be next clock: the row_shift memory is read with it, so r_i of
+        # the row at the head is there when the row drains.
+        head_row_next = Signal.like(head_row)
+        m.d.comb += [head_row_next.eq(head_row), rd["row_shift"].addr.eq(head_row_next)]
+        m.d.sync += head_row.eq(head_row_next)
         walk_done = row_base >= n
         last_column = column == n - 1
         order_cos = Signal(signed(len(self.order.payload.cos)))
@@ -950,8 +964,8 @@ class ArrayEngine(wiring.Component):
 
         def begin_phase_pass():
             m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
-                         order_sin.eq(0), column.eq(0), k_word.eq(0), row_base.eq(0),
-                         head_row.eq(0)]
+                         order_sin.eq(0), column.eq(0), k_word.eq(0), row_base.eq(0)]
+            m.d.comb += head_row_next.eq(0)
 
         def walk_column():
             # matvec and pairwise: column j of this group to every lane.
@@ -1164,10 +1178,12 @@ class ArrayEngine(wiring.Component):
                 if above:
                     m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
                                  chain_z[lane].eq(chain_z[lane + 1])]
+        row_t = t + rd["row_shift"].data
         with m.If(drain):
             m.d.sync += [h_valid.eq(1), h_row.eq(head_row),
-                         h_c.eq(round_shift_split(chain_c[0], t)),
-                         h_z.eq(round_shift_split(chain_z[0], t)), head_row.eq(head_row + 1)]
+                         h_c.eq(round_shift_split(chain_c[0], row_t)),
+                         h_z.eq(round_shift_split(chain_z[0], row_t))]
+            m.d.comb += head_row_next.eq(head_row + 1)
         with m.Elif(h_advance):
             m.d.sync += h_valid.eq(0)
         if stalls:
@@ -1295,7 +1311,7 @@ class ArrayEngine(wiring.Component):
         load_item = self.load.payload
         with m.If(self.load.valid & ~busy):
             with m.Switch(load_item.target):
-                for name in ("acc", "w", "pinned", "drive"):
+                for name in ("acc", "w", "pinned", "row_shift", "drive"):
                     if name not in wr:
                         continue        # the drive memory of a build without drive
                     with m.Case(TARGETS[name]):

@@ -63,9 +63,11 @@ and VECTOR by the array engine (`ArrayEngine`, 1 lane) inside the head, in three
        RECIP unit); ode-drive: hn_i = R(h_i r_i, 32 + L_i) and the run's drive shift k
        (golden `drive_shift`); ode-pairwise: W kept, the row's coupling exponent e_i.
     run  ode-drive: hn << k into the engine's drive memory; ode-pairwise: kn_ij =
-       R(W_ij r_i, 32 + L_i - e) (e = min_i e_i) into its k at (i, T + j), anchors pinned at
-       T + j, the sum shift t from the largest row sum; t and s = s_ref + (k, or e + t' - t)
-       into its registers; the Euler steps; theta_i = R(acc_i, A - P) of its final
+       R(W_ij r_i, 32 + L_i - e_i) into its k at (i, T + j) and e_i - e into its row shift
+       (e = min_i e_i over rows with a drive: the engine's per-row coupling exponent), anchors
+       pinned at T + j, the sum shift t = max_i (bitlen(sum_j kn_ij) - (e_i - e)); t and
+       s = s_ref + (k, or e + t' - t) into its registers (a warm run's one row is its own
+       e, and its t' = 0 now that kn has the row's exponent); the Euler steps; theta_i = R(acc_i, A - P) of its final
        accumulators. "warm": one run per token (1 oscillator, or 1 + T), each from the last
        token's final state, interleaved with pass A (drive) or after it (pairwise).
     C  for every row: ROTATE by that theta_i, READOUT, RECIP, ATTN, OUT, EMIT (the header's
@@ -1002,6 +1004,7 @@ class AttentionHead(wiring.Component):
             memories["w"] = Memory(shape=unsigned(W_BITS), depth=1 << (2 * token_bits),
                                    init=[])
             memories["row"] = Memory(shape=row_layout, depth=cap, init=[])
+            memories["e"] = Memory(shape=range(E_PW_MAX + 1), depth=cap, init=[])   # e_i
         for name, memory in memories.items():
             m.submodules[f"mem_ode_{name}"] = memory
             rd[f"ode_{name}"], wr[f"ode_{name}"] = memory.read_port(), memory.write_port()
@@ -1075,6 +1078,7 @@ class AttentionHead(wiring.Component):
             col = Signal(range(2 * cap + 2))            # the engine's column
             base = Mux(warm, 1, tokens)                 # column of anchor 0
             row_r, row_shift = Signal(unsigned(W_BITS)), Signal(signed(8))
+            e_kn = Signal(range(E_PW_MAX + 1))          # the row's own exponent e_i
             row_zero, row_attended = Signal(), Signal(range(cap + 1))
             anchor = col - base
             writing = Signal()          # "warm" runs each row twice: find t', then write
@@ -1087,11 +1091,11 @@ class AttentionHead(wiring.Component):
             kn_product = Signal(unsigned(2 * W_BITS))
             kn = Signal(unsigned(COUPLING_BITS))
             m.d.sync += [kn_product.eq(Mux(t1.use, rd["ode_w"].data * row_r, 0)),
-                         kn.eq(shift_round(m, kn_product, 2 * FRAC + row_shift - e_head,
+                         kn.eq(shift_round(m, kn_product, 2 * FRAC + row_shift - e_kn,
                                            2 * W_BITS + 1, FRAC))]
             kn_value = (kn << Mux(writing & warm, t_prime, 0))[:COUPLING_BITS]
             row_sum = Signal(COUPLING_BITS + token_bits + 1)
-            sum_max, kn_max = Signal.like(row_sum), Signal(COUPLING_BITS)
+            kn_max = Signal(COUPLING_BITS)
             m.d.comb += t_prime.eq(count_fitting(kn_max, [limit >> j
                                                           for j in range(1, COUPLING_BITS)]))
 
@@ -1099,7 +1103,7 @@ class AttentionHead(wiring.Component):
             if has_drive:
                 m.d.sync += peak.eq(0)
             if has_pairwise:
-                m.d.sync += [e_head.eq(E_PW_MAX), sum_max.eq(0)]
+                m.d.sync += e_head.eq(E_PW_MAX)
 
         def begin_row():
             if has_drive:
@@ -1212,25 +1216,25 @@ class AttentionHead(wiring.Component):
                     with m.If((tried <= limit) & (e_try <= E_PW_MAX)):
                         m.d.sync += e_row.eq(e_try)
                     with m.If(e_try == E_PW_MAX + 1):
+                        m.d.comb += [wr["ode_e"].addr.eq(row), wr["ode_e"].data.eq(e_row),
+                                     wr["ode_e"].en.eq(1)]
                         with m.If(~((h_x == 0) & (h_y == 0)) & (e_row < e_head)):
                             m.d.sync += e_head.eq(e_row)
                         next_row_or("KN_START")
 
                 with m.State("KN_START"):
                     # After pass A: every row's couplings (warm: row 0's, the first run).
-                    m.d.sync += [word.eq(0), sum_max.eq(0), row.eq(0)]
+                    m.d.sync += [word.eq(0), engine_t.eq(0), row.eq(0)]
                     begin_kn_row(0)
 
                 with m.State("KN_ROW"):
-                    m.d.comb += rd["ode_row"].addr.eq(kn_row)
+                    m.d.comb += [rd["ode_row"].addr.eq(kn_row), rd["ode_e"].addr.eq(kn_row)]
                     m.d.sync += [writing.eq(~warm), kn_max.eq(0)]
-                    with m.If(warm):                    # one run per token: its own sum
-                        m.d.sync += sum_max.eq(0)
                     m.next = "KN_LOAD"
 
                 with m.State("KN_LOAD"):
                     m.d.sync += [row_r.eq(row_info.r), row_shift.eq(row_info.shift),
-                                 row_zero.eq(row_info.zero),
+                                 row_zero.eq(row_info.zero), e_kn.eq(rd["ode_e"].data),
                                  row_attended.eq(row_info.attended), col.eq(0),
                                  row_sum.eq(0)]
                     m.next = "KN_COLS"
@@ -1258,10 +1262,15 @@ class AttentionHead(wiring.Component):
                             m.next = "KN_END"
 
                 with m.State("KN_END"):
-                    largest = Mux(row_sum > sum_max, row_sum, sum_max)
-                    m.d.sync += [sum_max.eq(largest), run_exponent.eq(
-                        e_head + Mux(warm, t_prime, 0) - bit_length(largest)),
-                        engine_t.eq(bit_length(largest))]
+                    # The engine's row shift r_i = e_i - e (e = e_head; a warm run's one row
+                    # is its own base, as is a zero row: no couplings) and its sum shift t,
+                    # the largest bitlen(sum_j kn_ij) - r_i (golden quantize_case).
+                    gap = Mux(warm | row_zero, 0, e_kn - e_head)
+                    need = bit_length(row_sum) - gap
+                    t_next = Mux(warm | (need > engine_t), need, engine_t)
+                    engine_write("row_shift", Mux(warm, 0, kn_row), gap)
+                    m.d.sync += [engine_t.eq(t_next), run_exponent.eq(
+                        Mux(warm, e_kn + t_prime, e_head) - t_next)]
                     with m.If(warm):
                         m.d.sync += [run_base.eq(kn_row), run_n.eq(1),
                                      run_items.eq(tokens + 1)]

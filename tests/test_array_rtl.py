@@ -16,7 +16,8 @@ import pytest
 from oscarray import flows
 from oscarray.cli import main
 from oscarray.golden.array import save_case, validate_case
-from oscarray.golden.array_fixed import ArrayFixedConfig, quantize_case, run_fixed
+from oscarray.golden.array_fixed import (MAX_ROW_SHIFT, ArrayFixedConfig, quantize_case,
+                                         run_fixed)
 from oscarray.hdl.array import (ENGINE_FORMS, MAX_CAPACITY, MAX_LANES, ArrayEngine,
                                 ArrayEngineError,
                                 check_case, check_lanes, cycles_per_run, cycles_per_step,
@@ -182,6 +183,18 @@ def antipode_inside(steps=12):
                          form="pairwise")
 
 
+def rows_apart(seed, n, form, steps):
+    """Rows of couplings 2**-u_i apart (u_i in 0..9), one row 2**-20 below the rest (its row
+    shift saturates at MAX_ROW_SHIFT) and one without couplings: each row has its own
+    exponent, so every row hands over with its own sum shift t + r_i."""
+    rng = np.random.default_rng(seed)
+    scale = 2.0 ** -rng.integers(0, 10, n)
+    scale[1], scale[2] = 2.0 ** -20, 0.0
+    K = rng.uniform(-1.0, 1.5, (n, n)) * 3 / n * scale[:, None]
+    return quantize_case(CONFIG, rng.uniform(0, 2 * np.pi, n), rng.normal(0, 0.05, n), K,
+                         np.arange(n) == n - 1, 0.1, steps, form=form)
+
+
 def build_lane_cases():
     cases = {}
     for n, steps in ((2, 12), (3, 12), (5, 12), (16, 8), (33, 5), (64, 3)):
@@ -196,6 +209,8 @@ def build_lane_cases():
     cases["antipode-pair"] = two_antipodal("pairwise", steps=20)
     cases["antipode-inside"] = antipode_inside()
     cases["zero-steps-pairwise"] = random_case(11, 7, "pairwise", 0)
+    for form in ("pairwise", "matvec"):
+        cases[f"n9-{form}-rows-apart"] = rows_apart(40 + len(form), 9, form, 12)
     return cases
 
 
@@ -232,6 +247,10 @@ def test_lane_cases_reach_what_they_are_for(lane_batch):
         q = batch[name][0]
         theta = (q.acc0.astype(np.int64) + (1 << 15)) >> 16
         assert (theta[j] - theta[i]) % 2 ** CONFIG.phase_bits == 2 ** (CONFIG.phase_bits - 1)
+    # The rows-apart cases shift rows by 0, several amounts and the saturated MAX_ROW_SHIFT.
+    for form in ("pairwise", "matvec"):
+        rows = set(batch[f"n9-{form}-rows-apart"][0].rows.tolist())
+        assert {0, MAX_ROW_SHIFT} <= rows and len(rows) >= 5, rows
     # ... and the nudge separates the pair: it moves apart.
     trajectory = batch["antipode-pair"][2].trajectory.astype(np.int64)
     gap = (trajectory[:, 1] - trajectory[:, 0]) % TURN

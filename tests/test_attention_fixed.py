@@ -132,11 +132,15 @@ def reference_head(case, head, theta=None):
         r, shift = reference_reciprocal(total)
         hn.append([R(hx * r, 32 + shift), R(hy * r, 32 + shift)])
         products.append([(w * r, 32 + shift) for w in row] if (hx or hy) else [(0, 0)] * T)
-    for e in range(60, 0, -1):      # the pairwise couplings' exponent: the largest that fits
-        kn = [[R(value, shift - e) for value, shift in row] for row in products]
-        if max(abs(x) for row in kn for x in row) <= 2 ** 15 - 1:
-            break
-    return dict(W=W, h=h, theta=theta, attn=attn, out=out, hn=hn, kn=kn, e_k=e, e_v=e_v)
+    kn, e_k = [], []
+    for row in products:            # the pairwise couplings' exponent per row: the largest
+        e = 14                      # that fits (a zero row keeps 14)
+        if any(value for value, _ in row):
+            e = next(e for e in range(60, 0, -1)
+                     if max(abs(R(value, shift - e)) for value, shift in row) <= 2 ** 15 - 1)
+        kn.append([R(value, shift - e) for value, shift in row])
+        e_k.append(e)
+    return dict(W=W, h=h, theta=theta, attn=attn, out=out, hn=hn, kn=kn, e_k=e_k, e_v=e_v)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -159,7 +163,7 @@ def test_integers_equal_the_docstring_recomputed_with_scalars(causal, p):
         assert result["attn_int"][head].tolist() == ref["attn"]
         assert result["out_int"][head].tolist() == ref["out"]
         assert hn[head].tolist() == ref["hn"]
-        assert kn[head].tolist() == ref["kn"] and e_k[head] == ref["e_k"]
+        assert kn[head].tolist() == ref["kn"] and e_k[head].tolist() == ref["e_k"]
         assert result["scales"]["out"] == ref["e_v"]
 
 
@@ -322,7 +326,8 @@ def test_measured_error_is_within_the_derived_budget(shape, causal, mode):
         ROWS.append(line)
         # The derived budget, and so the measurement, meets the targets where the formats
         # allow it (module docstring): the analytic mode and the drive form. The pairwise
-        # engine's 16-bit couplings (one exponent per head) do not: kws p = 4 measures 1.35.
+        # engine's 16-bit couplings (an exponent per row) leave its budget above the target
+        # at p = 4 (1.4x on kws and sva).
         if mode != "ode-pairwise":
             assert budget["meets_targets"], line
             assert attn_err <= ATTN_TARGET and out_err <= OUT_TARGET, line
@@ -330,7 +335,7 @@ def test_measured_error_is_within_the_derived_budget(shape, causal, mode):
         assert budget["attn"] <= 25 * max(attn_err, 2 ** -16)
 
 
-def test_pairwise_budget_is_limited_by_the_engines_16_bit_couplings():
+def test_pairwise_budget_is_limited_by_the_engines_couplings():
     case = random_case("kws", seed=21, causal=True, mode="ode-pairwise", p=4, **PAIRWISE)
     result = attention_fixed(case)
     budget = error_budget(case, result=result)
