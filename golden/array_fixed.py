@@ -23,8 +23,9 @@ One Euler step of  dtheta_i/dt = omega_i + sum_j K_ij sin(theta_j - theta_i)  in
       drive     the same rotation applied to the given h_i = (h_x, h_y), quantized like C, Z
     step      acc_i += w_i + R(R(S_i, t + r_i) * D, s)  for free i (pairwise: R(S_i, t + r_i)
               is the y); pinned oscillators never change. t (sum shift) makes every possible
-              R(S_i, t + r_i) fit the CORDIC's 18-bit input (the least t with
-              sum_j |k_ij| 2**F < 2**(16 + t + r_i) for every row); after it every row's sum
+              R(S_i, t + r_i) fit the CORDIC's 18-bit input (matvec: the least t with
+              sum_j |k_ij| 2**F < 2**(16 + t + r_i) for every row; pairwise, whose sums go to
+              the update unrotated: `pairwise_sum_shift`, a bit finer); after it every row's sum
               is in units of 2**-(e + F - t), so D (18-bit) and s (shift) represent
               dt / 2pi * 2**(A - e - F + t) as D * 2**-s for all rows.
     converge  stop when max_i |w_i + inc_i| over free oscillators is below tol (in accumulator
@@ -65,7 +66,8 @@ from .array import CONVERGENCE_STEPS
 from .cordic import CordicConfig, cordic_fixed, error_budget, round_shift
 
 __all__ = ["ArrayFixedConfig", "ArrayFormatError", "QuantizedCase", "quantize_case", "step_scale",
-           "MAX_ANGLE_SHIFT", "MAX_ROW_SHIFT", "ROW_SHIFT_BITS",
+           "MAX_ANGLE_SHIFT", "MAX_ROW_SHIFT", "ROW_SHIFT_BITS", "pairwise_sum_shift",
+           "pairwise_term_bound",
            "tol_units",
            "step_fixed", "run_fixed", "step_error_bound", "trajectory_error_bound",
            "lipschitz", "coupling_sums", "FixedRun", "nudge_antipode", "FORMS", "CONVERGE_STEPS"]
@@ -240,11 +242,14 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
         e, rows = _row_exponents(K)
         k = np.round(K * 2.0 ** (e + rows)[:, None]).astype(np.int64)
         drive_int = None
-        # |C_i|, |Z_i|, |S_i| <= sum_j |k_ij| * 2**F: shift until that is below 2**16, so the
-        # rotation's input vector (at most sqrt(2) times that) fits 18 bits.
-        bounds = [(int(total) << f).bit_length() - (SCALE_BITS - 2) - int(r)
-                  for total, r in zip(np.sum(np.abs(k), axis=1), rows)]
-        t = max(0, max(bounds, default=0))
+        totals = [int(total) for total in np.sum(np.abs(k), axis=1)]
+        if form == "pairwise":
+            shifts = [pairwise_sum_shift(config, total) for total in totals]
+        else:
+            # |C_i|, |Z_i| <= sum_j |k_ij| * 2**F: shift until that is below 2**16, so the
+            # rotation's input vector (at most sqrt(2) times that) fits 18 bits.
+            shifts = [(total << f).bit_length() - (SCALE_BITS - 2) for total in totals]
+        t = max(0, max((u - int(r) for u, r in zip(shifts, rows)), default=0))
         unit_exp = e + f - t
     d, s = step_scale(config, dt, unit_exp)
     if s < 0:
@@ -257,6 +262,24 @@ def quantize_case(config: ArrayFixedConfig, theta0, omega, K, pinned, dt, steps,
     return QuantizedCase(config, form, acc0, w, k, pinned.copy(), drive_int, e, t, d, s,
                          int(steps), tol_int, float(dt), int(angle_shift),
                          None if form == "drive" else rows)
+
+
+def pairwise_term_bound(config: ArrayFixedConfig) -> int:
+    """M >= |cos_ij|, |sin_ij| of the lane CORDIC (2**F plus its error budget, rounded up)."""
+    return (1 << config.frac_bits) + math.ceil(error_budget(config.cordic)["total_lsb"])
+
+
+def pairwise_sum_shift(config: ArrayFixedConfig, total: int) -> int:
+    """u: the pairwise form's shift of a row with sum_j |k_ij| = total, so that R(C_i, u)
+    and R(S_i, u) fit the update's 18 bits (they go to it unrotated; matvec's rotation
+    input keeps a bit for its sqrt(2)). With v = total M (`pairwise_term_bound`) >= |C_i|,
+    |S_i| and w = v + (v >> 17) + 1: u = max(0, bitlen(w) - 17) gives v + 2**(u-1) < 2**(17+u),
+    i.e. |R(., u)| <= 2**17 - 1 (w covers R's half: 2**(u-1) <= (v >> 17) + 1 whenever w
+    keeps v's length). Decided after measuring the shift matvec uses: a row summing to 2**e
+    left its sums within 2**15, two bits short of the range, and the head's rows whose
+    anchors nearly cancel then stopped up to 0.5 / (|hn| 2**15) rad from their direction."""
+    v = total * pairwise_term_bound(config)
+    return max(0, (v + (v >> (SCALE_BITS - 1)) + 1).bit_length() - (SCALE_BITS - 1))
 
 
 def _row_exponents(K: np.ndarray) -> tuple[int, np.ndarray]:

@@ -96,7 +96,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.array_fixed import CONVERGE_STEPS, COUPLING_BITS, ArrayFixedConfig
+from ..golden.array_fixed import (CONVERGE_STEPS, COUPLING_BITS, ArrayFixedConfig,
+                                  SCALE_BITS, pairwise_term_bound)
 from ..golden.attention import NOT_CONVERGED, RELU_EPS, AttentionCase, validate_case
 from ..golden.exp2 import Y_BITS, Y_FRAC, Y_MAX
 from ..golden.softmax import EXP_FRAC, softmax_constant, softmax_front_end
@@ -1264,9 +1265,13 @@ class AttentionHead(wiring.Component):
                 with m.State("KN_END"):
                     # The engine's row shift r_i = e_i - e (e = e_head; a warm run's one row
                     # is its own base, as is a zero row: no couplings) and its sum shift t,
-                    # the largest bitlen(sum_j kn_ij) - r_i (golden quantize_case).
+                    # the largest u_i - r_i (golden pairwise_sum_shift: u_i =
+                    # max(0, bitlen(w) - 17), w = v + (v >> 17) + 1, v = sum_j kn_ij M).
                     gap = Mux(warm | row_zero, 0, e_kn - e_head)
-                    need = bit_length(row_sum) - gap
+                    bound = row_sum * pairwise_term_bound(engine_config)
+                    fits = SCALE_BITS - 1
+                    length = bit_length(bound + (bound >> fits) + 1)
+                    need = Mux(length > fits, length - fits, 0) - gap
                     t_next = Mux(warm | (need > engine_t), need, engine_t)
                     engine_write("row_shift", Mux(warm, 0, kn_row), gap)
                     m.d.sync += [engine_t.eq(t_next), run_exponent.eq(

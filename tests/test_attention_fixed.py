@@ -324,13 +324,13 @@ def test_measured_error_is_within_the_derived_budget(shape, causal, mode):
                 f"   [x target]")
         print(line)
         ROWS.append(line)
-        # The derived budget, and so the measurement, meets the targets where the formats
-        # allow it (module docstring): the analytic mode and the drive form. The pairwise
-        # engine's 16-bit couplings (an exponent per row) leave its budget above the target
-        # at p = 4 (1.4x on kws and sva).
+        # The measurement meets the targets in every mode, and the derived budget does where
+        # the formats allow it (module docstring): the analytic mode and the drive form. The
+        # pairwise engine's 16-bit couplings (an exponent per row) leave its budget above
+        # the target at p = 4 (1.3x on kws and sva).
+        assert attn_err <= ATTN_TARGET and out_err <= OUT_TARGET, line
         if mode != "ode-pairwise":
             assert budget["meets_targets"], line
-            assert attn_err <= ATTN_TARGET and out_err <= OUT_TARGET, line
         # The budget is informative: within 25x of the measurement for the attention.
         assert budget["attn"] <= 25 * max(attn_err, 2 ** -16)
 
