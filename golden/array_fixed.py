@@ -33,7 +33,7 @@ One Euler step of  dtheta_i/dt = omega_i + sum_j K_ij sin(theta_j - theta_i)  in
               test is an angle instead, for every free oscillator: x_i > 0 and |y_i| 2**a <=
               x_i, or x_i = y_i = 0 (no coupling: it never moves), where (x_i, y_i) is the
               coupling vector turned into the oscillator's frame (the rotation's output;
-              pairwise: R(C_i, t) and R(S_i, t), C_i = sum_j k_ij cos_ij beside S_i), i.e.
+              pairwise: R(C_i, t + r_i) and R(S_i, t + r_i), C_i = sum_j k_ij cos_ij), i.e.
               the coupling's direction is within atan(2**-a) of the oscillator's phase, to
               the resolution of the integers (with x below 2**a only y = 0 passes: about
               (1/2 + the CORDIC's error) / |x| rad). A velocity test stops an oscillator with
@@ -273,9 +273,13 @@ def pairwise_sum_shift(config: ArrayFixedConfig, total: int) -> int:
     """u: the pairwise form's shift of a row with sum_j |k_ij| = total, so that R(C_i, u)
     and R(S_i, u) fit the update's 18 bits (they go to it unrotated; matvec's rotation
     input keeps a bit for its sqrt(2)). With v = total M (`pairwise_term_bound`) >= |C_i|,
-    |S_i| and w = v + (v >> 17) + 1: u = max(0, bitlen(w) - 17) gives v + 2**(u-1) < 2**(17+u),
-    i.e. |R(., u)| <= 2**17 - 1 (w covers R's half: 2**(u-1) <= (v >> 17) + 1 whenever w
-    keeps v's length). Decided after measuring the shift matvec uses: a row summing to 2**e
+    |S_i| and w = v + (v >> 17) + 1: u = max(0, bitlen(w) - 17) gives |R(., u)| <= 2**17 - 1:
+    u = 0 means w < 2**17, so v <= 2**17 - 2 and R is the identity; else, when w keeps v's
+    length b, u = b - 17 and 2**(u-1) <= v >> 17 (v >= 2**(b-1)), so v + 2**(u-1) <= w <
+    2**(17+u); when w is one bit longer, u = b - 16 and v + 2**(u-1) < 2**b + 2**(b-17) <
+    2**(17+u). In that last case one shift less might have fitted: the rule is the least
+    shift or one more (for v within 2**-17 of a power of two), and one rule for golden and
+    RTL without a variable shift in the check. Decided after measuring the shift matvec uses: a row summing to 2**e
     left its sums within 2**15, two bits short of the range, and the head's rows whose
     anchors nearly cancel then stopped up to 0.5 / (|hn| 2**15) rad from their direction."""
     v = total * pairwise_term_bound(config)
@@ -322,8 +326,8 @@ def _rotate_by_minus(q: QuantizedCase, x, y, theta):
 def coupling_sums(q: QuantizedCase, acc: np.ndarray):
     """(x_i, S_i, sum cos, sum sin): S_i after the sum shift (the rotation's y output nudged
     off an exact antipode, or the rounded pairwise sum), x_i its partner in the oscillator's
-    frame (the rotation's x output, or pairwise R(sum_j k_ij cos_ij, t)), and the
-    order-parameter sums."""
+    frame (the rotation's x output, or pairwise R(sum_j k_ij cos_ij, t + r_i)), and the
+    order-parameter sums (each row's sums rounded at its shift t + r_i)."""
     theta = _phases(q, acc)
     c, s = _cos_sin(q, theta)
     order = (c.sum(), s.sum())

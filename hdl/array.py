@@ -1159,8 +1159,8 @@ class ArrayEngine(wiring.Component):
         chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
         chain_valid = Signal(lanes)
         h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
-        # h holds (v << 1) >> t of the row's sums (`round_shift_split`: R(v, t) fits the
-        # CORDIC's 18 bits, so this fits 20); the rounding finishes on the way out.
+        # h holds (v << 1) >> (t + r_i) of the row's sums (`round_shift_split`: R(v, t + r_i)
+        # fits 18 bits, so this fits 20); the rounding finishes on the way out.
         h_c, h_z = Signal(signed(SCALE_BITS + 2)), Signal(signed(SCALE_BITS + 2))
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
         h_free = ~h_valid | h_advance
@@ -1265,8 +1265,8 @@ class ArrayEngine(wiring.Component):
                                  rot_z.eq(-rd["theta"].data)]
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
-                # row sum S_i is the result, R(S_i, t) the update's y, R(C_i, t) its x (no
-                # nudge: the pairs have their own).
+                # row sum S_i is the result, R(S_i, t + r_i) the update's y, R(C_i, t + r_i)
+                # its x (no nudge: the pairs have their own).
                 # With both form registers set the pass is drive's (the branch above), so its
                 # results come from the CORDIC: waiting for pairwise row sums there would
                 # never end (a deadlock the formal response proof found).

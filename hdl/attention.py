@@ -65,9 +65,11 @@ and VECTOR by the array engine (`ArrayEngine`, 1 lane) inside the head, in three
     run  ode-drive: hn << k into the engine's drive memory; ode-pairwise: kn_ij =
        R(W_ij r_i, 32 + L_i - e_i) into its k at (i, T + j) and e_i - e into its row shift
        (e = min_i e_i over rows with a drive: the engine's per-row coupling exponent), anchors
-       pinned at T + j, the sum shift t = max_i (bitlen(sum_j kn_ij) - (e_i - e)); t and
-       s = s_ref + (k, or e + t' - t) into its registers (a warm run's one row is its own
-       e, and its t' = 0 now that kn has the row's exponent); the Euler steps; theta_i = R(acc_i, A - P) of its final
+       pinned at T + j, the sum shift t = max_i (u_i - (e_i - e)), u_i the golden
+       `pairwise_sum_shift` of sum_j kn_ij; t and s = s_ref + (k, or e + t' - t) into its
+       registers (a warm run's one row is its own e; its t' is 0 now that kn has the row's
+       exponent, so warm's first pass over the row, which finds t', is redundant: kept, its
+       clocks are in `ode_cycles`); the Euler steps; theta_i = R(acc_i, A - P) of its final
        accumulators. "warm": one run per token (1 oscillator, or 1 + T), each from the last
        token's final state, interleaved with pass A (drive) or after it (pairwise).
     C  for every row: ROTATE by that theta_i, READOUT, RECIP, ATTN, OUT, EMIT (the header's
@@ -97,7 +99,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.array_fixed import (CONVERGE_STEPS, COUPLING_BITS, ArrayFixedConfig,
-                                  SCALE_BITS, pairwise_term_bound)
+                                  MAX_ROW_SHIFT, SCALE_BITS, pairwise_term_bound)
 from ..golden.attention import NOT_CONVERGED, RELU_EPS, AttentionCase, validate_case
 from ..golden.exp2 import Y_BITS, Y_FRAC, Y_MAX
 from ..golden.softmax import EXP_FRAC, softmax_constant, softmax_front_end
@@ -199,6 +201,8 @@ E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
 #: 2**e W_ij / s_i with 1/T <= max_j W_ij / s_i <= 1, so e = 14 always fits and e above
 #: 15 + bits(T) never does (T <= 2048).
 E_PW_MIN, E_PW_MAX = 14, 27
+# The engine's row shift e_i - e must fit its memory (no saturation in the head).
+assert E_PW_MAX - E_PW_MIN <= MAX_ROW_SHIFT
 
 #: The modes a head can be built with (`modes`): paper A's three (with any of them,
 #: "analytic" is always built: the ODE modes share its passes) and the softmax reference
@@ -979,8 +983,9 @@ class AttentionHead(wiring.Component):
         docstring, steps 5-7), on one array engine: pass A's s_i and reciprocal, then
         ode-drive: hn_i = R(h r, 32 + L) and the run's drive shift k;
         ode-pairwise: W_ij kept, the row's exponent e_i (the head's e = min e_i) and, after
-        the rows, kn_ij = R(W_ij r_i, 32 + L_i - e) written into the engine's k (row i,
-        column base + j), with its sum shift t (and, "warm", each token's shift t');
+        the rows, kn_ij = R(W_ij r_i, 32 + L_i - e_i) written into the engine's k (row i,
+        column base + j), e_i - e into its row shift, with its sum shift t (and, "warm",
+        each token's shift t', now always 0);
         then the engine's run(s), and pass C's row start. Returns begin_head, begin_row
         (sync statements for the IDLE and ROW states) and states (the FSM states it adds)."""
         cfg, w, cap = self.config, self.widths, self.max_tokens

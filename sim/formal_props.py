@@ -858,7 +858,7 @@ def _response_table(core, bound: int, runs: int = 16, seed: int = 7) -> tuple:
                 ctx.set(engine.phases.ready, rng.random() < 0.5)
                 await idle(gap, n_too=n != 0)
                 if rng.random() < 0.5:
-                    for target in ("acc", "w", "pinned", "drive"):
+                    for target in ("acc", "w", "pinned", "row_shift", "drive"):
                         for addr in range(cap):
                             if rng.random() < 0.7:
                                 await write(target, addr, rng.getrandbits(36))

@@ -183,7 +183,7 @@ def antipode_inside(steps=12):
                          form="pairwise")
 
 
-def rows_apart(seed, n, form, steps):
+def rows_apart(seed, n, form, steps, config=CONFIG):
     """Rows of couplings 2**-u_i apart (u_i in 0..9), one row 2**-20 below the rest (its row
     shift saturates at MAX_ROW_SHIFT) and one without couplings: each row has its own
     exponent, so every row hands over with its own sum shift t + r_i."""
@@ -191,7 +191,7 @@ def rows_apart(seed, n, form, steps):
     scale = 2.0 ** -rng.integers(0, 10, n)
     scale[1], scale[2] = 2.0 ** -20, 0.0
     K = rng.uniform(-1.0, 1.5, (n, n)) * 3 / n * scale[:, None]
-    return quantize_case(CONFIG, rng.uniform(0, 2 * np.pi, n), rng.normal(0, 0.05, n), K,
+    return quantize_case(config, rng.uniform(0, 2 * np.pi, n), rng.normal(0, 0.05, n), K,
                          np.arange(n) == n - 1, 0.1, steps, form=form)
 
 
@@ -425,6 +425,8 @@ def small_cases(forms):
                                                 signed_coupling=n == 7, config=SMALL)
         cases[f"{form}-tol"] = with_mid_run_tol(random_case(600 + len(form), 6, form, 16,
                                                             pinned=2, config=SMALL))
+        if form != "drive":
+            cases[f"{form}-rows-apart"] = rows_apart(700 + len(form), 7, form, 6, SMALL)
     return cases
 
 
