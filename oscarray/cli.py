@@ -326,6 +326,8 @@ def _parser() -> argparse.ArgumentParser:
     cordic.add_argument("--ready-prob", type=float, default=0.8,
                         help="probability the output is accepted each clock (backpressure)")
     cordic.add_argument("--out", help="save the vectors and RTL outputs as npz")
+    cordic.add_argument("--build-dir", default=None, metavar="DIR",
+                        help="where simulator builds are cached (default build/sim)")
     cordic.add_argument("--json", action="store_true", help="print one JSON object")
     sim_array = sim_designs.add_parser("array", help="the oscillator array: a case, plotted")
     _add_array_case(sim_array, engine_required=False)
@@ -368,6 +370,8 @@ def _parser() -> argparse.ArgumentParser:
                               default=["icebreaker", "ulx3s-85f"])
     bench_cordic.add_argument("--output", default="out/bench_cordic.json",
                               help="where the JSON goes (default out/bench_cordic.json)")
+    bench_cordic.add_argument("--build-dir", default="build/bench", metavar="DIR",
+                              help="builds and simulator builds (default build/bench)")
     bench_cordic.add_argument("--json", action="store_true", help="print one JSON object")
 
     bench_array = bench_designs.add_parser("array", help="the array engine versus NumPy")
@@ -594,7 +598,8 @@ def _run(args) -> int:
                                      args.guard_bits)
         result = flows.sim_cordic(config, args.arch, args.vectors, args.seed, sim=args.sim,
                                   waves=args.waves, out=args.out, valid_prob=args.valid_prob,
-                                  ready_prob=args.ready_prob, progress=progress)
+                                  ready_prob=args.ready_prob, build_root=args.build_dir,
+                                  progress=progress)
         _report(result, args.json, _print_sim_cordic)
         return 1 if result["mismatches"] else 0
 
@@ -638,7 +643,7 @@ def _run(args) -> int:
 
     if args.command == "bench":
         result = flows.bench_cordic(vectors=args.vectors, mode=args.mode, boards=args.boards,
-                                    progress=progress)
+                                    build_root=args.build_dir, progress=progress)
         result["written"] = str(flows.write_json(result, args.output))
         _report(result, args.json, _print_bench_cordic)
         return 0

@@ -31,3 +31,17 @@ def board_build_root(tmp_path_factory):
     root = base / "board-sim"
     root.mkdir(exist_ok=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def cordic_build_root(tmp_path_factory):
+    """One build folder for the CORDIC, shared like `attention_build_root`: its sim/ holds
+    the simulator builds of tests/test_cordic_rtl.py, and `oscarray bench cordic --build-dir`
+    (tests/test_cordic_build.py) simulates the same three rotate-mode CORDICs (pipelined,
+    split, iterative), so it reuses them instead of compiling each again (about 20 s each)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "cordic"
+    (root / "sim").mkdir(parents=True, exist_ok=True)
+    return root

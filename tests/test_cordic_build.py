@@ -27,11 +27,14 @@ def test_build_icebreaker_cli_json(tmp_path, capsys):
 
 @pytest.mark.build
 @pytest.mark.slow
-def test_bench_cordic_writes_table_and_json(tmp_path, capsys, monkeypatch):
+def test_bench_cordic_writes_table_and_json(tmp_path, capsys, monkeypatch,
+                                           cordic_build_root):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"
+    # The simulator builds are tests/test_cordic_rtl.py's (the same rotate-mode CORDICs):
+    # shared, not compiled again; the bitstreams are this test's own.
     code = main(["bench", "cordic", "--boards", "orangecrab-25f", "--vectors", "300",
-                 "--output", str(out)])
+                 "--output", str(out), "--build-dir", str(cordic_build_root)])
     printed = capsys.readouterr().out
     assert code == 0 and "written:" in printed and "Fmax" in printed
     result = json.loads(out.read_text())

@@ -22,8 +22,10 @@ from oscarray.sim.cordic_vectors import cordic_vectors
 
 
 @pytest.fixture(scope="module")
-def build_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("sim")
+def build_root(cordic_build_root):
+    # The run's one CORDIC simulator folder (tests/conftest.py): every worker and the
+    # bench's test (tests/test_cordic_build.py) reuse these builds.
+    return cordic_build_root / "sim"
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -67,11 +69,14 @@ def test_rtl_bit_exact_on_icarus(build_root):
     assert run.sim == "icarus" and run.mismatches == 0
 
 
-def test_cli_sim_json_and_vectors_file(tmp_path, capsys, monkeypatch):
+def test_cli_sim_json_and_vectors_file(tmp_path, capsys, monkeypatch, build_root):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "vectors.npz"
+    # --build-dir: the vector-mode pipelined CORDIC of test_rtl_bit_exact_on_verilator,
+    # not compiled again.
     code = main(["sim", "cordic", "--mode", "vector", "--arch", "pipelined", "--vectors",
-                 "400", "--seed", "3", "--json", "--out", str(out)])
+                 "400", "--seed", "3", "--json", "--out", str(out),
+                 "--build-dir", str(build_root)])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["mismatches"] == 0 and report["vectors"] >= 400
@@ -87,14 +92,15 @@ def test_cli_sim_json_and_vectors_file(tmp_path, capsys, monkeypatch):
                                np.hypot(saved["x_in"], saved["y_in"])[large], atol=2)
 
 
-def test_cli_exits_nonzero_on_mismatch(tmp_path, capsys, monkeypatch):
+def test_cli_exits_nonzero_on_mismatch(tmp_path, capsys, monkeypatch, build_root):
     # A golden model that disagrees by one LSB must make the command fail.
     import oscarray.sim.cordic as cordic_sim
     real = cordic_sim.cordic_fixed
     monkeypatch.setattr(cordic_sim, "cordic_fixed",
                         lambda config, *v: tuple(o + 1 for o in real(config, *v)))
     monkeypatch.chdir(tmp_path)
-    code = main(["sim", "cordic", "--vectors", "50", "--json"])
+    # The default (rotate, pipelined) CORDIC's build is the module's, shared.
+    code = main(["sim", "cordic", "--vectors", "50", "--json", "--build-dir", str(build_root)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["mismatches"] == report["vectors"]
 
