@@ -341,21 +341,14 @@ def coupling_sums(q: QuantizedCase, acc: np.ndarray):
         antipode = (sin_ij == 0) & (cos_ij < 0)
         total = np.sum(q.k * np.where(antipode, pair_sign, sin_ij), axis=1)
         along = np.sum(q.k * cos_ij, axis=1)
-        return _round_rows(along, shift), _round_rows(total, shift), order[0], order[1]
+        return round_shift(along, shift), round_shift(total, shift), order[0], order[1]
     if q.form == "matvec":
-        x = _round_rows(q.k @ c, shift)
-        y = _round_rows(q.k @ s, shift)
+        x = round_shift(q.k @ c, shift)
+        y = round_shift(q.k @ s, shift)
     else:
         x, y = q.drive[:, 0], q.drive[:, 1]
     x_out, y_out = _rotate_by_minus(q, x, y, theta)
     return x_out, nudge_antipode(x_out, y_out), order[0], order[1]
-
-
-def _round_rows(values: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """R(values_i, shifts_i) per row (round half up, as `round_shift`)."""
-    shifts = np.asarray(shifts, np.int64)
-    half = np.where(shifts > 0, np.left_shift(1, np.maximum(shifts - 1, 0)), 0)
-    return (np.asarray(values, np.int64) + half) >> shifts
 
 
 def step_fixed(q: QuantizedCase, acc: np.ndarray):

@@ -87,11 +87,16 @@ class MicroOp:
     sign: int = 0
 
 
-def round_shift(v, s: int):
-    """R(v, s): arithmetic right shift by s >= 0 that rounds half up (the project's policy)."""
-    if s == 0:
-        return v
-    return (v + (1 << (s - 1))) >> s
+def round_shift(v, s):
+    """R(v, s): arithmetic right shift by s >= 0 that rounds half up (the project's policy);
+    s may be an array of per-element shifts (broadcast against v)."""
+    if np.ndim(s) == 0:
+        if s == 0:
+            return v
+        return (v + (1 << (s - 1))) >> s
+    s = np.asarray(s, np.int64)
+    half = np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
+    return (np.asarray(v, np.int64) + half) >> s
 
 
 def saturate(v, width: int):
