@@ -28,7 +28,7 @@ One Euler step, as the sequencer runs it:
              j < i); k is read L + 1 clocks later than in matvec, with the CORDIC's result.
              At a group's last column the lanes load their sums into the hand-over chain, which
              gives one row per clock (rows in order) while the next group walks, each row
-             shifted by t + r_i (r_i from the row_shift memory, read a clock ahead): matvec
+             shifted by t + r_i (r_i from the row_shift memory, read two rows ahead): matvec
              rotates (R(C_i, t + r_i), R(Z_i, t + r_i)) by -theta_i in the main CORDIC;
              pairwise (R(C_i, t + r_i), R(S_i, t + r_i)), C_i = sum_j k_ij cos_ij, is the
              update's (x, y) directly.
@@ -45,9 +45,9 @@ The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a ro
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
 Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
-latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 18 (the first
+latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 19 (the first
 group's walk runs behind the phase pass; plus (G - 1)(2P - 1 - n) when n < 2P - 1), pairwise
-n + G n + r + 2L + 17, drive 2n + 2L + 13. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+n + G n + r + 2L + 18, drive 2n + 2L + 14. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
 about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
@@ -222,7 +222,8 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     CORDIC (L = its latency, G = `row_groups`, r = rows of the last group) this architecture
     takes:
 
-        phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
+        phase pass   n + L + 5     (acc read, its register, theta register, the all-collected
+                                    check, ORDER)
         matvec       G n + 2r - 1 + L + 14 - (n - 1)   (column read and register, k read,
                                     operand, product and accumulate registers, chain load,
                                     the chain's head, rotation input, update, STEP_END; the
@@ -258,7 +259,7 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
         if form == "pairwise":
             return phases + (groups * n - 1) * (c + 3) + c + last + 14
         return phases + _matvec_stalled_coupling(n, lanes, c)
-    phases = n + latency + 4
+    phases = n + latency + 5
     if form == "drive":
         return phases + n + latency + 9
     if form == "pairwise":
@@ -325,7 +326,7 @@ def cycles_per_run(config: ArrayFixedConfig, n: int, form: str, steps: int,
     if cordic_arch == "iterative":
         final = n * (iterative_cycles_per_result(config) + 1) + 4
     else:
-        final = n + config.cordic.latency_pipelined + 4
+        final = n + config.cordic.latency_pipelined + 5
     return steps * cycles_per_step(config, n, form, lanes=lanes, cordic_arch=cordic_arch) + final
 
 
@@ -674,14 +675,19 @@ class StepUpdate(wiring.Component):
         # Stages 1-2: the nudged y times D (one DSP, operand and product registers).
         nudged = Mux(self.nudge & (self.y == 0) & (self.x < 0), 1, self.y)
         product = registered_product(m, nudged, self.d, platform, self.dsp16)
-        # The angle test, decided now and carried beside the product (angle_shift is a run
-        # register: constant while a step's results pass).
-        size = magnitude(nudged, SCALE_BITS)
-        aligned = ((self.x > 0) & ((size << self.angle_shift) <= self.x)) \
-            | ((self.x == 0) & (nudged == 0))
-        askew = [Signal(name=f"askew{stage}") for stage in range(1, 5)]
-        m.d.sync += [askew[0].eq(~aligned),
-                     *(later.eq(earlier) for earlier, later in zip(askew, askew[1:]))]
+        # The angle test beside the product, one operation a stage (angle_shift is a run
+        # register: constant while a step's results pass): y' and x, then |y'| and x >> a
+        # (|y'| 2**a <= x is |y'| <= x >> a for integers, so no shifter is wider than x),
+        # then the compare. In one clock they were the 16-lane ECP5 build's critical path.
+        nudged1, x1 = Signal(signed(SCALE_BITS)), Signal(signed(SCALE_BITS))
+        size2, limit2 = Signal(SCALE_BITS), Signal(SCALE_BITS)
+        # eligible: x > 0, or x = y' = 0 (then limit and size are 0 and the test passes).
+        eligible2, askew3, askew4 = Signal(), Signal(), Signal()
+        m.d.sync += [nudged1.eq(nudged), x1.eq(self.x),
+                     size2.eq(magnitude(nudged1, SCALE_BITS)),
+                     limit2.eq(x1.as_unsigned() >> self.angle_shift),
+                     eligible2.eq((x1 > 0) | ((x1 == 0) & (nudged1 == 0))),
+                     askew3.eq(~(eligible2 & (size2 <= limit2))), askew4.eq(askew3)]
         # acc, w, pinned and valid travel beside it.
         acc2, w2 = Signal(a), Signal(a)
         pinned2, valid2 = Signal(), Signal()
@@ -690,21 +696,30 @@ class StepUpdate(wiring.Component):
         m.d.sync += [acc1.eq(self.acc), w1.eq(self.w), pinned1.eq(self.pinned),
                      valid1.eq(self.valid), acc2.eq(acc1), w2.eq(w1), pinned2.eq(pinned1),
                      valid2.eq(valid1)]
-        # Stage 3: R(product, s) (a variable shift: a register of its own).
-        scaled = Signal(signed(2 * SCALE_BITS))
+        # Stage 3: the variable shift of R(product, s) (a register of its own); its rounding
+        # bit is added in stage 4 beside omega (a carry in), so neither stage has two long
+        # carry chains in a row (shift and rounding add in one clock were the update's
+        # critical path on ECP5).
+        halved = Signal(signed(2 * SCALE_BITS + 1))
         acc3, w3 = Signal(a), Signal(a)
         pinned3, valid3 = Signal(), Signal()
-        m.d.sync += [scaled.eq(round_shift_var(product, self.s)), acc3.eq(acc2), w3.eq(w2),
+        m.d.sync += [halved.eq(round_shift_split(product, self.s)), acc3.eq(acc2), w3.eq(w2),
                      pinned3.eq(pinned2), valid3.eq(valid2)]
         # Stage 4: add omega; everything mod 2**A from here (the accumulator wraps, and the
         # detector reads inc wrapped to A bits, as `run_fixed`).
         inc = Signal(signed(a))
+        scaled_plus_w = w3 + (halved >> 1) + halved[0]      # w + R(product, s)
         acc4, pinned4 = Signal(a), Signal()
-        m.d.sync += [inc.eq(Mux(pinned3, 0, w3 + scaled)), acc4.eq(acc3),
+        m.d.sync += [inc.eq(Mux(pinned3, 0, scaled_plus_w)), acc4.eq(acc3),
                      pinned4.eq(pinned3), self.done.eq(valid3)]
+        # |inc| >= tol as two compares side by side, against tol and a register holding -tol
+        # (tol is a run register: constant while results pass), not a negation and then a
+        # compare.
+        minus_tol = Signal(signed(a + 2))
+        m.d.sync += minus_tol.eq(-self.tol)
+        loud = (inc >= self.tol) | (inc <= minus_tol)
         m.d.comb += [self.new_acc.eq(acc4 + inc),
-                     self.noisy.eq(~pinned4 & Mux(self.angle_shift != 0, askew[-1],
-                                                  magnitude(inc, a) >= self.tol))]
+                     self.noisy.eq(~pinned4 & Mux(self.angle_shift != 0, askew4, loud))]
         return m
 
 
@@ -855,7 +870,8 @@ class ArrayEngine(wiring.Component):
             "pinned": Memory(shape=unsigned(1), depth=cap, init=self._init("pinned", cap)),
             "row_shift": Memory(shape=unsigned(ROW_SHIFT_BITS), depth=cap,
                                 init=self._init("row_shift", cap)),
-            # Work buffers of one step: theta (theta_i for the rotations; pairwise: theta_j for
+            # Work buffers of one step: theta (-theta_i mod 2**P, the rotations' angle, so no
+            # negation follows the block RAM's slow clock to out; pairwise: -theta_j for
             # the walk) and the columns (cos_j, sin_j) that the walk broadcasts to every lane.
             "theta": Memory(shape=unsigned(p), depth=cap, init=[]),
             "columns": Memory(shape=pair, depth=cap, init=[]),
@@ -870,28 +886,20 @@ class ArrayEngine(wiring.Component):
             no_init = name.startswith("k") and self.case is None
             m.submodules[f"mem_{name}" + (NO_INIT_SUFFIX if no_init else "")] = memory
             rd[name], wr[name] = memory.read_port(), memory.write_port()
-        # The k banks: one address for both ports (single-port RAM). A run reads (k_run_addr),
-        # the load port writes. A k write travels from lane to lane like the walk's columns
-        # (one register per lane: a net to every bank was the 64-lane build's critical path,
-        # 15.9 ns of routing) and lands in bank l l + 1 clocks after its transfer; the walk
-        # reaches lane l no earlier than L + 4 + l clocks after a start, so every write lands
-        # before a run reads it. Reads and writes never meet (no read-during-write behaviour
-        # to emulate, and Yosys sees the ports exclusive: iCE40 SPRAM).
-        k_run_addr = [Signal(word_bits, name=f"k_run_addr{lane}") for lane in range(lanes)]
+        # The k banks: one address for both ports (single-port RAM). A run reads, the load port
+        # writes. A k write travels from lane to lane in the walk's own systolic chains (the
+        # column carries its data, the k address its word, the flags a write bit and its bank
+        # in `rows`; a net to every bank was the 64-lane build's critical path, 15.9 ns of
+        # routing, and a chain of its own added 35 wires a lane to a congested build) and
+        # lands in bank l l + 1 clocks after its transfer. Loads come only while the engine
+        # is idle, and the walk reaches lane l no earlier than L + 5 + l clocks after a start,
+        # so every write lands before a run reads it. Reads and writes never meet (no
+        # read-during-write behaviour to emulate, and Yosys sees the ports exclusive: iCE40
+        # SPRAM).
         k_write_layout = data.StructLayout({"valid": 1, "bank": range(max(lanes, 2)),
                                             "addr": word_bits, "data": COUPLING_BITS})
-        k_write = [Signal(k_write_layout, name=f"k_write{lane}") for lane in range(lanes)]
         k_write_in = Signal(k_write_layout)
-        m.d.sync += k_write[0].eq(k_write_in)
-        for lane in range(1, lanes):
-            m.d.sync += k_write[lane].eq(k_write[lane - 1])
         busy = Signal()
-        for lane in range(lanes):
-            writing = k_write[lane].valid & (k_write[lane].bank == lane)
-            k_addr = Mux(writing, k_write[lane].addr, k_run_addr[lane])
-            m.d.comb += [rd[f"k{lane}"].addr.eq(k_addr), wr[f"k{lane}"].addr.eq(k_addr),
-                         rd[f"k{lane}"].en.eq(~writing), wr[f"k{lane}"].en.eq(writing),
-                         wr[f"k{lane}"].data.eq(k_write[lane].data)]
 
         # -- run registers ---------------------------------------------------------------------
         n = Signal(range(cap + 1), init=regs["n"])
@@ -932,6 +940,11 @@ class ArrayEngine(wiring.Component):
         final = Signal()             # this phase pass is the last (no step follows)
         calm = Signal(range(CONVERGE_STEPS + 1))
         noisy = Signal()             # a free |inc| >= tol in this step
+        # An update's noisy bit a clock late (a register beside the update unit: its compare
+        # reaching `noisy` directly was a 16-lane ECP5 build's critical path). The last update
+        # of a step sets it in time: STEP_END comes two clocks after that update.
+        noisy_late = Signal()
+        m.d.sync += noisy_late.eq(update.done & update.noisy)
         issue = Signal(range(cap + 1))      # phase pass: next j; drive: next oscillator
         collected = Signal(range(cap + 1))  # CORDIC results taken in this pass
         written = Signal(range(cap + 1))    # accumulators written in this step
@@ -945,11 +958,36 @@ class ArrayEngine(wiring.Component):
         k_word = Signal(range(k_bank_depth(cfg, lanes) + 1))
         row_base = Signal(range(cap + lanes + 1))       # g P
         head_row = Signal(range(cap + lanes + 1))       # the row at the chain's head
-        # head_row as it will be next clock: the row_shift memory is read with it, so r_i of
-        # the row at the head is there when the row drains.
-        head_row_next = Signal.like(head_row)
-        m.d.comb += [head_row_next.eq(head_row), rd["row_shift"].addr.eq(head_row_next)]
+        head_row_next = Signal.like(head_row)           # head_row as it will be next clock
+        m.d.comb += head_row_next.eq(head_row)
         m.d.sync += head_row.eq(head_row_next)
+        # t + r_i of the head's row and of the row after it, in registers, so the drain's
+        # shift amount comes from a register and not through the memory and an adder (that
+        # was the 16-lane ECP5 build's critical path). Rows drain in order, one a clock at
+        # most, so the memory is read two rows ahead (data(c) = r of head_row(c) + 2) and a
+        # drain moves the pair on. The read address is one of two registers (row_ahead =
+        # head_row + 2 and the one after), chosen by the drain, not an adder. A pass begins
+        # by reading rows 0 and 1 (`row_t_fill`: from the clock after begin_phase_pass, so a
+        # row_shift load in a start's clock is seen), long before its first drain (the
+        # CORDIC's latency at least). One copy of the head's amount each for C and Z: it
+        # fans out to every bit of both shifters.
+        row_t_bits = max(SHIFT_BITS, ROW_SHIFT_BITS) + 1
+        row_t_c, row_t_z, row_t_after = (Signal(row_t_bits, name=name) for name in
+                                         ("row_t_c", "row_t_z", "row_t_after"))
+        row_t_fill = Signal(range(4))
+        row_ahead, row_ahead_after = Signal.like(head_row), Signal.like(head_row)
+        t_plus_row = Signal(row_t_bits)
+        draining = Signal()         # `drain`, below
+        m.d.comb += [rd["row_shift"].addr.eq(Mux(draining, row_ahead_after, row_ahead)),
+                     t_plus_row.eq(t + rd["row_shift"].data)]
+        with m.If(draining | (row_t_fill >= 2)):        # a drain, or the fill's reads
+            m.d.sync += [row_ahead.eq(row_ahead_after), row_ahead_after.eq(row_ahead_after + 1)]
+        with m.If(row_t_fill != 0):
+            m.d.sync += row_t_fill.eq(row_t_fill - 1)
+        with m.If(row_t_fill == 2):
+            m.d.sync += [row_t_c.eq(t_plus_row), row_t_z.eq(t_plus_row)]
+        with m.If(row_t_fill == 1):
+            m.d.sync += row_t_after.eq(t_plus_row)
         walk_done = row_base >= n
         last_column = column == n - 1
         order_cos = Signal(signed(len(self.order.payload.cos)))
@@ -966,6 +1004,7 @@ class ArrayEngine(wiring.Component):
             m.d.sync += [issue.eq(0), collected.eq(0), fed.eq(0), order_cos.eq(0),
                          order_sin.eq(0), column.eq(0), k_word.eq(0), row_base.eq(0)]
             m.d.comb += head_row_next.eq(0)
+            m.d.sync += [row_t_fill.eq(3), row_ahead.eq(0), row_ahead_after.eq(1)]
 
         def walk_column():
             # matvec and pairwise: column j of this group to every lane.
@@ -1006,7 +1045,15 @@ class ArrayEngine(wiring.Component):
             with m.Elif(cordic.i.ready):
                 m.d.sync += p2_valid.eq(0)
         else:
-            m.d.sync += [p2_valid.eq(p1_valid), p2_index.eq(p1_index), p2_theta.eq(theta_read)]
+            # The block RAM's read goes to a register of its own before the rounding add (its
+            # clock to out is 5.6 ns on ECP5; with the add it was the 16-lane build's critical
+            # path): a clock more per phase pass. theta from the top P + 1 bits of acc.
+            read_valid, read_index = Signal(), Signal(range(cap))
+            read_top = Signal(p + 1)
+            m.d.sync += [read_valid.eq(p1_valid), read_index.eq(p1_index),
+                         read_top.eq(rd["acc"].data[a - p - 1:a]),
+                         p2_valid.eq(read_valid), p2_index.eq(read_index),
+                         p2_theta.eq((read_top + 1)[1:p + 1])]
         with m.If(cordic.i.valid & cordic.i.ready):
             m.d.sync += fed.eq(fed + 1)
         # Rotation input registers of the coupling pass (held until accepted).
@@ -1032,8 +1079,9 @@ class ArrayEngine(wiring.Component):
             cordic.i.payload.y.eq(Mux(in_phase_pass, 0, rot_y)),
             cordic.i.payload.z.eq(Mux(in_phase_pass, p2_theta, rot_z)),
         ]
-        m.d.comb += [wr["theta"].addr.eq(p2_index), wr["theta"].data.eq(p2_theta),
-                     wr["theta"].en.eq(p2_valid)]
+        minus_theta = Signal(p)
+        m.d.comb += [minus_theta.eq(-p2_theta), wr["theta"].addr.eq(p2_index),
+                     wr["theta"].data.eq(minus_theta), wr["theta"].en.eq(p2_valid)]
         # The phase pass writes column j of the walk when its CORDIC result comes back.
         m.d.comb += [wr["columns"].addr.eq(collected),
                      wr["columns"].data.x.eq(cordic.o.payload.x),
@@ -1068,24 +1116,35 @@ class ArrayEngine(wiring.Component):
         with m.Elif(settle != 0):
             m.d.sync += settle.eq(settle - 1)
 
-        # The systolic chains (matvec): lane l's k address (a clock ahead of its column, so k
-        # arrives with it), column and flags.
+        # The systolic chains (matvec): lane l's k address (a clock ahead of its column),
+        # column and flags. Lane l reads k with the address one lane back (two clocks ahead of
+        # its column; lane 0 with k_word itself) into a register, k_reg: a block RAM's clock
+        # to out is 5.6 ns on ECP5, too long to go on to a multiplier in the same clock.
+        # write: a k write (valid is 0), its bank in rows.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1,
-                                         "rows": range(cap + 1)})
+                                         "rows": range(max(cap, lanes) + 1), "write": 1})
         sys_addr = [Signal.like(k_word, name=f"sys_addr{lane}") for lane in range(lanes)]
         sys_column = [Signal(pair, name=f"sys_column{lane}") for lane in range(lanes)]
         sys_flags = [Signal(flag_layout, name=f"sys_flags{lane}") for lane in range(lanes)]
         a1_flags = Signal(flag_layout)
         m.d.comb += [a1_flags.valid.eq(a1_valid), a1_flags.first.eq(a1_first),
                      a1_flags.last.eq(a1_last), a1_flags.rows.eq(a1_rows)]
-        m.d.sync += [sys_addr[0].eq(k_word), sys_column[0].eq(rd["columns"].data),
-                     sys_flags[0].eq(a1_flags)]
+        write_flags = Signal(flag_layout)
+        write_column = Signal(pair)
+        m.d.comb += [write_flags.write.eq(1), write_flags.rows.eq(k_write_in.bank),
+                     write_column.x.eq(k_write_in.data)]
+        with m.If(k_write_in.valid):
+            m.d.sync += [sys_addr[0].eq(k_write_in.addr), sys_column[0].eq(write_column),
+                         sys_flags[0].eq(write_flags)]
+        with m.Else():
+            m.d.sync += [sys_addr[0].eq(k_word), sys_column[0].eq(rd["columns"].data),
+                         sys_flags[0].eq(a1_flags)]
         for lane in range(1, lanes):
             m.d.sync += [sys_addr[lane].eq(sys_addr[lane - 1]),
                          sys_column[lane].eq(sys_column[lane - 1]),
                          sys_flags[lane].eq(sys_flags[lane - 1])]
         lane_flags = sys_flags
-        lane_addr = sys_addr
+        lane_addr = [k_word] + sys_addr[:-1]
         lane_busy = Signal()        # stalls: a pairwise column is in the lane CORDICs
         if has_pairwise:
             flags = Signal(flag_layout.size + len(a1_rel_row))
@@ -1107,24 +1166,32 @@ class ArrayEngine(wiring.Component):
                 late_word = held_word
             else:
                 late = delay_line(m, flags, latency + 1, "lane_flags")
-                late_word = delay_line(m, a1_word, latency, "lane_word")
+                late_word = delay_line(m, a1_word, latency - 1, "lane_word")
             late_flags = late[:flag_layout.size]
             late_rel_row = late[flag_layout.size:].as_signed()
             lane_flags = [Mux(pairwise_form, late_flags, Value.cast(sys)) for sys in sys_flags]
-            lane_addr = [Mux(pairwise_form, late_word, sys) for sys in sys_addr]
+            lane_addr = [Mux(pairwise_form, late_word, ahead) for ahead in lane_addr]
             # Each lane's theta_i: captured when its row's theta_j passes (the phase pass for
             # group 0, the walk of group g for group g + 1), taken up at the group's first
             # column.
             capture_valid = Mux(in_phase_pass, p2_valid, a1_valid)
             capture_rel = Mux(in_phase_pass, p2_index, a1_rel_next)
-            capture_theta = Mux(in_phase_pass, p2_theta, rd["theta"].data)
+            capture_theta = Mux(in_phase_pass, minus_theta, rd["theta"].data)   # -theta_i
         for lane, mac in enumerate(macs):
             flags_in = data.View(flag_layout, lane_flags[lane])
+            # A k write passing this lane's bank (see the k banks).
+            writing = sys_flags[lane].write & (sys_flags[lane].rows == lane)
+            k_addr = Mux(writing, sys_addr[lane], lane_addr[lane])
+            bank_rd, bank_wr = rd[f"k{lane}"], wr[f"k{lane}"]
+            k_reg = Signal(signed(COUPLING_BITS), name=f"k_reg{lane}")
+            m.d.sync += k_reg.eq(bank_rd.data)
+            m.d.comb += [bank_rd.addr.eq(k_addr), bank_wr.addr.eq(k_addr),
+                         bank_rd.en.eq(~writing), bank_wr.en.eq(writing),
+                         bank_wr.data.eq(sys_column[lane].x[:COUPLING_BITS])]
             # A lane past the group's last row works on nothing: it never ends a row.
-            m.d.comb += [k_run_addr[lane].eq(lane_addr[lane]),
-                         mac.valid.eq(flags_in.valid), mac.first.eq(flags_in.first),
+            m.d.comb += [mac.valid.eq(flags_in.valid), mac.first.eq(flags_in.first),
                          mac.last.eq(flags_in.last & (flags_in.rows > lane)),
-                         mac.k.eq(rd[f"k{lane}"].data)]
+                         mac.k.eq(k_reg)]
             column_in = sys_column[lane]
             if not has_pairwise:
                 m.d.comb += [mac.cos.eq(column_in.x), mac.sin.eq(column_in.y)]
@@ -1137,7 +1204,7 @@ class ArrayEngine(wiring.Component):
             with m.If(a1_valid & a1_first):
                 m.d.sync += row_theta.eq(next_theta)
             angle = Signal(p, name=f"angle{lane}")
-            m.d.sync += angle.eq(rd["theta"].data - theta_i)
+            m.d.sync += angle.eq(theta_i - rd["theta"].data)      # theta_j - theta_i
             unit = lane_cordics[lane]
             m.d.comb += [unit.i.valid.eq(angle_valid), unit.i.payload.x.eq(1 << f),
                          unit.i.payload.y.eq(0), unit.i.payload.z.eq(angle)]
@@ -1165,6 +1232,7 @@ class ArrayEngine(wiring.Component):
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
         h_free = ~h_valid | h_advance
         drain = chain_valid[0] & h_free
+        m.d.comb += draining.eq(drain)
         # Without stalls the head is always taken: the chain then shifts every clock, so its
         # thousands of registers need no shift enable.
         shift = (~chain_valid[0] | h_free) if stalls else 1
@@ -1178,11 +1246,19 @@ class ArrayEngine(wiring.Component):
                 if above:
                     m.d.sync += [chain_c[lane].eq(chain_c[lane + 1]),
                                  chain_z[lane].eq(chain_z[lane + 1])]
-        row_t = t + rd["row_shift"].data
+        h_load = [h_c.eq(round_shift_split(chain_c[0], row_t_c)),
+                  h_z.eq(round_shift_split(chain_z[0], row_t_z))]
+        if not stalls:
+            # h is taken the clock after it loads, so it may load every clock: `drain` then
+            # fans out to the few registers below, not to h's 40 (its fan-out was the 16-lane
+            # ECP5 build's critical path).
+            m.d.sync += h_load
         with m.If(drain):
+            if stalls:
+                m.d.sync += h_load
             m.d.sync += [h_valid.eq(1), h_row.eq(head_row),
-                         h_c.eq(round_shift_split(chain_c[0], row_t)),
-                         h_z.eq(round_shift_split(chain_z[0], row_t))]
+                         row_t_c.eq(row_t_after), row_t_z.eq(row_t_after),
+                         row_t_after.eq(t_plus_row)]
             m.d.comb += head_row_next.eq(head_row + 1)
         with m.Elif(h_advance):
             m.d.sync += h_valid.eq(0)
@@ -1192,8 +1268,9 @@ class ArrayEngine(wiring.Component):
             m.d.comb += end_gate.eq(settle == 0)
         # theta: drive reads theta_i with the drive; pairwise theta_j with the walk; matvec
         # theta_i of the row entering h, and h's row while h waits.
+        matvec_theta_row = Mux(drain, head_row, h_row) if stalls else head_row
         m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue, Mux(
-            pairwise_form, column, Mux(drain, head_row, h_row))))
+            pairwise_form, column, matvec_theta_row)))
 
         # With both form registers set the pass is drive's (see COUPLING).
         pairwise_pass = pairwise_form & ~drive_form
@@ -1257,12 +1334,12 @@ class ArrayEngine(wiring.Component):
                     with m.If(drive_valid):
                         m.d.sync += [rot_valid.eq(1), rot_x.eq(rd["drive"].data.x),
                                      rot_y.eq(rd["drive"].data.y),
-                                     rot_z.eq(-rd["theta"].data)]
+                                     rot_z.eq(rd["theta"].data)]
                 with m.If(h_advance & ~pairwise_form):
                     m.d.sync += [rot_valid.eq(1),
                                  rot_x.eq(round_shift_finish(h_c)[:SCALE_BITS]),
                                  rot_y.eq(round_shift_finish(h_z)[:SCALE_BITS]),
-                                 rot_z.eq(-rd["theta"].data)]
+                                 rot_z.eq(rd["theta"].data)]
                 # Results come back in order: result `collected` belongs to oscillator
                 # `collected`; read its acc, w, pinned now, update next clock. Pairwise: the
                 # row sum S_i is the result, R(S_i, t + r_i) the update's y, R(C_i, t + r_i)
@@ -1282,9 +1359,11 @@ class ArrayEngine(wiring.Component):
                 with m.If(update.done):
                     m.d.comb += [wr["acc"].addr.eq(written), wr["acc"].data.eq(update.new_acc),
                                  wr["acc"].en.eq(1)]
-                    m.d.sync += [written.eq(written + 1), noisy.eq(noisy | update.noisy)]
+                    m.d.sync += written.eq(written + 1)
                 with m.Elif(written == n):
                     m.next = "STEP_END"
+                with m.If(noisy_late):
+                    m.d.sync += noisy.eq(1)
 
             with m.State("STEP_END"):
                 taken = self.steps_taken + 1
