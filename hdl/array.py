@@ -10,7 +10,7 @@ MAC pair (`MacLane`), its own bank of k and (pairwise only) its own CORDIC.
 One Euler step, as the sequencer runs it:
 
     phases   for j < n: theta_j = R(acc_j, A - P) mod 2**P into the CORDIC (x = 2**F, y = 0);
-             the results (cos_j, sin_j) go to the column buffer, theta_j to the theta buffer,
+             the results (cos_j, sin_j) go to the column buffer, -theta_j to the theta buffer,
              and both into the order sums, which leave on the `order` stream. This pass also
              runs once after the last step (the final order sums), so `order` carries
              steps_taken + 1 items, as `run_fixed`.
@@ -22,7 +22,7 @@ One Euler step, as the sequencer runs it:
              divides n). Nothing is summed across lanes, so lanes cost no adder tree and no
              per-lane copies of the columns.
              matvec: lane l accumulates C_i = sum_j k_ij cos_j and Z_i = sum_j k_ij sin_j.
-             pairwise: lane l holds theta_i (taken from the theta_j passing by, one group
+             pairwise: lane l holds -theta_i (taken from the -theta_j passing by, one group
              ahead), its CORDIC takes (theta_j - theta_i) mod 2**P, and the lane accumulates
              S_i = sum_j k_ij sin_ij (on the exact antipode sin_ij reads +1 for j > i and -1 for
              j < i); k is read L + 1 clocks later than in matvec, with the CORDIC's result.
@@ -45,9 +45,9 @@ The run stops after `max_steps` steps or after CONVERGE_STEPS calm steps in a ro
 is enabled); then `done` rises and the `phases` stream gives the final accumulators.
 
 Clocks per step (`cycles_per_step`, checked cycle for cycle against the RTL; L = CORDIC
-latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 19 (the first
+latency, 32 by default; r = rows of the last group): matvec G n + 2r + 2L + 18 (the first
 group's walk runs behind the phase pass; plus (G - 1)(2P - 1 - n) when n < 2P - 1), pairwise
-n + G n + r + 2L + 18, drive 2n + 2L + 14. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
+n + G n + r + 2L + 17, drive 2n + 2L + 13. With the iterative CORDIC (C = 63 clocks per result) the rotations set the pace:
 about 2n(C + 1) per step in matvec and drive (see `cycles_per_step`).
 
 Contents: memories and run registers start from the `QuantizedCase` given at elaboration
@@ -222,8 +222,7 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
     CORDIC (L = its latency, G = `row_groups`, r = rows of the last group) this architecture
     takes:
 
-        phase pass   n + L + 5     (acc read, its register, theta register, the all-collected
-                                    check, ORDER)
+        phase pass   n + L + 4     (acc read, theta register, the all-collected check, ORDER)
         matvec       G n + 2r - 1 + L + 14 - (n - 1)   (column read and register, k read,
                                     operand, product and accumulate registers, chain load,
                                     the chain's head, rotation input, update, STEP_END; the
@@ -259,7 +258,7 @@ def cycles_per_step(config: ArrayFixedConfig, n: int, form: str, ideal: bool = F
         if form == "pairwise":
             return phases + (groups * n - 1) * (c + 3) + c + last + 14
         return phases + _matvec_stalled_coupling(n, lanes, c)
-    phases = n + latency + 5
+    phases = n + latency + 4
     if form == "drive":
         return phases + n + latency + 9
     if form == "pairwise":
@@ -326,7 +325,7 @@ def cycles_per_run(config: ArrayFixedConfig, n: int, form: str, steps: int,
     if cordic_arch == "iterative":
         final = n * (iterative_cycles_per_result(config) + 1) + 4
     else:
-        final = n + config.cordic.latency_pipelined + 5
+        final = n + config.cordic.latency_pipelined + 4
     return steps * cycles_per_step(config, n, form, lanes=lanes, cordic_arch=cordic_arch) + final
 
 
@@ -653,8 +652,10 @@ class StepUpdate(wiring.Component):
     dsp16: as `MacLane`'s (the 18 x 18 product on one 16 x 16 DSP on iCE40).
 
     Stages: the nudged y and D into the multiplier's operand registers, the product
-    (`registered_product`), R(product, s), w + that (or 0 when pinned); new_acc and noisy
-    are combinational from the last.
+    (`registered_product`), the variable shift of R(product, s), w + R (its rounding bit a
+    carry in; 0 when pinned); new_acc and noisy are combinational from the last. tol must be
+    steady a clock before results arrive (a register holds -tol), angle_shift while they pass:
+    the engine's are run registers, changed only while idle.
     """
 
     def __init__(self, acc_bits: int, dsp16: bool | None = None):
@@ -892,7 +893,7 @@ class ArrayEngine(wiring.Component):
         # in `rows`; a net to every bank was the 64-lane build's critical path, 15.9 ns of
         # routing, and a chain of its own added 35 wires a lane to a congested build) and
         # lands in bank l l + 1 clocks after its transfer. Loads come only while the engine
-        # is idle, and the walk reaches lane l no earlier than L + 5 + l clocks after a start,
+        # is idle, and the walk reaches lane l no earlier than L + 4 + l clocks after a start,
         # so every write lands before a run reads it. Reads and writes never meet (no
         # read-during-write behaviour to emulate, and Yosys sees the ports exclusive: iCE40
         # SPRAM).
@@ -975,7 +976,8 @@ class ArrayEngine(wiring.Component):
         row_t_c, row_t_z, row_t_after = (Signal(row_t_bits, name=name) for name in
                                          ("row_t_c", "row_t_z", "row_t_after"))
         row_t_fill = Signal(range(4))
-        row_ahead, row_ahead_after = Signal.like(head_row), Signal.like(head_row)
+        row_ahead = Signal.like(head_row, name="row_ahead")
+        row_ahead_after = Signal.like(head_row, name="row_ahead_after")
         t_plus_row = Signal(row_t_bits)
         draining = Signal()         # `drain`, below
         m.d.comb += [rd["row_shift"].addr.eq(Mux(draining, row_ahead_after, row_ahead)),
@@ -1045,15 +1047,7 @@ class ArrayEngine(wiring.Component):
             with m.Elif(cordic.i.ready):
                 m.d.sync += p2_valid.eq(0)
         else:
-            # The block RAM's read goes to a register of its own before the rounding add (its
-            # clock to out is 5.6 ns on ECP5; with the add it was the 16-lane build's critical
-            # path): a clock more per phase pass. theta from the top P + 1 bits of acc.
-            read_valid, read_index = Signal(), Signal(range(cap))
-            read_top = Signal(p + 1)
-            m.d.sync += [read_valid.eq(p1_valid), read_index.eq(p1_index),
-                         read_top.eq(rd["acc"].data[a - p - 1:a]),
-                         p2_valid.eq(read_valid), p2_index.eq(read_index),
-                         p2_theta.eq((read_top + 1)[1:p + 1])]
+            m.d.sync += [p2_valid.eq(p1_valid), p2_index.eq(p1_index), p2_theta.eq(theta_read)]
         with m.If(cordic.i.valid & cordic.i.ready):
             m.d.sync += fed.eq(fed + 1)
         # Rotation input registers of the coupling pass (held until accepted).
@@ -1171,7 +1165,7 @@ class ArrayEngine(wiring.Component):
             late_rel_row = late[flag_layout.size:].as_signed()
             lane_flags = [Mux(pairwise_form, late_flags, Value.cast(sys)) for sys in sys_flags]
             lane_addr = [Mux(pairwise_form, late_word, ahead) for ahead in lane_addr]
-            # Each lane's theta_i: captured when its row's theta_j passes (the phase pass for
+            # Each lane's -theta_i: captured when its row's theta_j passes (the phase pass for
             # group 0, the walk of group g for group g + 1), taken up at the group's first
             # column.
             capture_valid = Mux(in_phase_pass, p2_valid, a1_valid)
@@ -1267,7 +1261,8 @@ class ArrayEngine(wiring.Component):
         else:
             m.d.comb += end_gate.eq(settle == 0)
         # theta: drive reads theta_i with the drive; pairwise theta_j with the walk; matvec
-        # theta_i of the row entering h, and h's row while h waits.
+        # theta_i of the row entering h, and h's row while h waits (only with stalls: without
+        # them h never waits). The buffer holds -theta.
         matvec_theta_row = Mux(drain, head_row, h_row) if stalls else head_row
         m.d.comb += rd["theta"].addr.eq(Mux(drive_form, issue, Mux(
             pairwise_form, column, matvec_theta_row)))
@@ -1400,7 +1395,7 @@ class ArrayEngine(wiring.Component):
                                      port.en.eq(load_item.addr < cap),
                                      port.data.eq(load_item.data[:len(Value.cast(port.data))])]
                 with m.Case(TARGETS["k"]):
-                    # Into the lanes' write chain (see the k banks).
+                    # Into the walk's systolic chains (see the k banks).
                     # A bank >= P or a word beyond the bank is ignored (not aliased).
                     k_bank, k_word_in = load_item.addr[word_bits:], load_item.addr[:word_bits]
                     m.d.comb += [k_write_in.valid.eq((k_bank < lanes) & (k_word_in < bank_depth)),

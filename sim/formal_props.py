@@ -651,11 +651,13 @@ class ArraySpec(Elaboratable):
 
 #: Registers the response invariants leave free: the run's counters and run registers (any
 #: value in a long run or after any load), and data (phases, angles, the CORDIC stages' z, the
-#: update unit's operands; names below, and in `_response_registers`): a data value the
+#: update unit's operands, the drain's row-shift prefetch (its amounts and read addresses
+#: choose data only); names below, and in `_response_registers`): a data value the
 #: simulations happen not to vary may still vary in the proof (the datapath is cut there).
 _RESPONSE_FREE = frozenset({"cycles", "steps_taken", "max_steps", "calm", "noisy", "inc", "t",
                             "d", "s", "tol", "tol_enable", "p2_theta", "rot_z", "readout",
-                            "readout_primed"})
+                            "readout_primed", "row_t_c", "row_t_z", "row_t_after",
+                            "row_ahead", "row_ahead_after", "noisy_late"})
 _RESPONSE_DATA_PREFIXES = ("next_theta", "row_theta", "angle", "lane_word", "sys_addr")
 _RESPONSE_DATA_SUFFIXES = ("_z", "_flip")
 #: Consumer waits the response table's simulations try each of (the walk's pipelines, up to the
