@@ -709,7 +709,7 @@ class StepUpdate(wiring.Component):
         # Stage 4: add omega; everything mod 2**A from here (the accumulator wraps, and the
         # detector reads inc wrapped to A bits, as `run_fixed`).
         inc = Signal(signed(a))
-        scaled_plus_w = w3 + (halved >> 1) + halved[0]      # w + R(product, s)
+        scaled_plus_w = w3 + round_shift_finish(halved)     # w + R(product, s)
         acc4, pinned4 = Signal(a), Signal()
         m.d.sync += [inc.eq(Mux(pinned3, 0, scaled_plus_w)), acc4.eq(acc3),
                      pinned4.eq(pinned3), self.done.eq(valid3)]
