@@ -551,7 +551,7 @@ def registered_product(m: Module, a, b, platform, dsp16: bool | None = None,
     `dsp16_platform`). Bit for bit a * b either way."""
     a, b = Value.cast(a), Value.cast(b)
     assert a.shape().signed and b.shape().signed and len(a) <= 18 and len(b) <= 18
-    product = Signal(signed(len(a) + len(b)), name=name)
+    product = Signal(signed(len(a) + len(b)), name=name, reset_less=True)
     if ecp5_platform(platform):
         raw = Signal(36, name=f"{name}_raw")
         a18, b18 = _widen18(a), _widen18(b)
@@ -566,7 +566,8 @@ def registered_product(m: Module, a, b, platform, dsp16: bool | None = None,
             i_CLK0=ClockSignal(), i_CE0=1, i_RST0=0, **ports)
         m.d.comb += product.eq(raw[:len(product)].as_signed())
         return product
-    a_reg, b_reg = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
+    a_reg = Signal.like(a, name=f"{name}_a", reset_less=True)
+    b_reg = Signal.like(b, name=f"{name}_b", reset_less=True)
     dsp16 = dsp16_platform(platform) if dsp16 is None else dsp16
     m.d.sync += [a_reg.eq(a), b_reg.eq(b),
                  product.eq(mul_dsp16(a_reg, b_reg) if dsp16 else a_reg * b_reg)]
@@ -619,10 +620,13 @@ class MacLane(wiring.Component):
         flags, flags2 = Signal(3), Signal(3)
         m.d.sync += [flags.eq(Cat(self.valid, self.first, self.last)), flags2.eq(flags)]
         valid, first, last = flags2
-        # Accumulate stage: a row's first product replaces the sums.
+        # Accumulate stage: a row's first product replaces the sums. The sums are data (read
+        # only with `done`), so they are not reset (see the engine's reset note).
+        c = Signal(signed(self.width), reset_less=True)
+        z = Signal(signed(self.width), reset_less=True)
         with m.If(valid):
-            m.d.sync += [self.c.eq(Mux(first, 0, self.c) + pc),
-                         self.z.eq(Mux(first, 0, self.z) + ps)]
+            m.d.sync += [c.eq(Mux(first, 0, c) + pc), z.eq(Mux(first, 0, z) + ps)]
+        m.d.comb += [self.c.eq(c), self.z.eq(z)]
         m.d.sync += self.done.eq(valid & last)
         return m
 
@@ -770,7 +774,8 @@ class ArrayEngine(wiring.Component):
                            step and after the last: steps_taken + 1 items per run. The engine
                            waits while an item is not accepted.
     phases : Out(stream)   after done: the final accumulators acc_0 .. acc_{n-1} (unsigned A
-                           bits), once per run, in order
+                           bits), once per run, in order (n: the run's; a later load of n
+                           does not change the items)
     update : Out(valid, index, acc)
                            an observation port: one clock per accumulator write during a run,
                            n per step in index order (for traces; ignore it otherwise)
@@ -790,6 +795,12 @@ class ArrayEngine(wiring.Component):
 
     Loads are the caller's to get right: t, the row shifts, D and s must be the case's
     (`quantize_case`), so R(C_i, t + r_i) fits the CORDIC's 18 bits.
+
+    Reset: the synchronous reset clears the controller and the valid bits and flags of every
+    pipeline; the lanes' data registers (k, columns, thetas, angles, products, sums, the
+    hand-over chain, h) are not reset: they are read only beside a valid bit, and on a
+    64-lane ECP5 build a reset reaching all 17.5k of them was the critical path (14.5 ns of
+    routing). They start at 0 at configuration all the same.
     """
 
     #: A max_steps load in the clock of a start counts for that run's first `final` (the
@@ -951,6 +962,12 @@ class ArrayEngine(wiring.Component):
         written = Signal(range(cap + 1))    # accumulators written in this step
         readout = Signal(range(cap + 1))    # phases stream index
         readout_primed = Signal()
+        # The readout's next index, items left and "any left" as registers: the acc read
+        # address then follows a transfer through one mux (compare, increment and the memory's
+        # collision logic in one clock were the 64-lane ECP5 build's critical path).
+        readout_ahead = Signal(range(cap + 2))
+        readout_left = Signal(range(cap + 1))
+        readout_more = Signal()
         # Inputs the main CORDIC accepted in this pass (phases, drive): with `stalls`, what
         # was issued but not yet accepted is issue - fed.
         fed = Signal(range(cap + 1))
@@ -1117,8 +1134,10 @@ class ArrayEngine(wiring.Component):
         # write: a k write (valid is 0), its bank in rows.
         flag_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1,
                                          "rows": range(max(cap, lanes) + 1), "write": 1})
-        sys_addr = [Signal.like(k_word, name=f"sys_addr{lane}") for lane in range(lanes)]
-        sys_column = [Signal(pair, name=f"sys_column{lane}") for lane in range(lanes)]
+        sys_addr = [Signal.like(k_word, name=f"sys_addr{lane}", reset_less=True)
+                    for lane in range(lanes)]
+        sys_column = [Signal(pair, name=f"sys_column{lane}", reset_less=True)
+                      for lane in range(lanes)]
         sys_flags = [Signal(flag_layout, name=f"sys_flags{lane}") for lane in range(lanes)]
         a1_flags = Signal(flag_layout)
         m.d.comb += [a1_flags.valid.eq(a1_valid), a1_flags.first.eq(a1_first),
@@ -1177,7 +1196,7 @@ class ArrayEngine(wiring.Component):
             writing = sys_flags[lane].write & (sys_flags[lane].rows == lane)
             k_addr = Mux(writing, sys_addr[lane], lane_addr[lane])
             bank_rd, bank_wr = rd[f"k{lane}"], wr[f"k{lane}"]
-            k_reg = Signal(signed(COUPLING_BITS), name=f"k_reg{lane}")
+            k_reg = Signal(signed(COUPLING_BITS), name=f"k_reg{lane}", reset_less=True)
             m.d.sync += k_reg.eq(bank_rd.data)
             m.d.comb += [bank_rd.addr.eq(k_addr), bank_wr.addr.eq(k_addr),
                          bank_rd.en.eq(~writing), bank_wr.en.eq(writing),
@@ -1190,14 +1209,14 @@ class ArrayEngine(wiring.Component):
             if not has_pairwise:
                 m.d.comb += [mac.cos.eq(column_in.x), mac.sin.eq(column_in.y)]
                 continue
-            row_theta, next_theta = Signal(p, name=f"row_theta{lane}"), Signal(
-                p, name=f"next_theta{lane}")
+            row_theta = Signal(p, name=f"row_theta{lane}", reset_less=True)
+            next_theta = Signal(p, name=f"next_theta{lane}", reset_less=True)
             with m.If(capture_valid & (capture_rel == lane)):
                 m.d.sync += next_theta.eq(capture_theta)
             theta_i = Mux(a1_first, next_theta, row_theta)
             with m.If(a1_valid & a1_first):
                 m.d.sync += row_theta.eq(next_theta)
-            angle = Signal(p, name=f"angle{lane}")
+            angle = Signal(p, name=f"angle{lane}", reset_less=True)
             m.d.sync += angle.eq(theta_i - rd["theta"].data)      # theta_j - theta_i
             unit = lane_cordics[lane]
             m.d.comb += [unit.i.valid.eq(angle_valid), unit.i.payload.x.eq(1 << f),
@@ -1216,13 +1235,16 @@ class ArrayEngine(wiring.Component):
         # while the head is empty or taken). The head goes to the h register, then to the
         # rotation by -theta_i (matvec) or straight to the update (pairwise).
         width = macs[0].width
-        chain_c = [Signal(signed(width), name=f"chain_c{lane}") for lane in range(lanes)]
-        chain_z = [Signal(signed(width), name=f"chain_z{lane}") for lane in range(lanes)]
+        chain_c = [Signal(signed(width), name=f"chain_c{lane}", reset_less=True)
+                   for lane in range(lanes)]
+        chain_z = [Signal(signed(width), name=f"chain_z{lane}", reset_less=True)
+                   for lane in range(lanes)]
         chain_valid = Signal(lanes)
         h_valid, h_row = Signal(), Signal(range(cap + lanes + 1))
         # h holds (v << 1) >> (t + r_i) of the row's sums (`round_shift_split`: R(v, t + r_i)
         # fits 18 bits, so this fits 20); the rounding finishes on the way out.
-        h_c, h_z = Signal(signed(SCALE_BITS + 2)), Signal(signed(SCALE_BITS + 2))
+        h_c = Signal(signed(SCALE_BITS + 2), reset_less=True)
+        h_z = Signal(signed(SCALE_BITS + 2), reset_less=True)
         h_advance = h_valid & Mux(pairwise_form, 1, rot_free)
         h_free = ~h_valid | h_advance
         drain = chain_valid[0] & h_free
@@ -1303,7 +1325,8 @@ class ArrayEngine(wiring.Component):
                 with m.If(self.order.ready):
                     with m.If(final):
                         m.d.sync += [self.done.eq(1), busy.eq(0), readout.eq(0),
-                                     readout_primed.eq(0)]
+                                     readout_primed.eq(0), readout_ahead.eq(1),
+                                     readout_left.eq(n), readout_more.eq(n != 0)]
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [issue.eq(0), collected.eq(0), written.eq(0), noisy.eq(0),
@@ -1371,13 +1394,16 @@ class ArrayEngine(wiring.Component):
 
             with m.State("DONE"):
                 # phases: rd acc holds acc[readout]; the address runs one ahead on a transfer.
+                # The run's n items (a load of n after the run does not change them).
                 fire = self.phases.valid & self.phases.ready
-                m.d.comb += [rd["acc"].addr.eq(readout + fire),
+                m.d.comb += [rd["acc"].addr.eq(Mux(fire, readout_ahead, readout)),
                              self.phases.payload.eq(rd["acc"].data),
-                             self.phases.valid.eq(readout_primed & (readout < n))]
+                             self.phases.valid.eq(readout_primed & readout_more)]
                 m.d.sync += readout_primed.eq(1)
                 with m.If(fire):
-                    m.d.sync += readout.eq(readout + 1)
+                    m.d.sync += [readout.eq(readout_ahead), readout_ahead.eq(readout_ahead + 1),
+                                 readout_left.eq(readout_left - 1),
+                                 readout_more.eq(readout_left != 1)]
                 begin_run()
 
         # -- load port: writes while idle or done (and in the clock of a start) --------------

@@ -656,8 +656,9 @@ class ArraySpec(Elaboratable):
 #: simulations happen not to vary may still vary in the proof (the datapath is cut there).
 _RESPONSE_FREE = frozenset({"cycles", "steps_taken", "max_steps", "calm", "noisy", "inc", "t",
                             "d", "s", "tol", "tol_enable", "p2_theta", "rot_z", "readout",
-                            "readout_primed", "row_t_c", "row_t_z", "row_t_after",
-                            "row_ahead", "row_ahead_after", "noisy_late"})
+                            "readout_primed", "readout_ahead", "readout_left", "readout_more",
+                            "row_t_c", "row_t_z", "row_t_after", "row_ahead", "row_ahead_after",
+                            "noisy_late"})
 _RESPONSE_DATA_PREFIXES = ("next_theta", "row_theta", "angle", "lane_word", "sys_addr")
 _RESPONSE_DATA_SUFFIXES = ("_z", "_flip")
 #: Consumer waits the response table's simulations try each of (the walk's pipelines, up to the
