@@ -35,10 +35,12 @@ def run_array_rtl_batch(cases: list[QuantizedCase], trace: bool = False, sim: st
                         build_root: Path | None = None, *, load: str = "port",
                         order_ready_prob: float = 1.0, seed: int = 0, lanes: int = 1,
                         forms=ENGINE_FORMS, cordic_arch: str = "pipelined",
-                        verbose: bool = False) -> list[dict]:
+                        start_writes=None, verbose: bool = False) -> list[dict]:
     """Run each case on one engine of `lanes` coupling lanes, one after another in one
     simulation; one dict per case (see `run_array_rtl`). `forms`, `cordic_arch`: the
-    engine's build options (`ArrayEngine`); a case in a form left out is refused first."""
+    engine's build options (`ArrayEngine`); a case in a form left out is refused first.
+    `start_writes`: per case, a function of its `load_writes` rows giving the row to send in
+    the clock of the start (the engine's contract: it counts for that run), or None."""
     if load not in LOAD_MODES:
         raise ValueError(f"unknown load mode {load!r}; choose one of {', '.join(LOAD_MODES)}")
     if not cases:
@@ -67,6 +69,8 @@ def run_array_rtl_batch(cases: list[QuantizedCase], trace: bool = False, sim: st
         arrays = {"count": len(cases)}
         for c, (q, w) in enumerate(zip(cases, writes)):
             arrays[f"writes_{c}"], arrays[f"n_{c}"] = w, q.n
+            choose = start_writes[c] if start_writes else None
+            arrays[f"start_write_{c}"] = -1 if choose is None or not len(w) else choose(w)
         np.savez(in_path, **arrays)
         result = run_cocotb(
             engine, name=name, test_module="oscarray.sim.array_tb", sim=sim,

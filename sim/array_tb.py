@@ -3,7 +3,8 @@
 Params (from `oscarray.sim.runner.run_cocotb`, written by `oscarray.sim.array`):
     in_path      npz: count (number of cases); per case c: writes_c, (M, 3) rows of
                  (target, addr, data) for the `load` port (empty: the contents are the
-                 engine's Memory init), n_c (oscillators)
+                 engine's Memory init), n_c (oscillators), start_write_c (the row of
+                 writes_c sent in the clock of the start, not before it; -1: none)
     out_path     npz written here, per case c: acc_c (final accumulators from `phases`),
                  order_c (K, 2) order sums, steps_c, cycles_c, converged_c, and with trace
                  updates_c (U, 2) of (index, acc) from the `update` port
@@ -21,12 +22,18 @@ from oscarray.sim.streams import (StreamSink, StreamSource, load_params, pack_fi
                                   unpack_fields)
 
 
-async def _run_one(dut, trace: bool, order_width: int, readies):
-    """Pulse start, collect the order stream (and updates) until done; return the record."""
+async def _run_one(dut, trace: bool, order_width: int, readies, with_start=None):
+    """Pulse start (with the load payload `with_start` in the same clock, if given: the
+    engine takes it, as it is idle), collect the order stream (and updates) until done;
+    return the record."""
     edge, read_only = RisingEdge(dut.clk), ReadOnly()
     dut.start.value = 1
+    if with_start is not None:
+        dut.load__payload.value = with_start
+        dut.load__valid.value = 1
     await edge
     dut.start.value = 0
+    dut.load__valid.value = 0
     orders, updates = [], []
     order_valid, order_ready, done = dut.order__valid, dut.order__ready, dut.done
     update_valid = dut.update__valid
@@ -69,12 +76,15 @@ async def run_cases(dut):
     out = {}
     for c in range(int(cases["count"])):
         writes = cases[f"writes_{c}"]
-        if writes.size:
-            payloads = pack_fields([writes[:, 2], writes[:, 1], writes[:, 0]],
-                                   [int(w) for w in p["load_widths"]], False)
-            await loader.send_all(payloads)
+        payloads = pack_fields([writes[:, 2], writes[:, 1], writes[:, 0]],
+                               [int(w) for w in p["load_widths"]], False) if writes.size else []
+        late = int(cases[f"start_write_{c}"])
+        before = [item for row, item in enumerate(payloads) if row != late]
+        if before:
+            await loader.send_all(before)
         n = int(cases[f"n_{c}"])
-        record = await _run_one(dut, trace, order_width, readies)
+        record = await _run_one(dut, trace, order_width, readies,
+                                int(payloads[late]) if late >= 0 else None)
         acc = unpack_fields(await phases.collect(n), [acc_bits], False)[:, 0]
         out.update({f"acc_{c}": acc.astype(np.uint64), f"order_{c}": record["order"],
                     f"steps_{c}": record["steps"], f"cycles_{c}": record["cycles"],

@@ -257,6 +257,46 @@ def test_lane_cases_reach_what_they_are_for(lane_batch):
     assert gap[0] == TURN // 2 and gap[-1] != TURN // 2
 
 
+#: (case, the write sent in the clock of the start: target, register or None for the case's
+#: last nonzero write to that target). The k write is the highest bank's last word, whose k reaches
+#: its lane through the whole systolic chain.
+START_CLOCK_WRITES = (("n9-matvec-rows-apart", "k", None), ("n33-matvec-tol", "k", None),
+                      ("n9-pairwise-rows-apart", "row_shift", None),
+                      ("antipode-pair", "reg", "t"), ("n16-matvec", "reg", "max_steps"),
+                      ("n5-pairwise", "acc", None), ("n6-matvec-tol", "w", None),
+                      ("n33-pairwise-tol", "reg", "t"))
+
+
+def _last_write(target, register):
+    from oscarray.hdl.array import REGISTERS, TARGETS
+
+    def choose(writes):
+        rows = np.flatnonzero((writes[:, 0] == TARGETS[target]) & (writes[:, 2] != 0) & (
+            True if register is None else writes[:, 1] == REGISTERS[register]))
+        return int(rows[-1])
+    return choose
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_a_write_in_the_start_clock_counts(build_root, lanes):
+    """A load in the clock of the start counts for that run (the `load` port's contract):
+    k (the last bank), a row shift, t, max_steps, acc and w, each sent with the start, give
+    the golden result. Each moved write changes the location's content (else the test could
+    not fail)."""
+    cases = [LANE_CASES[name] for name, _, _ in START_CLOCK_WRITES]
+    choosers = [_last_write(target, register) for _, target, register in START_CLOCK_WRITES]
+    held = {}
+    for q, choose in zip(cases, choosers):
+        writes = load_writes(q, CONFIG, lanes)
+        target, addr, data = writes[choose(writes)].tolist()
+        assert held.get((target, addr), 0) != data, (target, addr)
+        held.update({(t, a): d for t, a, d in writes.tolist()})
+    results = run_array_rtl_batch(cases, trace=True, build_root=build_root, lanes=lanes,
+                                  start_writes=choosers)
+    for q, rtl in zip(cases, results):
+        assert_bit_exact(rtl, run_fixed(q, trace=True))
+
+
 def test_lane_cycles_exact(lane_batch):
     """Clocks per step, measured for every case: matvec G n + 2r + 2L + 18 (G = ceil(n / P)
     groups of n columns, r = rows of the last group, which reach the chain's head every other
