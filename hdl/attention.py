@@ -14,11 +14,12 @@ issues one item per clock into a fixed-latency pipeline and ends when its last i
     SCORES    for j < n, d < d_h: raw_ij = sum_d q_id k_jd (one B x B MAC, step 1);
               m_ij = max(raw_ij, 0) * c (step 2) into the score buffer; the row's max.
     EXPONENT  e_w = the largest e in [E_MIN, E_MAX] with R(max m, F - e) + eps(e) <= 2**17 - 1
-              (step 3; `WeightExponent`: one e per clock over the whole range, so the clock
-              count does not depend on the data; eps(e) is a ROM of the host constant).
+              (step 3; `WeightExponent`: one e per clock over the whole range into a
+              pipeline, so the clock count does not depend on the data; eps(e) is a ROM of
+              the host constant).
               Outside that range no e fits (the golden model refuses such a case): `error`.
     WEIGHTS   for j < n: W_ij = R(m_ij, F - e_w) + eps (step 3), h_i += W_ij a_j (step 4).
-    NORMALIZE (x, y) = R(h_i, n_i) (step 6, `Normalizer`).
+    NORMALIZE (x, y) = R(h_i, n_i) (step 6, `Normalizer`: a 3-stage pipeline).
     VECTOR    theta_i = z of the vectoring CORDIC (x, y, 0).
     ROTATE    x_i = (cos, sin) = the rotation CORDIC of (2**16, 0) by theta_i (step 8).
               At d_osc > 2, one state SPHERE instead of NORMALIZE, VECTOR and ROTATE: x_i =
@@ -49,7 +50,7 @@ own multiplier, used in its pass only (10 in all: q k B x B, relu(raw) c 43 x 17
 W a_x and W a_y 17 x 18, cos a_x and sin a_y 18 x 18, u u 18 x 18, g2 g2 19 x 19,
 g r 21 x 17, attn v 17 x 18): at most two work in any clock, so they can share two
 multipliers later. Clocks per head: `cycles_per_head` (checked clock for clock against the
-RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 51, with L the CORDICs'
+RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 57, with L the CORDICs'
 latencies (pipelined: 33, 32, 20 at P = 20; iterative: 105, 63, 58) and the `o` stream
 always ready. The two MAC passes (2 n d_h) are the work; the rest is per-row overhead that
 a later version can overlap with the next row.
@@ -120,7 +121,7 @@ from ..golden.attention_fixed import (
     validate_fixed,
 )
 from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, delay_line,
-                    magnitude, round_shift_var)
+                    magnitude, round_shift_split, round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
@@ -273,21 +274,40 @@ def bit_length(value) -> Value:
 
 def shift_round(m: Module, value, amount, right_max: int, left_max: int) -> Value:
     """R(value, amount) for a signed run-time amount: round half up by 2**amount when
-    amount > 0, the exact left shift by -amount otherwise (the golden `_shift`). The two
-    clamped shift amounts are driven in `m`'s comb domain.
+    amount > 0, the exact left shift by -amount otherwise (the golden `_shift`). Its clamped
+    amounts (`shift_amounts`) are driven in `m`'s comb domain.
 
     Right shifts are clamped to `right_max`, left shifts to `left_max`, to keep the shifters
     small; the caller guarantees that this changes nothing: a right shift of an unsigned
     W-bit value by W + 1 or more, or of a signed W-bit value by W or more, gives 0 already,
     and a left shift is clamped only where the result is anyway out of range for its use.
     """
-    value, amount = Value.cast(value), Value.cast(amount)
+    right, left, positive = shift_amounts(m, amount, right_max, left_max)
+    return Mux(positive, round_shift_var(value, right), Value.cast(value) << left)
+
+
+def shift_amounts(m: Module, amount, right_max: int, left_max: int, domain: str = "comb",
+                  name: str = "shift"):
+    """`shift_round`'s clamped amounts (right, left, amount > 0) of a signed `amount`, driven
+    in `m`'s `domain`: "sync" takes the compares out of the clock of the shift itself
+    (`shift_split`)."""
+    amount = Value.cast(amount)
     assert amount.shape().signed
-    right = Signal(range(right_max + 1))
-    left = Signal(range(left_max + 1))
-    m.d.comb += [right.eq(Mux(amount > right_max, right_max, amount)),
-                 left.eq(Mux(-amount > left_max, left_max, -amount))]
-    return Mux(amount > 0, round_shift_var(value, right), value << left)
+    right = Signal(range(right_max + 1), name=f"{name}_right")
+    left = Signal(range(left_max + 1), name=f"{name}_left")
+    positive = Signal(name=f"{name}_positive")
+    m.d[domain] += [right.eq(Mux(amount > right_max, right_max, amount)),
+                    left.eq(Mux(-amount > left_max, left_max, -amount)),
+                    positive.eq(amount > 0)]
+    return right, left, positive
+
+
+def shift_split(value, right, left, positive) -> Value:
+    """The variable shift of `shift_round` without its rounding add (amounts from
+    `shift_amounts`): `round_shift_finish` of it, (s >> 1) + s[0], is R(value, amount), so
+    the add can go into the next clock, or into the carry-in of an add that follows."""
+    value = Value.cast(value)
+    return Mux(positive, round_shift_split(value, right), (value << left) << 1)
 
 
 def _signed(value) -> Value:
@@ -307,13 +327,23 @@ class WeightExponent(wiring.Component):
     """Step 3's row exponent: the largest e in [E_MIN, E_MAX] with
     R(m_max, F - e) + eps(e) <= 2**17 - 1.
 
-    After `start` it tries e = E_MIN, E_MIN + 1, ..., E_MAX, one per clock (the value is
-    monotone in e, so the last e that fits is the largest), and raises `done` the clock after
-    the last: E_MAX - E_MIN + 2 clocks from start to done, whatever the data.
+    After `start` it feeds e = E_MIN, E_MIN + 1, ..., E_MAX into a pipeline, one per clock,
+    and keeps the last e that fits (the value is monotone in e, so that is the largest).
+    Tested in one clock, a candidate's subtraction, variable shift, add and compare were the
+    head's critical path on ECP5 (29 to 32 ns); the candidates are independent, so each of
+    those gets a clock of its own:
+        F - e          a register counting down beside e
+        clamp          the shift's clamped amounts (`shift_amounts`); eps(e) from its ROM
+        shift          the variable shift, without its rounding add (`shift_split`)
+        add, compare   R + eps(e) as one 18-bit add (the rounding bit its carry-in): fits
+                       is its bit 17 clear (and R < 2**17), and the result registers take e
+    `done` rises the clock after the last candidate's add: E_MAX - E_MIN + 4 clocks from
+    start to done, whatever the data.
 
     Ports
     -----
-    start : In(1)                  begin a search (m_max and shift are read while busy)
+    start : In(1)                  begin a search (m_max and shift are read while busy; a
+                                   start while busy drops the search in flight)
     m_max : In(unsigned(M))        the row's largest m_ij = max(raw, 0) c
     shift : In(signed(SHIFT_BITS)) F = e_q + e_k + C: m 2**-F is the score
     busy : Out(1)                  searching
@@ -331,59 +361,119 @@ class WeightExponent(wiring.Component):
             "eps": Out(unsigned(W_BITS)), "found": Out(1),
         })
 
-    cycles = E_MAX - E_MIN + 2      # clocks from start to done
+    cycles = E_MAX - E_MIN + 4      # clocks from start to done
 
     def elaborate(self, platform):
         m = Module()
-        e = Signal(range(E_MAX + 1))
-        eps_e = Const(0, W_BITS)
-        for candidate in range(E_MIN, E_MAX + 1):
-            eps_e = Mux(e == candidate, relu_eps_int(candidate), eps_e)
+        e = [Signal(range(E_MAX + 1), name=f"e_{stage}") for stage in (1, 2, 3)]
+        valid = [Signal(name=f"valid_{stage}") for stage in (1, 2, 3)]
+        amount = Signal(signed(SHIFT_BITS + 1))             # F - e
         # Left shifts past 18 only ever meet m_max = 0 in a row that fits (m << 18 > 2**17).
-        value = shift_round(m, self.m_max, self.shift - e, self.m_bits + 1, W_BITS + 1)
-        fits = (value + eps_e) <= DATA_MAX
+        amounts = shift_amounts(m, amount, self.m_bits + 1, W_BITS + 1, "sync", "exp")
+        # s's bits above these are always 0 (left shifts <= 18).
+        shifted = Signal(self.m_bits + W_BITS + 2)
+        eps_e = Signal(unsigned(W_BITS))
+        rom = Const(0, W_BITS)
+        for candidate in range(E_MIN, E_MAX + 1):
+            rom = Mux(e[1] == candidate, relu_eps_int(candidate), rom)
+        m.d.sync += [shifted.eq(shift_split(self.m_max, *amounts)), eps_e.eq(rom),
+                     e[1].eq(e[0]), e[2].eq(e[1])]
+        # R = (s >> 1) + s[0] <= 2**17 - 1 - eps(e) needs s's bits above 17 all 0, and then
+        # R + eps(e) < 2**18: so the compare is bit 17 of the sum.
+        total = shifted[1:W_BITS + 1] + eps_e + shifted[0]
+        fits = (shifted[W_BITS + 1:] == 0) & (total[W_BITS:] == 0)
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
-            m.d.sync += [self.busy.eq(1), e.eq(E_MIN), self.found.eq(0),
+            m.d.sync += [self.busy.eq(1), valid[0].eq(1), valid[1].eq(0), valid[2].eq(0),
+                         e[0].eq(E_MIN), amount.eq(self.shift - E_MIN), self.found.eq(0),
                          self.e_w.eq(E_MIN), self.eps.eq(relu_eps_int(E_MIN))]
-        with m.Elif(self.busy):
-            with m.If(fits):
-                m.d.sync += [self.e_w.eq(e), self.eps.eq(eps_e), self.found.eq(1)]
-            with m.If(e == E_MAX):
-                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-            with m.Else():
-                m.d.sync += e.eq(e + 1)
+        with m.Else():
+            m.d.sync += [valid[1].eq(valid[0]), valid[2].eq(valid[1])]
+            with m.If(valid[0]):
+                with m.If(e[0] == E_MAX):
+                    m.d.sync += valid[0].eq(0)
+                with m.Else():
+                    m.d.sync += [e[0].eq(e[0] + 1), amount.eq(amount - 1)]
+            with m.If(valid[2]):
+                with m.If(fits):
+                    m.d.sync += [self.e_w.eq(e[2]), self.eps.eq(eps_e), self.found.eq(1)]
+                with m.If(e[2] == E_MAX):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m
 
 
 class Normalizer(wiring.Component):
     """Step 6, analytic: (x, y) = R(h, n) with n = bitlen(max(|h_x|, |h_y|)) - 16, so that
-    max(|x|, |y|) is in [2**15, 2**16] (combinational; h = 0 gives (0, 0)).
+    max(|x|, |y|) is in [2**15, 2**16] (h = 0 gives (0, 0)).
+
+    In one clock, the magnitudes, the peak's compare, its bit length, n's clamps, the
+    variable shift and its rounding add were the head's critical path on ECP5 (29 ns); the
+    unit is a pipeline of `latency` stages, one vector per clock (h travels beside):
+        magnitude   |h_x|, |h_y|
+        amounts     the shift's (right, left, n > 0, n) straight from the bit length of
+                    |h_x| | |h_y| (= that of the peak: no compare), one priority encoder
+                    whose entries are constants: n = bitlen - 16 in -16 .. H - 16 never
+                    meets `shift_amounts`' clamps
+        shift       the variable shift without its rounding add (`shift_split`), 19 bits
+    and x, y are its rounding add, (s >> 1) + s[0] (combinational: the caller registers
+    them).
 
     Ports
     -----
+    valid : In(1)              h_x, h_y are a vector to normalize
     h_x, h_y : In(signed(H))   the drive, H = formats' "h (sum W a)" bits
+    done : Out(1)              `latency` clocks after valid: x, y, shift are its result
     x, y : Out(signed(18))     the vectoring CORDIC's input
     shift : Out(signed(8))     n (0 for h = 0, as golden `normalize_shift`)
     """
 
+    latency = 3     # clocks from valid to done
+
     def __init__(self, h_bits: int):
         self.h_bits = h_bits
-        super().__init__({"h_x": In(signed(h_bits)), "h_y": In(signed(h_bits)),
+        super().__init__({"valid": In(1), "h_x": In(signed(h_bits)),
+                          "h_y": In(signed(h_bits)), "done": Out(1),
                           "x": Out(signed(DATA_BITS)), "y": Out(signed(DATA_BITS)),
                           "shift": Out(signed(8))})
 
     def elaborate(self, platform):
         m = Module()
-        size = [magnitude(h, self.h_bits) for h in (self.h_x, self.h_y)]
-        peak = Mux(size[0] > size[1], size[0], size[1])
+        bits = self.h_bits
+        h = [self.h_x, self.h_y]
+        h1 = [delay_line(m, h_c, 1, f"norm_{name}") for h_c, name in zip(h, "xy")]
+        h2 = [delay_line(m, h_c, 1, f"norm_{name}") for h_c, name in zip(h1, "xy")]
+        valid = delay_line(m, self.valid, self.latency, "norm_valid")
+        m.d.comb += self.done.eq(valid)
+
+        # c1: the magnitudes.
+        size = [Signal(unsigned(bits), name=f"norm_size_{name}") for name in "xy"]
+        m.d.sync += [s.eq(magnitude(h_c, bits)) for s, h_c in zip(size, h)]
+
+        # c2: the shift amounts of bitlen(|h_x| | |h_y|), n >= -16: left <= 16, right <= H.
+        layout = data.StructLayout({"right": range(bits + 1), "left": range(FRAC + 1),
+                                    "positive": 1, "n": signed(8)})
+
+        def entry(length):
+            n = length - FRAC
+            return layout.const({"right": max(n, 0), "left": max(-n, 0),
+                                 "positive": int(n > 0), "n": n if length else 0}).as_value()
+        either = size[0] | size[1]
+        encoded = entry(0)
+        for bit in range(bits):
+            encoded = Mux(either[bit], entry(bit + 1), encoded)
+        amounts = Signal(layout)
+        m.d.sync += amounts.eq(encoded)
+
+        # c3: the shift, its 19 low bits (all x's 18 bits need).
+        shifted = [Signal(DATA_BITS + 1, name=f"norm_shifted_{name}") for name in "xy"]
         n = Signal(signed(8))
-        m.d.comb += n.eq(_signed(bit_length(peak)) - FRAC)
-        for h, out in ((self.h_x, self.x), (self.h_y, self.y)):
-            # n >= -16 (peak >= 1, or h = 0 where any shift gives 0); a right shift by H or
-            # more of a signed H-bit value is 0 already.
-            m.d.comb += out.eq(shift_round(m, h, n, self.h_bits, FRAC)[:DATA_BITS])
-        m.d.comb += self.shift.eq(Mux(peak == 0, 0, n))
+        m.d.sync += [s.eq(shift_split(h_c, amounts.right, amounts.left, amounts.positive))
+                     for s, h_c in zip(shifted, h2)]
+        m.d.sync += n.eq(amounts.n)
+
+        for s, out in zip(shifted, (self.x, self.y)):
+            m.d.comb += out.eq(s[1:] + s[0])
+        m.d.comb += self.shift.eq(n)
         return m
 
 
@@ -764,12 +854,12 @@ def cordic_latencies(config: AttentionFixedConfig = DEFAULT_CONFIG,
 
 
 #: Clocks of a row besides the passes' items and the CORDICs: ROW 1, SCORES drain 4,
-#: EXPONENT E_MAX - E_MIN + 2 (19), WEIGHTS drain 3, NORMALIZE 1, VECTOR and ROTATE 1 each
-#: (the handshake clock), READOUT drain 1 + Numerator.latency (5), RECIP 2 (the Reciprocal's
-#: register and the handshake), ATTN drain 3, OUT drain 3, EMIT's header 8 (steps and
-#: converged included).
-ROW_OVERHEAD = 1 + 4 + (E_MAX - E_MIN + 2) + 3 + 1 + 1 + 1 + (1 + Numerator.latency) + 2 \
-    + 3 + 3 + len(HEADER)
+#: EXPONENT WeightExponent.cycles (21), WEIGHTS drain 4, NORMALIZE 1 + Normalizer.latency (4),
+#: VECTOR and ROTATE 1 each (the handshake clock), READOUT drain 1 + Numerator.latency (5),
+#: RECIP 2 (the Reciprocal's register and the handshake), ATTN drain 3, OUT drain 3, EMIT's
+#: header 8 (steps and converged included).
+ROW_OVERHEAD = 1 + 4 + WeightExponent.cycles + 4 + (1 + Normalizer.latency) + 1 + 1 \
+    + (1 + Numerator.latency) + 2 + 3 + 3 + len(HEADER)
 
 
 #: The softmax row's: ROW 1, SCORES drain 4, EXP drain 3 + NegExp2.latency (6), RECIP 2,
@@ -782,7 +872,7 @@ def cycles_per_row(attended: int, tokens: int, d_h: int,
                    cordic_arch: str = "pipelined", mode: str = "analytic",
                    d_osc: int = 2) -> int:
     """Clocks of one row with n = `attended` tokens (the `o` stream always ready).
-    analytic: SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, NORMALIZE 1, VECTOR L_v + 1,
+    analytic: SCORES n d_h + 4, EXPONENT 21, WEIGHTS n + 4, NORMALIZE 4, VECTOR L_v + 1,
     ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3,
     EMIT 8 + T + d_h; at d_osc > 2, SPHERE (`sphere_cycles`) instead of NORMALIZE, VECTOR
     and ROTATE. softmax: SCORES n d_h + 4, EXP n + 6, RECIP L_d + 2, ATTN n + 3,
@@ -797,10 +887,10 @@ def cycles_per_row(attended: int, tokens: int, d_h: int,
     if mode != "analytic":
         raise AttentionHeadError(f"cycles_per_row: mode {mode!r} has no fixed row length "
                                  f"(the ODE modes: ode_cycles)")
-    if d_osc > 2:
+    if d_osc > 2:           # SPHERE; no NORMALIZE, nor VECTOR's and ROTATE's handshakes
         l_d = latencies[2]
         return 2 * n * d_h + 3 * n + tokens + d_h + l_d + sphere_cycles(d_osc, l_d) \
-            + ROW_OVERHEAD - 3 + header
+            + ROW_OVERHEAD - (1 + Normalizer.latency) - 2 + header
     return 2 * n * d_h + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
 
 
@@ -810,7 +900,7 @@ def cycles_per_head(tokens: int, d_h: int, causal: bool,
                     d_osc: int = 2) -> int:
     """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
     over the rows (n = i + 1 when causal, else T). Closed form, analytic:
-    T (T + d_h + L + 51) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
+    T (T + d_h + L + 57) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
     L = L_v + L_r + L_d; softmax: T (T + d_h + L_d + 27) + (2 d_h + 2) N."""
     return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch,
                               mode, d_osc) for i in range(tokens))
@@ -849,7 +939,7 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
     one per head, or one per token when `warm` (a zero drive runs too: CONVERGE_STEPS calm
     steps).
 
-    Pass A, per row: ROW 1, SCORES n d_h + 4, EXPONENT 19, WEIGHTS n + 3, DRIVE_RECIP L_d + 2,
+    Pass A, per row: ROW 1, SCORES n d_h + 4, EXPONENT 21, WEIGHTS n + 4, DRIVE_RECIP L_d + 2,
     then ode-drive: DRIVE_PRODUCT, _ROUND, _STORE, _PEAK 1 each; ode-pairwise: PW_STORE 1,
     PW_SEARCH E_PW_MAX - E_PW_MIN + 1.
     ode-pairwise's couplings: KN_START 1 once; per written row (c = m columns) KN_ROW,
@@ -870,7 +960,7 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
     total = 1 if pairwise else 0
     for i in range(tokens):
         n = i + 1 if causal else tokens
-        total += n * d_h + n + l_d + 29 + row_extra                             # pass A
+        total += n * d_h + n + l_d + WeightExponent.cycles + 11 + row_extra      # pass A
         total += n * d_h + 2 * n + tokens + d_h + l_r + l_d + 16 + len(HEADER)   # pass C
     for m, steps in runs:
         total += m + 4 + cycles_per_run(engine_config, m, form, steps, cordic_arch=cordic_arch)
@@ -1361,29 +1451,41 @@ class AttentionHead(wiring.Component):
         """Paper A's passes WEIGHTS (steps 3-4) and READOUT (step 9) and the state units'
         inputs (`state`: the Normalizer and the vector and rotation CORDICs at d_osc = 2, the
         SphereNormalizer above). `anchors`: a_j's components as read. Returns WEIGHTS's
-        issue tag (w0) and its end (w3), W_ij (weight), the normalized drive's registers
+        issue tag (w0) and its end (w4), W_ij (weight), the normalized drive's registers
         (norm_x, norm_y; d_osc = 2) and READOUT's end (r5)."""
         w = self.widths
         product_shape = signed(W_BITS + DATA_BITS + 1)
 
-        # WEIGHTS (steps 3-4): c1 W, c2 products, c3 accumulate h.
+        # WEIGHTS (steps 3-4): c1 the shift of m, c2 W, c3 products, c4 accumulate h.
         w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
-        w3 = delay_line(m, w0, 3, "w")
+        w4 = delay_line(m, w0, 4, "w")
         weight = Signal(unsigned(W_BITS))
-        anchor = [Signal(signed(DATA_BITS), name=f"anchor_{c}") for c in range(self.d_osc)]
+        anchor = [delay_line(m, a_read, 2, f"anchor_{c}") for c, a_read in enumerate(anchors)]
         products = [Signal(product_shape, name=f"wa_{c}") for c in range(self.d_osc)]
-        # R(m, F - e_w) <= 2**17 - 1 in a row that fits: its left shifts are below 18.
-        rounded = shift_round(m, score, score_shift - exponent.e_w, w["m"] + 1, W_BITS + 1)
-        m.d.sync += weight.eq(rounded + exponent.eps)
-        for a_read, a_reg, product, h_c in zip(anchors, anchor, products, h):
-            m.d.sync += [a_reg.eq(a_read), product.eq(weight * a_reg)]
-            with m.If(w3.valid):
+        # The shift F - e_w is the row's (e_w holds from EXPONENT's done, two clocks before
+        # c1): its subtraction and clamps are registers of their own, out of c1, where the
+        # score comes straight from its block RAM. R(m, F - e_w) <= 2**17 - 1 in a row that
+        # fits: its left shifts are below 18.
+        weight_shift = Signal(signed(SHIFT_BITS + 1))
+        m.d.sync += weight_shift.eq(score_shift - exponent.e_w)
+        amounts = shift_amounts(m, weight_shift, w["m"] + 1, W_BITS + 1, "sync", "weight")
+        # W is 17 bits (mod 2**17 outside a row that fits, as R + eps was): the add needs
+        # only the shift's 18 low bits, the rounding bit its carry-in.
+        shifted = Signal(W_BITS + 1)
+        m.d.sync += [shifted.eq(shift_split(score, *amounts)),
+                     weight.eq(shifted[1:] + exponent.eps + shifted[0])]
+        for a_reg, product, h_c in zip(anchor, products, h):
+            m.d.sync += product.eq(weight * a_reg)
+            with m.If(w4.valid):
                 m.d.sync += h_c.eq(h_c + product)
 
         # The analytic state and x_i.
         norm_x, norm_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
         if self.d_osc == 2:
             normalizer, vector, rotate = state
+            # h's last sum lands with w4's final item: the normalizer reads h the clock
+            # after, NORMALIZE's first.
+            m.d.sync += normalizer.valid.eq(w4.valid & w4.final)
             m.d.comb += [normalizer.h_x.eq(h[0]), normalizer.h_y.eq(h[1]),
                          vector.i.payload.x.eq(norm_x), vector.i.payload.y.eq(norm_y),
                          vector.i.payload.z.eq(0),
@@ -1403,7 +1505,7 @@ class AttentionHead(wiring.Component):
             m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
                          wr["numer"].en.eq(1)]
             m.d.sync += total.eq(total + numer.g)
-        return SimpleNamespace(w0=w0, w3=w3, weight=weight, norm_x=norm_x, norm_y=norm_y,
+        return SimpleNamespace(w0=w0, w4=w4, weight=weight, norm_x=norm_x, norm_y=norm_y,
                                r5=r5)
 
     def _oscillator_states(self, m, osc, *, ode, mode, exponent, row_e_w, begin_pass,
@@ -1423,7 +1525,7 @@ class AttentionHead(wiring.Component):
             m.d.comb += in_state["WEIGHTS"].eq(1)
             with m.If(issuing):
                 advance(j, last_j, d, 1)
-            with m.If(osc.w3.valid & osc.w3.final):
+            with m.If(osc.w4.valid & osc.w4.final):
                 if self.d_osc > 2:
                     # h's last sum lands now: the normalizer reads h from the next clock.
                     m.d.comb += state.start.eq(mode == MODES.index("analytic"))
@@ -1450,9 +1552,10 @@ class AttentionHead(wiring.Component):
         cos, sin = x
 
         with m.State("NORMALIZE"):
-            m.d.sync += [osc.norm_x.eq(normalizer.x), osc.norm_y.eq(normalizer.y),
-                         sent.eq(0)]
-            m.next = "VECTOR"
+            with m.If(normalizer.done):
+                m.d.sync += [osc.norm_x.eq(normalizer.x), osc.norm_y.eq(normalizer.y),
+                             sent.eq(0)]
+                m.next = "VECTOR"
 
         with m.State("VECTOR"):
             with m.If(call_once(vector)):
@@ -1912,7 +2015,7 @@ class AttentionHead(wiring.Component):
                 state=state, numer=numer, score_shift=score_shift, p=p, h=h, theta=theta,
                 x=x, anchors=anchors, score=rd["score"].data, total=total)
         if ode or flow:             # s_i = sum_j W_ij, beside WEIGHTS (the ODE modes' drive)
-            w_tag = delay_line(m, osc.w0, 2, "wsum")        # with W_ij (osc.weight)
+            w_tag = delay_line(m, osc.w0, 3, "wsum")        # with W_ij (osc.weight)
             with m.If(w_tag.valid):
                 m.d.sync += w_sum.eq(w_sum + osc.weight)
         if flow:
