@@ -42,7 +42,8 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
 
 The PLL frequency is a parameter (`clk_mhz`); the defaults leave margin under what the head
 reached in earlier ECP5 builds (33-34 MHz at speed grade 6, the critical path in the head's
-weight exponent search). `pll_ecp5` and `pll_ice40` choose the dividers (the rules of
+weight exponent search; since 0a9c51a the analytic head alone builds at 48-51 MHz, the board
+tops were not measured again, so the defaults stay). `pll_ecp5` and `pll_ice40` choose the dividers (the rules of
 Project Trellis' ecppll and IceStorm's icepll) and refuse a frequency they cannot make
 within 0.5 %.
 

@@ -332,9 +332,10 @@ class WeightExponent(wiring.Component):
     Tested in one clock, a candidate's subtraction, variable shift, add and compare were the
     head's critical path on ECP5 (29 to 32 ns); the candidates are independent, so each of
     those gets a clock of its own:
-        F - e          a register counting down beside e
-        clamp          the shift's clamped amounts (`shift_amounts`); eps(e) from its ROM
-        shift          the variable shift, without its rounding add (`shift_split`)
+        F - e          a register counting down beside e (F is read in the start clock)
+        clamp          the shift's clamped amounts (`shift_amounts`)
+        shift          the variable shift, without its rounding add (`shift_split`);
+                       eps(e) from its ROM beside it
         add, compare   R + eps(e) as one 18-bit add (the rounding bit its carry-in): fits
                        is its bit 17 clear (and R < 2**17), and the result registers take e
     `done` rises the clock after the last candidate's add: E_MAX - E_MIN + 4 clocks from
@@ -342,8 +343,8 @@ class WeightExponent(wiring.Component):
 
     Ports
     -----
-    start : In(1)                  begin a search (m_max and shift are read while busy; a
-                                   start while busy drops the search in flight)
+    start : In(1)                  begin a search (shift is read in this clock, m_max while
+                                   busy; a start while busy drops the search in flight)
     m_max : In(unsigned(M))        the row's largest m_ij = max(raw, 0) c
     shift : In(signed(SHIFT_BITS)) F = e_q + e_k + C: m 2**-F is the score
     busy : Out(1)                  searching

@@ -85,7 +85,10 @@ async def run_cases(dut):
         n = int(cases[f"n_{c}"])
         record = await _run_one(dut, trace, order_width, readies,
                                 int(payloads[late]) if late >= 0 else None)
-        acc = unpack_fields(await phases.collect(n), [acc_bits], False)[:, 0]
+        # The same random backpressure on `phases` as on `order` (the readout's address
+        # follows each transfer).
+        acc = unpack_fields(await phases.collect(n, ready_prob=ready_prob, rng=rng),
+                            [acc_bits], False)[:, 0]
         out.update({f"acc_{c}": acc.astype(np.uint64), f"order_{c}": record["order"],
                     f"steps_{c}": record["steps"], f"cycles_{c}": record["cycles"],
                     f"converged_{c}": record["converged"], f"updates_{c}": record["updates"]})

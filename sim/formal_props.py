@@ -819,8 +819,9 @@ def _response_table(core, bound: int, runs: int = 16, seed: int = 7) -> tuple:
 
     def bench(episode, fresh):
         async def run(ctx):
-            # Each episode starts from reset (every register at its initial value, as in the
-            # proof; the memories keep their contents, which the table does not read).
+            # Each episode starts from reset (every register the reset reaches at its
+            # initial value, as in the proof; the lanes' data registers, which the reset does
+            # not reach, and the memories keep their contents: the table reads neither).
             ctx.set(domain.rst, 1)
             await ctx.tick()
             ctx.set(domain.rst, 0)
