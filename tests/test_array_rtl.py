@@ -621,3 +621,68 @@ def test_phases_are_the_runs_n_after_a_load_of_n():
     sim.add_testbench(bench)
     sim.run()
     assert taken == acc
+
+
+@pytest.mark.parametrize("reset_after", [40, 150])
+def test_a_reset_mid_run_leaves_the_next_run_exact(reset_after):
+    """A synchronous reset in the middle of a run (the board's ABORT), with the lanes busy
+    (the lanes' data registers are not reset: only their valid bits and flags), then a new
+    case loaded and run: bit-exact with golden-fixed (Amaranth's simulator, 2 lanes)."""
+    from amaranth.hdl import ClockDomain, Module
+    from amaranth.sim import Simulator
+
+    config, lanes, forms = ArrayFixedConfig(capacity=8), 2, ("matvec",)
+    first = random_case(61, 7, "matvec", 8, pinned=2, config=config, signed_coupling=True)
+    second = random_case(62, 6, "matvec", 5, pinned=1, config=config)
+    golden = run_fixed(second)
+    engine = ArrayEngine(config, lanes=lanes, forms=forms)
+    m = Module()
+    m.domains.sync = domain = ClockDomain("sync")
+    m.submodules.engine = engine
+    orders, phases = [], []
+
+    async def bench(ctx):
+        async def load(q):
+            for target, addr, value in load_writes(q, config, lanes, forms).tolist():
+                ctx.set(engine.load.valid, 1)
+                ctx.set(engine.load.payload.target, target)
+                ctx.set(engine.load.payload.addr, addr)
+                ctx.set(engine.load.payload.data, value)
+                await ctx.tick()
+            ctx.set(engine.load.valid, 0)
+
+        async def start():
+            ctx.set(engine.start, 1)
+            await ctx.tick()
+            ctx.set(engine.start, 0)
+
+        ctx.set(engine.order.ready, 1)
+        await load(first)
+        await start()
+        await ctx.tick().repeat(reset_after)
+        assert ctx.get(engine.busy)
+        ctx.set(domain.rst, 1)
+        await ctx.tick()
+        ctx.set(domain.rst, 0)
+        await load(second)
+        await start()
+        for _ in range(5000):
+            if ctx.get(engine.order.valid):
+                orders.append((ctx.get(engine.order.payload.cos),
+                               ctx.get(engine.order.payload.sin)))
+            if ctx.get(engine.done):
+                break
+            await ctx.tick()
+        assert ctx.get(engine.done) and ctx.get(engine.steps_taken) == golden.steps_taken
+        ctx.set(engine.phases.ready, 1)
+        for _ in range(second.n + 4):
+            if ctx.get(engine.phases.valid):
+                phases.append(ctx.get(engine.phases.payload))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    np.testing.assert_array_equal(np.array(orders, np.int64), golden.order_sums)
+    np.testing.assert_array_equal(np.array(phases, np.uint64), golden.acc)
