@@ -576,6 +576,35 @@ def test_mul_dsp16_bit_exact(widths):
     sim.run()
 
 
+async def _send_loads(ctx, engine, rows):
+    """Write (target, addr, data) rows through the engine's `load` port, one a clock (it is
+    idle, so each is taken at once); Amaranth simulator testbench."""
+    for target, addr, data in rows:
+        ctx.set(engine.load.valid, 1)
+        ctx.set(engine.load.payload.target, target)
+        ctx.set(engine.load.payload.addr, addr)
+        ctx.set(engine.load.payload.data, data)
+        await ctx.tick()
+    ctx.set(engine.load.valid, 0)
+
+
+async def _pulse_start(ctx, engine):
+    ctx.set(engine.start, 1)
+    await ctx.tick()
+    ctx.set(engine.start, 0)
+
+
+async def _take_phases(ctx, engine, clocks: int) -> list:
+    """The `phases` items offered in `clocks` clocks, ready held high."""
+    ctx.set(engine.phases.ready, 1)
+    taken = []
+    for _ in range(clocks):
+        if ctx.get(engine.phases.valid):
+            taken.append(ctx.get(engine.phases.payload))
+        await ctx.tick()
+    return taken
+
+
 def test_phases_are_the_runs_n_after_a_load_of_n():
     """The phases stream gives the run's n accumulators once, in order, also when n is loaded
     again before they are read (the readout counts its items from the run's n)."""
@@ -587,34 +616,22 @@ def test_phases_are_the_runs_n_after_a_load_of_n():
     acc = [0x1234567, 0x89ABCDE, 0x0F0F0F0]
     taken = []
 
-    async def bench(ctx):
-        async def write(target, addr, data):
-            ctx.set(engine.load.valid, 1)
-            ctx.set(engine.load.payload.target, TARGETS[target])
-            ctx.set(engine.load.payload.addr, addr)
-            ctx.set(engine.load.payload.data, data)
-            await ctx.tick()
-            ctx.set(engine.load.valid, 0)
+    def register(name, value):
+        return TARGETS["reg"], REGISTERS[name], value
 
-        for index, value in enumerate(acc):
-            await write("acc", index, value)
-        await write("reg", REGISTERS["n"], len(acc))
-        await write("reg", REGISTERS["max_steps"], 0)
+    async def bench(ctx):
+        await _send_loads(ctx, engine, [(TARGETS["acc"], index, value)
+                                        for index, value in enumerate(acc)]
+                          + [register("n", len(acc)), register("max_steps", 0)])
         ctx.set(engine.order.ready, 1)
-        ctx.set(engine.start, 1)
-        await ctx.tick()
-        ctx.set(engine.start, 0)
+        await _pulse_start(ctx, engine)
         for _ in range(200):
             if ctx.get(engine.done):
                 break
             await ctx.tick()
         assert ctx.get(engine.done)
-        await write("reg", REGISTERS["n"], 4)
-        ctx.set(engine.phases.ready, 1)
-        for _ in range(12):
-            if ctx.get(engine.phases.valid):
-                taken.append(ctx.get(engine.phases.payload))
-            await ctx.tick()
+        await _send_loads(ctx, engine, [register("n", 4)])
+        taken.extend(await _take_phases(ctx, engine, 12))
 
     sim = Simulator(engine)
     sim.add_clock(1e-6)
@@ -643,29 +660,18 @@ def test_a_reset_mid_run_leaves_the_next_run_exact(reset_after):
 
     async def bench(ctx):
         async def load(q):
-            for target, addr, value in load_writes(q, config, lanes, forms).tolist():
-                ctx.set(engine.load.valid, 1)
-                ctx.set(engine.load.payload.target, target)
-                ctx.set(engine.load.payload.addr, addr)
-                ctx.set(engine.load.payload.data, value)
-                await ctx.tick()
-            ctx.set(engine.load.valid, 0)
-
-        async def start():
-            ctx.set(engine.start, 1)
-            await ctx.tick()
-            ctx.set(engine.start, 0)
+            await _send_loads(ctx, engine, load_writes(q, config, lanes, forms).tolist())
 
         ctx.set(engine.order.ready, 1)
         await load(first)
-        await start()
+        await _pulse_start(ctx, engine)
         await ctx.tick().repeat(reset_after)
         assert ctx.get(engine.busy)
         ctx.set(domain.rst, 1)
         await ctx.tick()
         ctx.set(domain.rst, 0)
         await load(second)
-        await start()
+        await _pulse_start(ctx, engine)
         for _ in range(5000):
             if ctx.get(engine.order.valid):
                 orders.append((ctx.get(engine.order.payload.cos),
@@ -674,11 +680,7 @@ def test_a_reset_mid_run_leaves_the_next_run_exact(reset_after):
                 break
             await ctx.tick()
         assert ctx.get(engine.done) and ctx.get(engine.steps_taken) == golden.steps_taken
-        ctx.set(engine.phases.ready, 1)
-        for _ in range(second.n + 4):
-            if ctx.get(engine.phases.valid):
-                phases.append(ctx.get(engine.phases.payload))
-            await ctx.tick()
+        phases.extend(await _take_phases(ctx, engine, second.n + 4))
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
