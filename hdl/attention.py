@@ -441,8 +441,7 @@ class Normalizer(wiring.Component):
         m = Module()
         bits = self.h_bits
         h = [self.h_x, self.h_y]
-        h1 = [delay_line(m, h_c, 1, f"norm_{name}") for h_c, name in zip(h, "xy")]
-        h2 = [delay_line(m, h_c, 1, f"norm_{name}") for h_c, name in zip(h1, "xy")]
+        h2 = [delay_line(m, h_c, 2, f"norm_{name}") for h_c, name in zip(h, "xy")]
         valid = delay_line(m, self.valid, self.latency, "norm_valid")
         m.d.comb += self.done.eq(valid)
 
