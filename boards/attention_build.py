@@ -6,8 +6,10 @@ it; the result is build()'s dict plus the head's parameters. `netlist_usage` rea
 made of a build (also one that did not fit, where nextpnr gives no figures).
 
     python -m oscarray.boards.attention_build ulx3s-85f 9 32 pipelined [build_dir] [ode]
+        [lanes=L]
 
-(`ode`: the head with every mode of hdl/attention.MODES, its array engine included.)
+(`ode`: the head with every mode of hdl/attention.MODES, its array engine included;
+`lanes=L`: L MAC lanes, `AttentionHead`'s mac_lanes.)
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ ROUTER = {"ecp5": "router2"}
 
 
 def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str,
-                    modes=("analytic",), d_osc: int = 2) -> str:
+                    modes=("analytic",), d_osc: int = 2, mac_lanes: int = 1) -> str:
     """The build's name (and folder under build_dir/board/); the modes besides "analytic"
-    are named (`_drive`, `_pairwise`, `_softmax`), `_only` marks a head without it, and
-    `_o<d_osc>` a head on the sphere (d_osc > 2)."""
+    are named (`_drive`, `_pairwise`, `_softmax`), `_only` marks a head without it,
+    `_o<d_osc>` a head on the sphere (d_osc > 2) and `_l<L>` one of L MAC lanes."""
     modes = check_modes(modes)
     named = [mode.removeprefix("ode-") for mode in modes if mode != "analytic"]
     return (f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
             + "".join(f"_{m}" for m in named) + ("" if "analytic" in modes else "_only")
-            + ("" if d_osc == 2 else f"_o{d_osc}"))
+            + ("" if d_osc == 2 else f"_o{d_osc}")
+            + ("" if mac_lanes == 1 else f"_l{mac_lanes}"))
 
 
 def netlist_usage(board: str, build_dir, name: str) -> dict | None:
@@ -60,26 +63,28 @@ def netlist_usage(board: str, build_dir, name: str) -> dict | None:
 def build_attention_head(board: str, max_tokens: int, max_d_h: int,
                          cordic_arch: str = "pipelined", build_dir="build/boards",
                          progress=None, *, target_mhz: float | None = None,
-                         seed: int = 1, modes=("analytic",), d_osc: int = 2) -> dict:
+                         seed: int = 1, modes=("analytic",), d_osc: int = 2,
+                         mac_lanes: int = 1) -> dict:
     """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs, the
-    `modes` (hdl/attention.MODES; "analytic" always) and `d_osc` for `board`.
+    `modes` (hdl/attention.MODES; "analytic" always), `d_osc` and `mac_lanes` for `board`.
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
-    max_d_h, cordic_arch, modes, d_osc and name. Parameter errors (AttentionHeadError, TypeError,
+    max_d_h, cordic_arch, modes, d_osc, mac_lanes and name. Parameter errors (AttentionHeadError, TypeError,
     UnknownBoard) come before any tool runs; a head too big for the device raises
     `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
     spec = get_board(board)
     # The head refuses a capacity or an architecture it cannot build here, before any tool.
     head = AttentionHead(DEFAULT_CONFIG, max_tokens=max_tokens, max_d_h=max_d_h,
-                         cordic_arch=cordic_arch, modes=modes, d_osc=d_osc)
+                         cordic_arch=cordic_arch, modes=modes, d_osc=d_osc,
+                         mac_lanes=mac_lanes)
     modes = check_modes(modes)
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
-    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes, d_osc)
+    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes, d_osc, mac_lanes)
     result = build(lambda: head, board, build_dir=Path(build_dir), target_mhz=target,
                    name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
     result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch,
-                  modes=list(modes), d_osc=d_osc, name=name)
+                  modes=list(modes), d_osc=d_osc, mac_lanes=mac_lanes, name=name)
     return result
 
 
@@ -108,10 +113,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     board, tokens, d_h, arch = argv[:4]
     build_dir = argv[4] if len(argv) > 4 else "build/boards"
-    modes = MODES if argv[5:6] == ["ode"] else ("analytic",)
+    modes = MODES if "ode" in argv[5:] else ("analytic",)
+    lanes = [int(a.removeprefix("lanes=")) for a in argv[5:] if a.startswith("lanes=")]
     result = build_attention_head(board, int(tokens), int(d_h), arch, build_dir,
                                   progress=lambda message: print(message, flush=True),
-                                  modes=modes)
+                                  modes=modes, mac_lanes=lanes[-1] if lanes else 1)
     print(json.dumps(result, default=str, indent=1))
 
 

@@ -310,6 +310,22 @@ def shift_split(value, right, left, positive) -> Value:
     return Mux(positive, round_shift_split(value, right), (value << left) << 1)
 
 
+def adder_tree(m: Module, values, name: str) -> Value:
+    """The sum of `values` (a power-of-two count) by pairwise adds, registered after every
+    second level and after the last: `score_tree_stages(len(values))` clocks (none for one
+    value, returned as it is)."""
+    values, level = list(values), 0
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] for i in range(0, len(values), 2)]
+        level += 1
+        if level % 2 == 0 or len(values) == 1:
+            staged = [Signal(value.shape(), name=f"{name}_{level}_{index}")
+                      for index, value in enumerate(values)]
+            m.d.sync += [reg.eq(value) for reg, value in zip(staged, values)]
+            values = staged
+    return values[0]
+
+
 def _signed(value) -> Value:
     """An unsigned Value as a signed one of one bit more (for signed arithmetic)."""
     return Cat(value, Const(0, 1)).as_signed()
@@ -604,6 +620,31 @@ def _stride(max_d_h: int) -> int:
     return 1 << max(0, (max_d_h - 1).bit_length())
 
 
+def check_mac_lanes(mac_lanes, max_d_h: int) -> int:
+    """`mac_lanes` as an int: a power of two up to max_d_h's stride (TypeError,
+    AttentionHeadError otherwise). A power of two, so that component d of a token lives in
+    bank d mod L at t || d div L: the host's addresses (t || d) do not depend on it."""
+    if isinstance(mac_lanes, bool) or not isinstance(mac_lanes, (int, np.integer)):
+        raise TypeError(f"mac_lanes must be an integer, not {mac_lanes!r}")
+    stride = _stride(max_d_h)
+    if not 1 <= mac_lanes <= stride or mac_lanes & (mac_lanes - 1):
+        raise AttentionHeadError(f"mac_lanes must be a power of two in 1..{stride} (max_d_h = "
+                                 f"{max_d_h} rounded up to a power of two), not {mac_lanes}")
+    return int(mac_lanes)
+
+
+def mac_groups(d_h: int, mac_lanes: int = 1) -> int:
+    """Clocks per token of the SCORES and OUT passes: d_h's components, `mac_lanes` at a
+    time."""
+    return -(-d_h // mac_lanes)
+
+
+def score_tree_stages(mac_lanes: int = 1) -> int:
+    """Register stages of the adder tree over the score lanes' products: one after every
+    two levels of adds (log2 L levels), so that a stage is two adds deep."""
+    return int(mac_lanes).bit_length() // 2
+
+
 def _addr_bits(max_tokens: int, max_d_h: int) -> int:
     # The q, k, v words, the run registers' addresses, the engine writes' (target, index) and
     # the anchors' components at any d_osc (t || c).
@@ -870,45 +911,49 @@ SOFTMAX_ROW_OVERHEAD = 1 + 4 + (3 + NegExp2.latency) + 2 + 3 + 3 + len(HEADER)
 def cycles_per_row(attended: int, tokens: int, d_h: int,
                    config: AttentionFixedConfig = DEFAULT_CONFIG,
                    cordic_arch: str = "pipelined", mode: str = "analytic",
-                   d_osc: int = 2) -> int:
+                   d_osc: int = 2, mac_lanes: int = 1) -> int:
     """Clocks of one row with n = `attended` tokens (the `o` stream always ready).
     analytic: SCORES n d_h + 4, EXPONENT 21, WEIGHTS n + 4, NORMALIZE 4, VECTOR L_v + 1,
     ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2, ATTN n + 3, OUT n d_h + 3,
     EMIT 8 + T + d_h; at d_osc > 2, SPHERE (`sphere_cycles`) instead of NORMALIZE, VECTOR
     and ROTATE. softmax: SCORES n d_h + 4, EXP n + 6, RECIP L_d + 2, ATTN n + 3,
     OUT n d_h + 3, EMIT 8 + T + d_h. On a head of d_osc > 2 every row's header has
-    2 d_osc + 4 items (`header_names`), not 8."""
+    2 d_osc + 4 items (`header_names`), not 8. With L = `mac_lanes`, SCORES and OUT take
+    n G clocks (G = `mac_groups`, ceil(d_h / L)), and SCORES drains through the lanes'
+    adder tree (`score_tree_stages`) besides."""
     n = attended
     latencies = cordic_latencies(config, cordic_arch)
     header = len(header_names(d_osc)) - len(HEADER)
+    macs = 2 * n * mac_groups(d_h, mac_lanes) + score_tree_stages(mac_lanes)
     if mode == SOFTMAX:
-        return 2 * n * d_h + 2 * n + tokens + d_h + latencies[2] + SOFTMAX_ROW_OVERHEAD \
-            + header
+        return macs + 2 * n + tokens + d_h + latencies[2] + SOFTMAX_ROW_OVERHEAD + header
     if mode != "analytic":
         raise AttentionHeadError(f"cycles_per_row: mode {mode!r} has no fixed row length "
                                  f"(the ODE modes: ode_cycles)")
     if d_osc > 2:           # SPHERE; no NORMALIZE, nor VECTOR's and ROTATE's handshakes
         l_d = latencies[2]
-        return 2 * n * d_h + 3 * n + tokens + d_h + l_d + sphere_cycles(d_osc, l_d) \
+        return macs + 3 * n + tokens + d_h + l_d + sphere_cycles(d_osc, l_d) \
             + ROW_OVERHEAD - (1 + Normalizer.latency) - 2 + header
-    return 2 * n * d_h + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
+    return macs + 3 * n + tokens + d_h + sum(latencies) + ROW_OVERHEAD
 
 
 def cycles_per_head(tokens: int, d_h: int, causal: bool,
                     config: AttentionFixedConfig = DEFAULT_CONFIG,
                     cordic_arch: str = "pipelined", mode: str = "analytic",
-                    d_osc: int = 2) -> int:
+                    d_osc: int = 2, mac_lanes: int = 1) -> int:
     """`cycles` after a head (the `o` stream always ready): the sum of `cycles_per_row`
     over the rows (n = i + 1 when causal, else T). Closed form, analytic:
     T (T + d_h + L + 57) + (2 d_h + 3) N, N = T (T + 1) / 2 (causal) or T**2,
-    L = L_v + L_r + L_d; softmax: T (T + d_h + L_d + 27) + (2 d_h + 2) N."""
+    L = L_v + L_r + L_d; softmax: T (T + d_h + L_d + 27) + (2 d_h + 2) N (at mac_lanes 1:
+    `cycles_per_row` for more lanes)."""
     return sum(cycles_per_row(i + 1 if causal else tokens, tokens, d_h, config, cordic_arch,
-                              mode, d_osc) for i in range(tokens))
+                              mode, d_osc, mac_lanes) for i in range(tokens))
 
 
 def flow_cycles(tokens: int, d_h: int, causal: bool, steps, d_osc: int,
                 config: AttentionFixedConfig = DEFAULT_CONFIG,
-                cordic_arch: str = "pipelined", mode: str = "ode-drive") -> int:
+                cordic_arch: str = "pipelined", mode: str = "ode-drive",
+                mac_lanes: int = 1) -> int:
     """`cycles` after an ODE head at d_osc > 2 (the `o` stream always ready), given each
     row's Euler steps (T,) (0 for a zero drive, max_steps for one that never calmed): the
     analytic row's (`cycles_per_row`) without SPHERE, plus FLOW_RECIP L_d + 2, FLOW_HN and
@@ -926,14 +971,15 @@ def flow_cycles(tokens: int, d_h: int, causal: bool, steps, d_osc: int,
             per_step = common + 2 * (d_osc + 1)
         else:
             per_step = common + 1 + n * (3 * d_osc + 4) + (d_osc + 1)
-        total += cycles_per_row(n, tokens, d_h, config, cordic_arch, "analytic", d_osc) \
+        total += cycles_per_row(n, tokens, d_h, config, cordic_arch, "analytic", d_osc,
+                                mac_lanes) \
             - sphere + (l_d + 2) + 2 * (d_osc + 1) + int(count) * per_step
     return total
 
 
 def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool = False,
                config: AttentionFixedConfig = DEFAULT_CONFIG,
-               cordic_arch: str = "pipelined") -> int:
+               cordic_arch: str = "pipelined", mac_lanes: int = 1) -> int:
     """`cycles` after an ODE head (the `o` stream always ready). `runs`: (m, steps) of each
     array-engine run, in order (m oscillators, free and pinned: T or 2T, "warm" 1 or 1 + T):
     one per head, or one per token when `warm` (a zero drive runs too: CONVERGE_STEPS calm
@@ -947,7 +993,9 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
     Per run: ode-drive's ENGINE_DRIVES m + 2; ENGINE_T, ENGINE_SHIFT, ENGINE_START 1 each,
     the engine's `cycles_per_run` + 1 (ENGINE_WAIT), ENGINE_PHASES m.
     Pass C, per row: ROW_C, ROW_C_LOAD 1 each, ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2,
-    ATTN n + 3, OUT n d_h + 3, EMIT len(HEADER) + T + d_h."""
+    ATTN n + 3, OUT n d_h + 3, EMIT len(HEADER) + T + d_h. With L = `mac_lanes` lanes,
+    n d_h is n G (`mac_groups`) in SCORES and OUT, and SCORES drains `score_tree_stages`
+    clocks more."""
     if mode not in MODES[1:]:
         raise AttentionHeadError(f"mode {mode!r} has no engine run (choose from "
                                  f"{', '.join(MODES[1:])})")
@@ -958,10 +1006,11 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
     form = "pairwise" if pairwise else "drive"
     row_extra = 1 + (E_PW_MAX - E_PW_MIN + 1) if pairwise else 4
     total = 1 if pairwise else 0
+    groups, tree = mac_groups(d_h, mac_lanes), score_tree_stages(mac_lanes)
     for i in range(tokens):
         n = i + 1 if causal else tokens
-        total += n * d_h + n + l_d + WeightExponent.cycles + 11 + row_extra      # pass A
-        total += n * d_h + 2 * n + tokens + d_h + l_r + l_d + 16 + len(HEADER)   # pass C
+        total += n * groups + tree + n + l_d + WeightExponent.cycles + 11 + row_extra  # A
+        total += n * groups + 2 * n + tokens + d_h + l_r + l_d + 16 + len(HEADER)      # C
     for m, steps in runs:
         total += m + 4 + cycles_per_run(engine_config, m, form, steps, cordic_arch=cordic_arch)
         if not pairwise:
@@ -1023,6 +1072,14 @@ class AttentionHead(wiring.Component):
                                     unit vector on the sphere, golden/attention_sphere.py:
                                     `SphereNormalizer` instead of those CORDICs; the ODE
                                     modes are the Lohe flow there, no array engine)
+    mac_lanes : int                 L, products per clock in SCORES and OUT (a power of two
+                                    up to max_d_h rounded up; default 1): q, k and v in L
+                                    banks (component d in bank d mod L), L score products
+                                    summed by a pipelined adder tree, L value accumulators
+                                    and out banks; those passes take n ceil(d_h / L) clocks
+                                    a row instead of n d_h, for L score and L value
+                                    multipliers. The arithmetic is exact, so the result is
+                                    the same bit for bit at every L.
 
     Ports
     -----
@@ -1045,9 +1102,10 @@ class AttentionHead(wiring.Component):
 
     def __init__(self, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int = 64,
                  max_d_h: int = 32, cordic_arch: str = "pipelined", modes=("analytic",),
-                 d_osc: int = 2):
+                 d_osc: int = 2, mac_lanes: int = 1):
         try:
             _check_sizes(config, max_tokens, max_d_h)
+            self.mac_lanes = check_mac_lanes(mac_lanes, max_d_h)
             cordic_latencies(config, cordic_arch)
             self.modes = check_modes(modes)
             self.d_osc = check_d_osc(d_osc, self.modes)
@@ -1820,20 +1878,26 @@ class AttentionHead(wiring.Component):
         pair = data.StructLayout({"x": signed(DATA_BITS), "y": signed(DATA_BITS)})
 
         # -- memories -------------------------------------------------------------------------
-        depth = cap << stride_bits
+        lanes = self.mac_lanes
+        lane_bits = lanes.bit_length() - 1
+        bank_bits = stride_bits - lane_bits         # a bank's words per token: t || d div L
         # Softmax keeps the scores' sign (no relu): one bit more.
         score_shape = signed(w["m"] + 1) if softmax else unsigned(w["m"])
         no_collide = {NO_COLLISION_ATTR: 1}
+        banked = {"q": signed(B), "k": signed(B), "v": signed(DATA_BITS),
+                  "out": signed(w["out"])}
+        bank = {name: [name if lanes == 1 else f"{name}{b}" for b in range(lanes)]
+                for name in banked}
         mem = {
-            "q": Memory(shape=signed(B), depth=depth, init=[], attrs=no_collide),
-            "k": Memory(shape=signed(B), depth=depth, init=[], attrs=no_collide),
-            "v": Memory(shape=signed(DATA_BITS), depth=depth, init=[], attrs=no_collide),
-            # Row buffers: the scores m_ij, the numerators g_ij, attn_ij, out_id.
+            # Row buffers: the scores m_ij, the numerators g_ij, attn_ij.
             "score": Memory(shape=score_shape, depth=cap, init=[], attrs=no_collide),
             "numer": Memory(shape=unsigned(w["g"]), depth=cap, init=[], attrs=no_collide),
             "attn": Memory(shape=unsigned(w["attn"]), depth=cap, init=[], attrs=no_collide),
-            "out": Memory(shape=signed(w["out"]), depth=dcap, init=[], attrs=no_collide),
         }
+        for name, shape in banked.items():      # q, k, v; out_id, the last row buffer
+            depth = -(-dcap // lanes) if name == "out" else cap << bank_bits
+            for bank_name in bank[name]:
+                mem[bank_name] = Memory(shape=shape, depth=depth, init=[], attrs=no_collide)
         sphere = oscillator and self.d_osc > 2
         flow = sphere and bool(set(self.modes) & set(OSCILLATOR_MODES[1:]))
         pairwise_flow = sphere and "ode-pairwise" in self.modes
@@ -1898,7 +1962,8 @@ class AttentionHead(wiring.Component):
         issuing = Signal()
         sent = Signal()                             # a CORDIC / reciprocal input was taken
         last_j = j == attended - 1
-        last_d = d == d_h - 1
+        # SCORES and OUT count d over groups of L components (`mac_groups`).
+        last_d = d == ((d_h + lanes - 1) >> lane_bits) - 1
         m.d.comb += [self.busy.eq(busy), self.load.ready.eq(~busy)]
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -1926,10 +1991,11 @@ class AttentionHead(wiring.Component):
                 m.d.sync += inner.eq(inner + 1)
 
         # Addresses: q of token i, k and v of token j (t || d); the row buffers at j.
-        m.d.comb += [rd["q"].addr.eq(Cat(d[:stride_bits], row[:token_bits])),
-                     rd["k"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
-                     rd["v"].addr.eq(Cat(d[:stride_bits], j[:token_bits])),
-                     rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
+        for b in range(lanes):
+            m.d.comb += [rd[bank["q"][b]].addr.eq(Cat(d[:bank_bits], row[:token_bits])),
+                         rd[bank["k"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits])),
+                         rd[bank["v"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits]))]
+        m.d.comb += [rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
         if oscillator:
             m.d.comb += [rd[name].addr.eq(j) for name in anchor_names]
 
@@ -1947,17 +2013,29 @@ class AttentionHead(wiring.Component):
                          t.last.eq(last), t.final.eq(final), t.j.eq(j), t.d.eq(d)]
             return t
 
-        # SCORES (steps 1-2): c1 product, c2 accumulate, c3 scale, c4 buffer and max.
+        # SCORES (steps 1-2): c1 products, the lanes' adder tree (`score_tree_stages`), then
+        # c2 accumulate, c3 scale, c4 buffer and max (c2..c4 after the tree).
+        tree = score_tree_stages(lanes)
         s0 = issue_tag("SCORES", d == 0, last_d, last_d & last_j)
-        s2, s4 = delay_line(m, s0, 2, "s"), delay_line(m, s0, 4, "s")
-        qk = Signal(signed(2 * B))
+        s2, s4 = delay_line(m, s0, 2 + tree, "s"), delay_line(m, s0, 4 + tree, "s")
+        qk = [Signal(signed(2 * B), name=f"qk_{b}") for b in range(lanes)]
         raw = Signal(signed(w["raw"]))
         score = Signal(score_shape)
         score_max = Signal(score_shape)
         in_softmax = mode == MODES.index(SOFTMAX) if softmax else Const(0)
-        m.d.sync += qk.eq(rd["q"].data * rd["k"].data)
+        m.d.sync += [qk_b.eq(rd[bank["q"][b]].data * rd[bank["k"][b]].data)
+                     for b, qk_b in enumerate(qk)]
+        if lanes > 1:
+            # The last group's lanes past d_h hold stale words: a product of its own lane's
+            # flag (component b + L d < d_h, two clocks old: with the product) or 0.
+            in_range = Signal(lanes, name="score_lanes")
+            m.d.comb += in_range.eq(Cat(*(Cat(Const(b, lane_bits), d) < d_h
+                                          for b in range(lanes))))
+            in_range2 = delay_line(m, in_range, 2, "score_lanes")
+            qk = [Mux(in_range2[b], qk_b, 0) for b, qk_b in enumerate(qk)]
+        qk_sum = adder_tree(m, qk, "score_tree")
         with m.If(s2.valid):
-            m.d.sync += raw.eq(Mux(s2.first, 0, raw) + qk)
+            m.d.sync += raw.eq(Mux(s2.first, 0, raw) + qk_sum)
         relu = Mux(raw < 0, 0, raw)[:w["raw"] - 1]
         if softmax:
             m.d.sync += score.eq(Mux(in_softmax, raw, _signed(relu)) * _signed(score_c))
@@ -2048,16 +2126,19 @@ class AttentionHead(wiring.Component):
         m.d.comb += [wr["attn"].addr.eq(a3.j), wr["attn"].data.eq(attn),
                      wr["attn"].en.eq(a3.valid)]
 
-        # OUT (step 11): c1 product, c2 accumulate, c3 rounding into the out buffer.
+        # OUT (step 11): c1 products, c2 accumulate, c3 rounding into the out buffer (every
+        # lane, each its component of the group: a lane past d_h writes a word never read).
         o0 = issue_tag("OUT", j == 0, last_j, last_j & last_d)
         o2, o3 = delay_line(m, o0, 2, "o"), delay_line(m, o0, 3, "o")
-        av = Signal(signed(w["attn"] + DATA_BITS + 1))
-        out_acc = Signal(signed(w["out_acc"]))
-        m.d.sync += av.eq(rd["attn"].data * rd["v"].data)
-        with m.If(o2.valid):
-            m.d.sync += out_acc.eq(Mux(o2.first, 0, out_acc) + av)
-        m.d.comb += [wr["out"].addr.eq(o3.d), wr["out"].data.eq(_round_const(out_acc, FRAC)),
-                     wr["out"].en.eq(o3.valid & o3.last)]
+        for b in range(lanes):
+            av = Signal(signed(w["attn"] + DATA_BITS + 1), name=f"av_{b}")
+            out_acc = Signal(signed(w["out_acc"]), name=f"out_acc_{b}")
+            m.d.sync += av.eq(rd["attn"].data * rd[bank["v"][b]].data)
+            with m.If(o2.valid):
+                m.d.sync += out_acc.eq(Mux(o2.first, 0, out_acc) + av)
+            port = wr[bank["out"][b]]
+            m.d.comb += [port.addr.eq(o3.d), port.data.eq(_round_const(out_acc, FRAC)),
+                         port.en.eq(o3.valid & o3.last)]
 
         # EMIT: item k of the row; the buffers are read one item ahead.
         names = header_names(self.d_osc)
@@ -2066,8 +2147,14 @@ class AttentionHead(wiring.Component):
         next_item = item + fire
         emit_attn = item - len(names)
         in_emit = Signal()
-        m.d.comb += [rd["attn"].addr.eq(Mux(in_emit, next_item - len(names), j)),
-                     rd["out"].addr.eq(next_item - len(names) - tokens)]
+        emit_out = next_item - len(names) - tokens
+        m.d.comb += rd["attn"].addr.eq(Mux(in_emit, next_item - len(names), j))
+        m.d.comb += [rd[name].addr.eq(emit_out[lane_bits:]) for name in bank["out"]]
+        # The out word read for this item (one ahead), from its component's bank.
+        out_data = rd[bank["out"][0]].data
+        if lanes > 1:
+            out_data = Array(rd[name].data for name in bank["out"])[
+                (item - len(names) - tokens)[:lane_bits]]
         value, kind = self.o.payload.value, self.o.payload.kind
         # The ODE readout pass (pass_c) reports its row's engine run; a zero drive never
         # moves: 0 steps, converged (as the golden model).
@@ -2092,7 +2179,7 @@ class AttentionHead(wiring.Component):
             m.d.comb += [value.eq(Mux(emit_attn < attended, rd["attn"].data, 0)),
                          kind.eq(KINDS["attn"])]
         with m.Else():
-            m.d.comb += [value.eq(rd["out"].data), kind.eq(KINDS["out"])]
+            m.d.comb += [value.eq(out_data), kind.eq(KINDS["out"])]
         last_item = item == len(names) + tokens + d_h - 1
         if ode:
             ode_states = self._ode_datapath(
@@ -2199,10 +2286,12 @@ class AttentionHead(wiring.Component):
         with m.If(self.load.valid & ~busy):
             with m.Switch(load.target):
                 for name in ("q", "k", "v"):
-                    with m.Case(TARGETS[name]):
-                        port = wr[name]
-                        m.d.comb += [port.addr.eq(load.addr), port.en.eq(1),
-                                     port.data.eq(load.data[:len(port.data)])]
+                    with m.Case(TARGETS[name]):     # t || d: bank d mod L, at t || d div L
+                        for b, bank_name in enumerate(bank[name]):
+                            port = wr[bank_name]
+                            m.d.comb += [port.addr.eq(load.addr[lane_bits:]),
+                                         port.en.eq(load.addr[:lane_bits] == b),
+                                         port.data.eq(load.data[:len(port.data)])]
                 if oscillator and not sphere:
                     with m.Case(TARGETS["anchor"]):
                         m.d.comb += [wr["anchor"].addr.eq(load.addr), wr["anchor"].en.eq(1),

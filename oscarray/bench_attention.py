@@ -177,7 +177,8 @@ def numpy_reference(case, progress=None, *, repeats: int = 7, min_seconds: float
             "numpy_fn": NUMPY_SOFTMAX_FUNCTION if is_softmax(case) else NUMPY_FUNCTION}
 
 
-def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None]:
+def cycles_model(case, cordic_arch: str, result, mac_lanes: int = 1
+                 ) -> tuple[list[int], list | None]:
     """(the clock model of each head, the engine runs of each head or None): analytic
     `cycles_per_head`; the ODE modes `ode_cycles` of `ode_engine_runs(case, result, head)`
     (`result`: steps and h_int, the RTL's or golden-fixed's); the ODE modes at d_osc > 2
@@ -186,24 +187,26 @@ def cycles_model(case, cordic_arch: str, result) -> tuple[list[int], list | None
                                 ode_engine_runs)
     if case.mode in ("analytic", "softmax"):
         return [cycles_per_head(case.tokens, case.d_h, case.causal, cordic_arch=cordic_arch,
-                                mode=case.mode, d_osc=head_d_osc(case))] * case.heads, None
+                                mode=case.mode, d_osc=head_d_osc(case),
+                                mac_lanes=mac_lanes)] * case.heads, None
     if case.d_osc > 2:
         from .golden.attention import NOT_CONVERGED
         steps = np.where(np.asarray(result["steps"]) == NOT_CONVERGED, case.max_steps,
                          np.asarray(result["steps"]))
         return ([flow_cycles(case.tokens, case.d_h, case.causal, row_steps, case.d_osc,
-                             cordic_arch=cordic_arch, mode=case.mode) for row_steps in steps],
+                             cordic_arch=cordic_arch, mode=case.mode, mac_lanes=mac_lanes)
+                 for row_steps in steps],
                 [[(1, int(n)) for n in row_steps] for row_steps in steps])
     runs = [ode_engine_runs(case, result, head) for head in range(case.heads)]
     return [ode_cycles(case.tokens, case.d_h, case.causal, case.mode, head_runs,
-                       case.init == "warm", cordic_arch=cordic_arch)
+                       case.init == "warm", cordic_arch=cordic_arch, mac_lanes=mac_lanes)
             for head_runs in runs], runs
 
 
 def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=None,
-                reference=None) -> dict:
+                reference=None, mac_lanes: int = 1) -> dict:
     """The case on the head RTL (capacity T, d_h; `cordic_arch` CORDICs; HEAD_MODES of the
-    case's mode) in a cycle-accurate simulation: cycles_measured (per head, the `cycles`
+    case's mode; `mac_lanes` MAC lanes) in a cycle-accurate simulation: cycles_measured (per head, the `cycles`
     port), cycles (their sum), cycles_model (per head, which each head must match: else
     SimulationFailed) and cycles_per_head (the model's one figure when every head takes the
     same, else the list), bit_exact and mismatches (versus golden-fixed), max_attn_err and
@@ -218,17 +221,18 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
         from .softmax_flow import SOFTMAX_ENGINES
         rtl = SOFTMAX_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                      build_root=build_root, progress=progress,
-                                     cordic_arch=cordic_arch)
+                                     cordic_arch=cordic_arch, mac_lanes=mac_lanes)
     else:
         rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                              build_root=build_root, progress=progress,
-                                             cordic_arch=cordic_arch)
+                                             cordic_arch=cordic_arch, mac_lanes=mac_lanes)
     measured = [int(c) for c in rtl["cycles"]]
-    model, runs = cycles_model(case, cordic_arch, rtl)
+    model, runs = cycles_model(case, cordic_arch, rtl, mac_lanes)
     if measured != model:
         raise SimulationFailed(
             f"the head's cycles port gave {measured} clocks per head, the model (T = {tokens}, "
-            f"d_h = {d_h}, causal = {case.causal}, {case.mode}, {cordic_arch}"
+            f"d_h = {d_h}, causal = {case.causal}, {case.mode}, {cordic_arch}, "
+            f"{mac_lanes} MAC lanes"
             + (f", engine runs {runs}" if runs else "") + f") says {model}",
             failed=[], log_path=None, result=None)
     if is_softmax(case):
@@ -342,14 +346,15 @@ def torus_row(shape: str, device: str, cases, rtl: dict, numpy: dict,
 
 
 def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy: dict,
-              built: dict | None = None, does_not_fit: dict | None = None) -> dict:
+              built: dict | None = None, does_not_fit: dict | None = None,
+              mac_lanes: int = 1) -> dict:
     """One table row of the case's mechanism from a build (`built`, build()'s dict) or the
     reason it did not fit (`does_not_fit`: message, netlist, capacity, target_mhz, name),
     the RTL's measurement (`measure_rtl`) and the NumPy figures (`numpy_reference`)."""
     row = {"mechanism": mechanism_name(case), "heads": case.heads, "tokens": case.tokens,
            "d_h": case.d_h, "d_osc": case.d_osc, "causal": case.causal,
            "max_tokens": case.tokens, "max_d_h": case.d_h,
-           "modes_built": list(head_modes_of(case))}
+           "modes_built": list(head_modes_of(case)), "mac_lanes": mac_lanes}
     return _complete_row(row, shape, device, cordic_arch, rtl, numpy, built, does_not_fit)
 
 
@@ -385,9 +390,11 @@ def _complete_row(row: dict, shape: str, device: str, cordic_arch: str, rtl: dic
     return row
 
 
-def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict | None]:
+def _build(device: str, case, build_root, progress, mac_lanes: int = 1
+           ) -> tuple[dict | None, dict | None]:
     """(build()'s dict, None), or (None, why it does not fit), for the head of the case's
-    HEAD_MODES (a list of torus cases: their layer, `TORUS_CORDIC`)."""
+    HEAD_MODES with `mac_lanes` MAC lanes (a list of torus cases: their layer,
+    `TORUS_CORDIC`)."""
     from .boards.attention_build import (
         build_attention_head,
         build_torus_layer,
@@ -404,10 +411,10 @@ def _build(device: str, case, build_root, progress) -> tuple[dict | None, dict |
     from .hdl.attention import head_d_osc
     arch, modes, d_osc = spec["cordic_arch"], head_modes_of(case), head_d_osc(case)
     return _fitted(device, build_root, progress,
-                   head_build_name(case.tokens, case.d_h, arch, modes, d_osc),
+                   head_build_name(case.tokens, case.d_h, arch, modes, d_osc, mac_lanes),
                    lambda: build_attention_head(spec["board"], case.tokens, case.d_h, arch,
                                                 build_root, progress, modes=modes,
-                                                d_osc=d_osc))
+                                                d_osc=d_osc, mac_lanes=mac_lanes))
 
 
 def _fitted(device, build_root, progress, name, make) -> tuple[dict | None, dict | None]:
@@ -431,28 +438,32 @@ def row_key(row: dict) -> tuple:
     return row["shape"], row["device"], row["mechanism"]
 
 
-def resumable_rows(previous: dict, seed: int) -> dict:
+def resumable_rows(previous: dict, seed: int, mac_lanes: int = 1) -> dict:
     """The rows of an earlier result (`bench_attention`'s, finished or written part way by
     `on_row`) that a run with `seed` may take over instead of measuring them again, by
     `row_key`; each keeps the date it was measured (`measured`, else the result's date)
     and its commit (`commit`, else the result's). A result of another seed is a ValueError: its
-    cases are other draws."""
+    cases are other draws; so is one of other MAC lanes (`mac_lanes`: the result's, 1 before
+    there were lanes): other heads."""
     if previous.get("seed") != seed:
         raise ValueError(f"cannot resume from a result of seed {previous.get('seed')!r}: "
                          f"this run's seed is {seed}")
+    if previous.get("mac_lanes", 1) != mac_lanes:
+        raise ValueError(f"cannot resume from a result of {previous.get('mac_lanes', 1)} MAC "
+                         f"lanes: this run's heads have {mac_lanes}")
     return {row_key(row): {**row, "measured": row.get("measured", previous.get("date")),
                            "commit": row.get("commit", previous.get("commit"))}
             for row in previous.get("rows", [])}
 
 
-def merged_resumable_rows(results, seed: int) -> dict:
+def merged_resumable_rows(results, seed: int, mac_lanes: int = 1) -> dict:
     """`resumable_rows` of several earlier results ((name, result) pairs, e.g. a full run
     and a later run of the rows it could not measure then); a row in two of them, measured
     differently, is a ValueError naming both (which one is meant is not for the bench to
     guess); the same row taken over into both is one row."""
     rows, source = {}, {}
     for name, result in results:
-        for key, row in resumable_rows(result, seed).items():
+        for key, row in resumable_rows(result, seed, mac_lanes).items():
             if key in rows and rows[key] != row:
                 raise ValueError(f"--resume: the row {' '.join(key)} is in both {source[key]} "
                                  f"and {name}")
@@ -479,7 +490,7 @@ def check_output_keeps_rows(output, results, shapes, devices, mechanisms) -> Non
 
 def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed: int = 0,
                     build_root="build/bench_attention", sim=None, progress=None,
-                    mechanisms=None, resume=None, on_row=None) -> dict:
+                    mechanisms=None, resume=None, on_row=None, mac_lanes: int = 1) -> dict:
     """Build, simulate and time the head per shape, device and mechanism (module docstring).
     Unknown shapes or devices, a negative seed, and every asked shape refused are ValueErrors
     before any work.
@@ -487,17 +498,21 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     `resume` (`resumable_rows` of an earlier result): rows taken over as they are, not
     measured again (their `measured` date says when they were). `on_row(partial)` is called
     after every row with the result so far (`complete` False), so a long run can be written
-    out as it goes and resumed."""
+    out as it goes and resumed. `mac_lanes`: every head's MAC lanes (`AttentionHead`; a
+    power of two up to each shape's d_h rounded up, else ValueError before any work); the
+    torus layer has none."""
     from pathlib import Path
 
     from .golden.attention import SHAPES
-    from .hdl.attention import MODES
+    from .hdl.attention import MODES, check_mac_lanes
 
     shapes = list(check_names("shapes", shapes, SHAPES, "('kws', 'sva')"))
     devices = list(check_names("devices", devices, DEVICE_BUILDS, "('up5k', 'ecp5-85f')"))
     mechanisms = tuple(MECHANISMS) if mechanisms is None else mechanisms
     asked = list(check_names("mechanisms", mechanisms, MECHANISMS, "('softmax',)"))
     cases = {shape: example_case(shape, seed) for shape in shapes}     # refuses seed < 0
+    for case in cases.values():
+        check_mac_lanes(mac_lanes, case.d_h)
     refused, benched = [], {}           # per shape: the cases of its mechanisms that run
     for shape in shapes:
         benched[shape] = []
@@ -531,7 +546,8 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
     today, commit = started["date"], started["commit"]
 
     def result(complete: bool) -> dict:
-        return {**started, "seed": seed, "shapes": shapes, "devices": devices,
+        return {**started, "seed": seed, "mac_lanes": mac_lanes, "shapes": shapes,
+                "devices": devices,
                 "mechanisms": asked, "complete": complete, "rows": rows,
                 "versus_analytic": versus_analytic(rows), "refused": refused,
                 "not_benched": skipped}
@@ -584,14 +600,15 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                                          f"CORDICs, modes {', '.join(modes)})")
                     measured[case.mode, arch] = measure_rtl(
                         case, arch, sim=sim, build_root=root / "sim", progress=progress,
-                        reference=references[family])
+                        reference=references[family], mac_lanes=mac_lanes)
                 if modes not in builds:
                     flows._say(progress, f"{shape} on {device}: building the head, T = "
                                          f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
-                                         f"modes {', '.join(modes)}")
-                    builds[modes] = _build(device, case, root / "boards", progress)
+                                         f"modes {', '.join(modes)}, {mac_lanes} MAC lanes")
+                    builds[modes] = _build(device, case, root / "boards", progress,
+                                           mac_lanes)
                 add(bench_row(shape, device, case, arch, measured[case.mode, arch],
-                              numpys[family], *builds[modes]))
+                              numpys[family], *builds[modes], mac_lanes=mac_lanes))
     return result(True)
 
 

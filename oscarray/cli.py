@@ -248,6 +248,10 @@ def _add_attention(commands):
                            help="rtl: the build's T capacity (default: see below)")
     attention.add_argument("--max-d-h", type=int, default=None, metavar="D",
                            help="rtl: the build's d_h capacity (default: see below)")
+    attention.add_argument("--mac-lanes", type=int, default=None, metavar="L",
+                           help="rtl: the head's multiply-accumulate lanes in its score and "
+                                "value passes (a power of two up to the d_h capacity; "
+                                "default 1): ceil(d_h / L) clocks a token instead of d_h")
     attention.add_argument("--sim", choices=("verilator", "icarus"), default=None,
                            help="rtl: simulator (default: $SIM, else verilator)")
     attention.add_argument("--build-dir", default=None, metavar="DIR",
@@ -303,6 +307,10 @@ def _add_bench_attention(bench_designs):
                        help="take over the rows of earlier results of the same seed "
                             "(finished or not) instead of measuring them again; a row in "
                             "two of them is an error")
+    bench.add_argument("--mac-lanes", type=int, default=1, metavar="L",
+                       help="every head's multiply-accumulate lanes in its score and value "
+                            "passes (a power of two up to d_h rounded up; default 1): "
+                            "ceil(d_h / L) clocks a token instead of d_h")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -629,13 +637,14 @@ def _run(args) -> int:
         resume = None
         if args.resume is not None:
             earlier = [(path, flows.read_json_file(path, "--resume")) for path in args.resume]
-            resume = merged_resumable_rows(earlier, args.seed)
+            resume = merged_resumable_rows(earlier, args.seed, args.mac_lanes)
             check_output_keeps_rows(args.output, earlier, args.shape, args.device,
                                     args.mechanism)
         result = bench_attention(args.shape, args.device, seed=args.seed,
                                  build_root=args.build_dir, sim=args.sim, progress=progress,
                                  mechanisms=args.mechanism, resume=resume,
-                                 on_row=lambda partial: flows.write_json(partial, args.output))
+                                 on_row=lambda partial: flows.write_json(partial, args.output),
+                                 mac_lanes=args.mac_lanes)
         _bench_report(result, args, "attention heads (paper A's oscillator, softmax) versus "
                                     "NumPy float64",
                       ATTENTION_BENCH_COLUMNS, _attention_bench_notes(result))
@@ -679,6 +688,11 @@ def _attention_bench_notes(result: dict) -> list[str]:
     per build), RTL not bit-exact, oscillators that did not converge, refused shapes,
     mechanisms without rows; what the NumPy column is."""
     notes, said = [], set()
+    lanes = result.get("mac_lanes", 1)
+    if lanes > 1:
+        notes.append(f"every head has {lanes} MAC lanes: its score and value passes take "
+                     f"ceil(d_h / {lanes}) clocks a token (1 lane: d_h); the torus layer has "
+                     f"none")
     for row in result["rows"]:
         where = f"{row['shape']} on {row['device']}"
         built = row.get("modes_built") or ["analytic"]
@@ -765,6 +779,7 @@ def _run_attention(args, progress) -> int:
         used = [flag for flag, value in (("--engine", args.engine), ("--plots", args.plots),
                                          ("--max-tokens", args.max_tokens),
                                          ("--max-d-h", args.max_d_h), ("--sim", args.sim),
+                                         ("--mac-lanes", args.mac_lanes),
                                          ("--build-dir", args.build_dir)) if value is not None]
         if used:
             raise ValueError(f"--example writes a case to --out and stops; {used[0]} belongs "
@@ -776,7 +791,7 @@ def _run_attention(args, progress) -> int:
         result = flows.attention_run(args.case, args.engine, args.out, progress,
                                      plots=args.plots, max_tokens=args.max_tokens,
                                      max_d_h=args.max_d_h, sim=args.sim,
-                                     build_root=args.build_dir)
+                                     build_root=args.build_dir, mac_lanes=args.mac_lanes)
     _report(result, args.json, _print_attention)
     return 1 if result.get("mismatches") else 0
 

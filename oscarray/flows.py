@@ -505,11 +505,13 @@ def _attention_golden_fixed(case, **options) -> dict:
     return result
 
 
-def _attention_check_rtl(case, max_tokens=None, max_d_h=None, **options):
+def _attention_check_rtl(case, max_tokens=None, max_d_h=None, mac_lanes=1, **options):
     """hdl.attention.check_case for a head built with every mode of the case's d_osc: the
-    fixed-point refusals, the build's capacity, the score shift register."""
-    from .hdl.attention import MODES, check_case, head_d_osc
+    fixed-point refusals, the build's capacity, the score shift register; and its MAC lanes
+    (`check_mac_lanes`)."""
+    from .hdl.attention import MODES, check_case, check_mac_lanes, head_d_osc
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
+    check_mac_lanes(mac_lanes, max_d_h)
     d_osc = head_d_osc(case)
     check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES,
                d_osc=d_osc)
@@ -535,11 +537,12 @@ def attention_rtl_mismatches(case, rtl: dict) -> int:
 
 
 def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None,
-                   progress=None, cordic_arch="pipelined") -> dict:
+                   progress=None, cordic_arch="pipelined", mac_lanes=1) -> dict:
     """The attention head RTL in cocotb (analytic or ode-drive), decoded like golden-fixed's
     result:
     the RTL's integers, the float keys from them, the host's scales, cycles per head.
-    `cordic_arch`: the head's three CORDICs ("pipelined" or "iterative")."""
+    `cordic_arch`: the head's three CORDICs ("pipelined" or "iterative"); `mac_lanes`: its
+    products per clock in SCORES and OUT (`AttentionHead`)."""
     from .golden.attention_fixed import DEFAULT_CONFIG
     from .sim.attention import run_attention_rtl
     from .sim.runner import SimulationFailed
@@ -549,7 +552,8 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
     _say(progress, f"rtl: simulating a head of capacity T <= {max_tokens}, d_h <= {max_d_h} "
                    f"(the first run of a capacity builds it, about a minute; then cached)")
     rtl = run_attention_rtl(case, config, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
-                            build_root=build_root, cordic_arch=cordic_arch)
+                            build_root=build_root, cordic_arch=cordic_arch,
+                            mac_lanes=mac_lanes)
     if rtl["error"].any():
         raise SimulationFailed(
             f"the attention head raised its error flag on head(s) "
@@ -653,9 +657,12 @@ def attention_example(name: str, out, seed: int = 0, progress=None) -> dict:
 
 
 def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None,
-                  max_tokens=None, max_d_h=None, sim=None, build_root=None) -> dict:
+                  max_tokens=None, max_d_h=None, sim=None, build_root=None,
+                  mac_lanes=None) -> dict:
     """Run an attention case on one engine; write result.npz to `out` and the heatmaps
     (engine versus golden-float analytic, per head) into the folder `plots` if given.
+    `mac_lanes` (rtl only; default 1): the head's products per clock in its score and value
+    passes (`AttentionHead`).
 
     Everything is checked (engine, output paths, the whole case, the engine's refusals)
     before any work, and files are written whole or not at all. The summary compares the
@@ -671,7 +678,10 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
     out = _check_output_path("--out", out)
     plots = _check_plots_dir(plots)
     case = load_case(case_path)
-    options = ({"max_tokens": max_tokens, "max_d_h": max_d_h} if engine == "rtl" else {})
+    if mac_lanes is not None and engine != "rtl":
+        raise ValueError(f"--mac-lanes is the rtl engine's, not {engine}'s")
+    options = ({"max_tokens": max_tokens, "max_d_h": max_d_h,
+                "mac_lanes": 1 if mac_lanes is None else mac_lanes} if engine == "rtl" else {})
     if engine in ATTENTION_CASE_CHECKS:
         ATTENTION_CASE_CHECKS[engine](case, **options)
 

@@ -203,7 +203,9 @@ def test_rtl_capacity_options_reach_the_build(tmp_path, capsys, monkeypatch):
     assert run(capsys, "--in", case, "--engine", "rtl", "--out", out, "--max-tokens", 24,
                "--max-d-h", 12, "--sim", "icarus", "--build-dir", tmp_path / "b")[0] == 0
     assert (seen["max_tokens"], seen["max_d_h"], seen["sim"]) == (24, 12, "icarus")
-    assert seen["build_root"] == str(tmp_path / "b")
+    assert seen["build_root"] == str(tmp_path / "b") and seen["mac_lanes"] == 1
+    assert run(capsys, "--in", case, "--engine", "rtl", "--out", out, "--mac-lanes", 8)[0] == 0
+    assert seen["mac_lanes"] == 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +273,8 @@ REFUSALS = {
     "scores-rtl": ("rtl", huge_scores, [], "relu_eps"),
     "capacity-rtl": ("rtl", None, ["--max-tokens", "4"], "exceeds this head's (4, 32)"),
     "capacity-limit-rtl": ("rtl", None, ["--max-d-h", "129"], "max_d_h must be 1..128"),
+    "lanes-rtl": ("rtl", None, ["--mac-lanes", "64"], "mac_lanes must be a power of two"),
+    "lanes-golden": ("golden-fixed", None, ["--mac-lanes", "4"], "--mac-lanes is the rtl"),
 }
 
 

@@ -547,11 +547,11 @@ def ode_case(shape, seed, causal, init="random", p=2, mode="ode-drive"):
                 **dict(ODE, tol=np.array(6e-5)), init=np.array(init), mode=np.array(mode))
 
 
-def ode_clocks(case, gold, head, arch="pipelined"):
+def ode_clocks(case, gold, head, arch="pipelined", mac_lanes=1):
     T, d_h = case["q"].shape[1:]
     return ode_cycles(T, d_h, bool(case["causal"]), str(case["mode"]),
                       ode_engine_runs(case, gold, head), str(case["init"]) == "warm", CONFIG,
-                      arch)
+                      arch, mac_lanes)
 
 
 def assert_ode_bit_exact(rtl: dict, gold: dict, head: int, name=""):

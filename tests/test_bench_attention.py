@@ -229,7 +229,7 @@ def fake_bench(monkeypatch, *, bit_exact=True):
         model = torus_cycles(cases[0].tokens, cases[0].d)
         return rtl_figures(model, len(cases), bit_exact)
 
-    def build(device, case, build_root, progress):
+    def build(device, case, build_root, progress, mac_lanes=1):
         if device == "up5k":
             return None, {"message": "design does not fit icebreaker: needs at least 5585 "
                                      "logic cells, the device has 5280", "target_mhz": 30.0,
@@ -240,6 +240,31 @@ def fake_bench(monkeypatch, *, bit_exact=True):
     monkeypatch.setattr(bench, "measure_torus", measure_torus)
     monkeypatch.setattr(bench, "numpy_torus", lambda cases, progress=None: NUMPY)
     monkeypatch.setattr(bench, "_build", build)
+
+
+def test_mac_lanes_reach_every_head_and_bad_ones_are_refused(tmp_path, capsys, monkeypatch):
+    fake_bench(monkeypatch)
+    seen = []
+    measure, build = bench.measure_rtl, bench._build
+    monkeypatch.setattr(bench, "measure_rtl", lambda case, arch, **kw: seen.append(
+        ("sim", kw["mac_lanes"])) or measure(case, arch, **kw))
+    monkeypatch.setattr(bench, "_build", lambda device, case, root, progress, mac_lanes=1: (
+        seen.append(("build", mac_lanes)) or build(device, case, root, progress, mac_lanes)))
+    out = tmp_path / "bench.json"
+    code = main(["bench", "attention", "--shape", "kws", "--device", "ecp5-85f",
+                 "--mechanism", "oscillator-analytic", "softmax", "--mac-lanes", "16",
+                 "--output", str(out), "--build-dir", str(tmp_path)])
+    assert code == 0 and "every head has 16 MAC lanes" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["mac_lanes"] == 16 and [r["mac_lanes"] for r in result["rows"]] == [16, 16]
+    assert seen == [("sim", 16), ("build", 16)] * 2
+    for lanes in (3, 32):           # not a power of two; above kws's d_h of 16
+        with pytest.raises(ValueError, match="mac_lanes"):
+            bench.bench_attention(["kws"], ["ecp5-85f"], build_root=tmp_path / "no",
+                                  mac_lanes=lanes)
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(ValueError, match="of 1 MAC lanes: this run's heads have 16"):
+        bench.resumable_rows({"seed": 0, "rows": []}, 0, 16)
 
 
 def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
