@@ -1896,6 +1896,9 @@ class AttentionHead(wiring.Component):
         }
         for name, shape in banked.items():      # q, k, v; out_id, the last row buffer
             depth = -(-dcap // lanes) if name == "out" else cap << bank_bits
+            # (Two words at least: a one-word memory has a 0-bit address, which Verilator
+            # refuses.)
+            depth = max(2, depth)
             for bank_name in bank[name]:
                 mem[bank_name] = Memory(shape=shape, depth=depth, init=[], attrs=no_collide)
         sphere = oscillator and self.d_osc > 2

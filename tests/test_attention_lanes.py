@@ -147,14 +147,16 @@ def lane_cases():
 
 
 def test_mac_lanes_bit_exact_on_verilator(attention_build_root):
-    # The shapes on 16 lanes: kws (d_h 16) in one group, sva (d_h 32) in two.
+    # The shapes on 32 lanes, one group each: kws (d_h 16) with 16 lanes masked,
+    # sva (d_h 32) with none; one out word per bank (a memory of depth 2: Verilator refuses
+    # the 0-bit address of depth 1).
     from oscarray.sim.attention import run_attention_rtl_batch
     cases = lane_cases()
     names = list(cases)
     modes = ("analytic", "softmax")
     results = run_attention_rtl_batch([cases[k] for k in names], CONFIG,
                                       build_root=attention_build_root, modes=modes,
-                                      max_tokens=64, max_d_h=32, mac_lanes=16, seed=4,
+                                      max_tokens=64, max_d_h=32, mac_lanes=32, seed=4,
                                       ready_prob=[0.7 if "kws-full" in k else 1.0
                                                   for k in names])
     for name, rtl in zip(names, results):
@@ -169,7 +171,7 @@ def test_mac_lanes_bit_exact_on_verilator(attention_build_root):
         T, d_h = case.q.shape[1:] if softmax else case["q"].shape[1:]
         causal = bool(case.causal if softmax else case["causal"])
         formula = cycles_per_head(T, d_h, causal, CONFIG, mode="softmax" if softmax
-                                  else "analytic", mac_lanes=16)
+                                  else "analytic", mac_lanes=32)
         if "kws-full" in name:
             assert (rtl["cycles"] > formula).all(), name    # it waited for the output
         else:
