@@ -17,9 +17,9 @@ at capacity (`max_tokens * row_items(max_tokens, max_d_h)`), the head never wait
 
 The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
 
-    ulx3s-85f       the analytic head, T <= 64, d_h <= 32, at 30 MHz (PLL 25 -> 30 MHz);
+    ulx3s-85f       the analytic head, T <= 64, d_h <= 32, at 40 MHz (PLL 25 -> 40 MHz);
                     the FTDI USB UART (amaranth-boards "uart": FPGA rx M1, tx L4)
-    orangecrab-25f  the same head at 32 MHz (PLL 48 -> 32 MHz). The OrangeCrab has no USB
+    orangecrab-25f  the same head at 56 MHz (PLL 48 -> 56 MHz). The OrangeCrab has no USB
                     UART: its USB connector goes straight to the FPGA and would need a USB
                     core (CDC-ACM) in the fabric, which this design does not have. The link
                     uses the Feather header instead: pin "0" (N17) is RX, pin "1" (M18) TX
@@ -40,20 +40,27 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
                     24 MHz (PLL 12 -> 24 MHz), to prove the board's link end to end
                     (`oscarray.driver.link_selftest`)
 
-The PLL frequency is a parameter (`clk_mhz`); the defaults leave margin under what the head
-reached in earlier ECP5 builds (33-34 MHz at speed grade 6, the critical path in the head's
-weight exponent search; since 0a9c51a the analytic head alone builds at 48-51 MHz, the board
-tops were not measured again, so the defaults stay). `pll_ecp5` and `pll_ice40` choose the dividers (the rules of
-Project Trellis' ecppll and IceStorm's icepll) and refuse a frequency they cannot make
-within 0.5 %.
+The PLL frequency is a parameter (`clk_mhz`). The ECP5 defaults were raised on 2026-11-24
+from 30 and 32 MHz after measuring the whole tops built from c4acc7a (the head pipelined
+since 0a9c51a; before it the tops reached 31.2 and 40.3 MHz): at the old clocks the
+ULX3S-85F (speed grade 6) reached 47.7 MHz and the OrangeCrab-25F (speed grade 8) 63.3 MHz.
+Each default is a whole MHz its PLL makes exactly, about 10 % or more under that Fmax (the
+ULX3S's PLL makes neither 41 nor 42 MHz from 25 MHz, hence 40), and each top rebuilt at its
+new clock meets it (table below). The critical path is now the SCORES product: the q
+buffer's block RAM read through the MULT18X18D and the adders of its partial products into
+`qk`. `pll_ecp5` and `pll_ice40` choose the dividers (the rules of Project Trellis' ecppll
+and IceStorm's icepll) and refuse a frequency they cannot make within 0.5 %.
 
 Measured (`build_top`, 2026-11-24, Yosys 0.70 / nextpnr 0.11 from YoWASP, seed 1, router2 on
-ECP5; 2 cores shared with other builds; the whole design, pins, PLL, UART and FIFOs
-included):
+ECP5; the ECP5 rows built from c4acc7a, one build at a time on 2 cores; the whole design,
+pins, PLL, UART and FIFOs included; Fmax is nextpnr's after routing, which depends on the
+clock it is given, hence both rows of each ECP5 board):
 
     board            design                  LUT4/LC  FF    DSP  BRAM  Fmax MHz  PLL MHz  met
-    ulx3s-85f        attention T 64, d_h 32  15149    7486  16   32    31.2      30       yes
-    orangecrab-25f   attention T 64, d_h 32  14720    7405  16   32    40.3      32       yes
+    ulx3s-85f        attention T 64, d_h 32  14062    7986  16   32    45.4      40       yes
+    ulx3s-85f        (the same, old clock)   14096    7998  16   32    47.7      30       yes
+    orangecrab-25f   attention T 64, d_h 32  13957    7920  16   32    62.2      56       yes
+    orangecrab-25f   (the same, old clock)   13944    7917  16   32    63.3      32       yes
     icebreaker       link (loopback engine)  1349     660   0    5     27.3      24       yes
     icebreaker       softmax T 16, d_h 32    4853     1383  7    29    13.6      12 (none) yes
 
@@ -174,10 +181,10 @@ class TopSpec:
 
 TOPS = {
     "ulx3s-85f": TopSpec(
-        "ulx3s-85f", clk_mhz=30.0,
+        "ulx3s-85f", clk_mhz=40.0,
         leds=("busy", "done", "error", "watchdog", "rx", "tx", "heartbeat", "locked")),
     "orangecrab-25f": TopSpec(
-        "orangecrab-25f", clk_mhz=32.0, uart="header", header_uart=("io", 0, "0", "1"),
+        "orangecrab-25f", clk_mhz=56.0, uart="header", header_uart=("io", 0, "0", "1"),
         rgb=True, leds=("fault", "done", "busy")),
     "icebreaker": TopSpec(
         "icebreaker", clk_mhz=12.0, pll=False, link_clk_mhz=24.0, max_tokens=16, max_d_h=32,

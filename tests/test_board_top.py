@@ -94,10 +94,10 @@ def test_simulation_tops_and_their_formats():
 def test_board_parameters():
     ulx3s = unused(AttentionTop("ulx3s-85f"))
     assert (ulx3s.max_tokens, ulx3s.max_d_h, ulx3s.modes) == (64, 32, ("analytic",))
-    assert ulx3s.clk_hz == 30e6 and ulx3s.divisor == round(30e6 / 115200)
+    assert ulx3s.clk_hz == 40e6 and ulx3s.divisor == round(40e6 / 115200)
     assert ulx3s.pll_params["clki_div"] == 5 and ulx3s.format.max_payload == 1024
     crab = unused(AttentionTop("orangecrab-25f"))
-    assert crab.clk_hz == 32e6
+    assert crab.clk_hz == 56e6
     ice = unused(LinkTop("icebreaker"))
     assert ice.clk_hz == 24e6 and ice.pll_params["divf"] == 63
     direct = unused(AttentionTop("ulx3s-85f", pll=False))
@@ -171,7 +171,7 @@ def test_ulx3s_attention_build_meets_timing(tmp_path):
     result = build_board("ulx3s-85f", "attention", build_root=tmp_path)
     print(result)
     assert result["timing_met"], result
-    assert result["target_mhz"] == 30.0 and result["dsp"] >= 16
+    assert result["target_mhz"] == 40.0 and result["dsp"] >= 16
     assert result["lut"] < 83640
 
 
