@@ -69,8 +69,8 @@ def build_attention_head(board: str, max_tokens: int, max_d_h: int,
     `modes` (hdl/attention.MODES; "analytic" always), `d_osc` and `mac_lanes` for `board`.
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
-    max_d_h, cordic_arch, modes, d_osc, mac_lanes and name. Parameter errors (AttentionHeadError, TypeError,
-    UnknownBoard) come before any tool runs; a head too big for the device raises
+    max_d_h, cordic_arch, modes, d_osc, mac_lanes and name. Parameter errors
+    (AttentionHeadError, TypeError, UnknownBoard) come before any tool runs; a head too big for the device raises
     `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
     spec = get_board(board)
@@ -112,9 +112,11 @@ def build_torus_layer(board: str, max_tokens: int, max_d: int, cordic_arch: str 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     board, tokens, d_h, arch = argv[:4]
-    build_dir = argv[4] if len(argv) > 4 else "build/boards"
-    modes = MODES if "ode" in argv[5:] else ("analytic",)
-    lanes = [int(a.removeprefix("lanes=")) for a in argv[5:] if a.startswith("lanes=")]
+    flags = [a for a in argv[4:] if a == "ode" or a.startswith("lanes=")]
+    folders = [a for a in argv[4:] if a not in flags]
+    build_dir = folders[0] if folders else "build/boards"
+    modes = MODES if "ode" in flags else ("analytic",)
+    lanes = [int(a.removeprefix("lanes=")) for a in flags if a.startswith("lanes=")]
     result = build_attention_head(board, int(tokens), int(d_h), arch, build_dir,
                                   progress=lambda message: print(message, flush=True),
                                   modes=modes, mac_lanes=lanes[-1] if lanes else 1)

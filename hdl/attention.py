@@ -635,7 +635,8 @@ def check_mac_lanes(mac_lanes, max_d_h: int) -> int:
 
 def mac_groups(d_h: int, mac_lanes: int = 1) -> int:
     """Clocks per token of the SCORES and OUT passes: d_h's components, `mac_lanes` at a
-    time."""
+    time (AttentionHeadError for lanes no head has: not a power of two)."""
+    check_mac_lanes(mac_lanes, MAX_D_H)
     return -(-d_h // mac_lanes)
 
 

@@ -250,8 +250,9 @@ def _add_attention(commands):
                            help="rtl: the build's d_h capacity (default: see below)")
     attention.add_argument("--mac-lanes", type=int, default=None, metavar="L",
                            help="rtl: the head's multiply-accumulate lanes in its score and "
-                                "value passes (a power of two up to the d_h capacity; "
-                                "default 1): ceil(d_h / L) clocks a token instead of d_h")
+                                "value passes (a power of two up to the d_h capacity rounded "
+                                "up to one; default 1): ceil(d_h / L) clocks a token instead "
+                                "of d_h")
     attention.add_argument("--sim", choices=("verilator", "icarus"), default=None,
                            help="rtl: simulator (default: $SIM, else verilator)")
     attention.add_argument("--build-dir", default=None, metavar="DIR",
@@ -633,7 +634,9 @@ def _run(args) -> int:
 
     if args.command == "bench" and args.design == "attention":
         from .bench_attention import (ATTENTION_BENCH_COLUMNS, bench_attention,
-                                      check_output_keeps_rows, merged_resumable_rows)
+                                      check_bench_lanes, check_output_keeps_rows,
+                                      merged_resumable_rows)
+        check_bench_lanes(args.shape, args.mac_lanes)     # before --resume's checks
         resume = None
         if args.resume is not None:
             earlier = [(path, flows.read_json_file(path, "--resume")) for path in args.resume]

@@ -133,11 +133,17 @@ def test_mac_lanes_refused():
     for lanes in (2.0, True, "4"):
         with pytest.raises(TypeError, match="mac_lanes"):
             AttentionHead(CONFIG, max_d_h=8, mac_lanes=lanes)
+    for lanes in (0, 3):            # the clock models too: no head has them
+        with pytest.raises(AttentionHeadError, match="mac_lanes"):
+            cycles_per_head(9, 32, True, CONFIG, mac_lanes=lanes)
 
 
 def lane_cases():
+    # sva first: its 32 components fill every lane, so the kws heads after it (d_h 16) meet
+    # stale words in the lanes past 16 at 32 lanes (the mask; at 16 lanes both shapes use
+    # every lane, sva in two groups: the banks' word addresses).
     cases = {}
-    for shape, name in (((2, 49, 16, 2), "kws"), ((1, 9, 32, 2), "sva")):
+    for shape, name in (((1, 9, 32, 2), "sva"), ((2, 49, 16, 2), "kws")):
         for causal in (True, False):
             key = f"{name}-{'causal' if causal else 'full'}"
             cases[key] = random_case(shape, seed=40 + causal, causal=np.array(causal),
@@ -146,17 +152,18 @@ def lane_cases():
     return cases
 
 
-def test_mac_lanes_bit_exact_on_verilator(attention_build_root):
-    # The issue's shapes on 32 lanes, one group each: kws (d_h 16) with 16 lanes masked,
-    # sva (d_h 32) with none; one out word per bank (a memory of depth 2: Verilator refuses
-    # the 0-bit address of depth 1).
+@pytest.mark.parametrize("lanes", [16, 32])
+def test_mac_lanes_bit_exact_on_verilator(attention_build_root, lanes):
+    # The issue's shapes: at 16 lanes sva (d_h 32) in two groups, kws (d_h 16) in one; at 32
+    # lanes one group each, kws with 16 lanes masked, one out word a bank (a memory of depth
+    # 2: Verilator refuses the 0-bit address of depth 1).
     from oscarray.sim.attention import run_attention_rtl_batch
     cases = lane_cases()
     names = list(cases)
     modes = ("analytic", "softmax")
     results = run_attention_rtl_batch([cases[k] for k in names], CONFIG,
                                       build_root=attention_build_root, modes=modes,
-                                      max_tokens=64, max_d_h=32, mac_lanes=32, seed=4,
+                                      max_tokens=64, max_d_h=32, mac_lanes=lanes, seed=4,
                                       ready_prob=[0.7 if "kws-full" in k else 1.0
                                                   for k in names])
     for name, rtl in zip(names, results):
@@ -171,7 +178,7 @@ def test_mac_lanes_bit_exact_on_verilator(attention_build_root):
         T, d_h = case.q.shape[1:] if softmax else case["q"].shape[1:]
         causal = bool(case.causal if softmax else case["causal"])
         formula = cycles_per_head(T, d_h, causal, CONFIG, mode="softmax" if softmax
-                                  else "analytic", mac_lanes=32)
+                                  else "analytic", mac_lanes=lanes)
         if "kws-full" in name:
             assert (rtl["cycles"] > formula).all(), name    # it waited for the output
         else:

@@ -265,6 +265,12 @@ def test_mac_lanes_reach_every_head_and_bad_ones_are_refused(tmp_path, capsys, m
     assert not (tmp_path / "no").exists()
     with pytest.raises(ValueError, match="of 1 MAC lanes: this run's heads have 16"):
         bench.resumable_rows({"seed": 0, "rows": []}, 0, 16)
+    # Bad lanes are named as such before --resume compares its files' lanes.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"seed": 0, "rows": []}))
+    code = main(["bench", "attention", "--shape", "kws", "--mac-lanes", "3", "--resume",
+                 str(old), "--output", str(tmp_path / "new.json")])
+    assert code == 2 and "mac_lanes must be a power of two" in capsys.readouterr().err
 
 
 def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
