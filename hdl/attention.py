@@ -121,7 +121,7 @@ from ..golden.attention_fixed import (
     validate_fixed,
 )
 from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, delay_line,
-                    magnitude, round_shift_split, round_shift_var)
+                    magnitude, round_shift_finish, round_shift_split, round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
@@ -204,6 +204,9 @@ E_MAX = max(e for e in range(64) if relu_eps_int(e) <= DATA_MAX)
 E_PW_MIN, E_PW_MAX = 14, 27
 # The engine's row shift e_i - e must fit its memory (no saturation in the head).
 assert E_PW_MAX - E_PW_MIN <= MAX_ROW_SHIFT
+#: Clocks from issuing a candidate e_i in PW_SEARCH to its result (its pipeline's clamp and
+#: shift-and-compare registers).
+PW_SEARCH_LAG = 2
 
 #: The modes a head can be built with (`modes`): paper A's three (with any of them,
 #: "analytic" is always built: the ODE modes share its passes) and the softmax reference
@@ -988,9 +991,10 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
 
     Pass A, per row: ROW 1, SCORES n d_h + 4, EXPONENT 21, WEIGHTS n + 4, DRIVE_RECIP L_d + 2,
     then ode-drive: DRIVE_PRODUCT, _ROUND, _STORE, _PEAK 1 each; ode-pairwise: PW_STORE 1,
-    PW_SEARCH E_PW_MAX - E_PW_MIN + 1.
+    PW_SEARCH E_PW_MAX - E_PW_MIN + PW_SEARCH_LAG.
     ode-pairwise's couplings: KN_START 1 once; per written row (c = m columns) KN_ROW,
-    KN_LOAD, KN_END 1 each and KN_COLS c + 3 (twice when warm: t', then the writes).
+    KN_LOAD, KN_BOUND, KN_SHIFT, KN_END 1 each and KN_COLS c + 3 (twice when warm: t',
+    then the writes).
     Per run: ode-drive's ENGINE_DRIVES m + 2; ENGINE_T, ENGINE_SHIFT, ENGINE_START 1 each,
     the engine's `cycles_per_run` + 1 (ENGINE_WAIT), ENGINE_PHASES m.
     Pass C, per row: ROW_C, ROW_C_LOAD 1 each, ROTATE L_r + 1, READOUT n + 5, RECIP L_d + 2,
@@ -1005,7 +1009,7 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
     engine_config = ArrayFixedConfig(capacity=max(2, 2 * tokens), phase_bits=config.phase_bits,
                                      acc_bits=config.acc_bits)
     form = "pairwise" if pairwise else "drive"
-    row_extra = 1 + (E_PW_MAX - E_PW_MIN + 1) if pairwise else 4
+    row_extra = 1 + (E_PW_MAX - E_PW_MIN + PW_SEARCH_LAG) if pairwise else 4
     total = 1 if pairwise else 0
     groups, tree = mac_groups(d_h, mac_lanes), score_tree_stages(mac_lanes)
     for i in range(tokens):
@@ -1017,9 +1021,9 @@ def ode_cycles(tokens: int, d_h: int, causal: bool, mode: str, runs, warm: bool 
         if not pairwise:
             total += m + 2                                          # ENGINE_DRIVES
         elif warm:
-            total += 3 + 2 * (m + 3)                                # the token's row
+            total += 5 + 2 * (m + 3)                                # the token's row
         else:
-            total += tokens * (3 + m + 3)                           # every row
+            total += tokens * (5 + m + 3)                           # every row
     return total
 
 
@@ -1204,9 +1208,10 @@ class AttentionHead(wiring.Component):
             prod_x, prod_y = Signal(product), Signal(product)
             hn_x, hn_y = Signal(signed(DATA_BITS)), Signal(signed(DATA_BITS))
             square, peak = Signal(unsigned(2 * DATA_BITS)), Signal(unsigned(2 * DATA_BITS))
-            # drive_shift: k = #{j >= 1: peak 4**j <= (2**17 - 1)**2}.
+            # drive_shift: k = #{j >= 1: peak 4**j <= (2**17 - 1)**2}, a register (peak is
+            # final from DRIVE_PEAK on; ENGINE_DRIVES's first write is its second clock).
             k = Signal(range(18))
-            m.d.comb += k.eq(count_fitting(peak, [DATA_MAX ** 2 >> (2 * j)
+            m.d.sync += k.eq(count_fitting(peak, [DATA_MAX ** 2 >> (2 * j)
                                                   for j in range(1, 18)]))
             shifted = Cat((rd["ode_hn"].data.x << k)[:DATA_BITS],
                           (rd["ode_hn"].data.y << k)[:DATA_BITS])
@@ -1223,11 +1228,24 @@ class AttentionHead(wiring.Component):
                 with m.If(weight > w_max):
                     m.d.sync += w_max.eq(weight)
             # e_i: the largest e in [E_PW_MIN, E_PW_MAX] with R(max_j W_ij r_i, 32 + L - e)
-            # <= 2**15 - 1, one e per clock (monotone in e).
+            # <= 2**15 - 1 (monotone in e; E_PW_MIN always fits), one e per clock into a
+            # pipeline, as `WeightExponent`: c0 the shift 32 + L - e (a register counting
+            # down beside e_try), c1 its clamped amounts (`shift_amounts`), c2 the variable
+            # shift s (`shift_split`) and the compare: R = (s >> 1) + s[0] <= 2**15 - 1 is
+            # s <= 2**16 - 2; c3 e_row takes e where it fits.
             top = Signal(unsigned(W_BITS * 2))          # max_j W_ij r_i
-            e_try = Signal(range(E_PW_MAX + 2))
+            e_try = Signal(range(E_PW_MAX + PW_SEARCH_LAG + 2))
             e_row, e_head = Signal(range(E_PW_MAX + 1)), Signal(range(E_PW_MAX + 1))
-            tried = shift_round(m, top, 2 * FRAC + r_shift - e_try, 2 * W_BITS + 1, FRAC)
+            pw_amount = Signal((2 * FRAC + r_shift - e_try).shape())
+            pw_amounts = shift_amounts(m, pw_amount, 2 * W_BITS + 1, FRAC, "sync", "pw")
+            pw_e = [Signal(range(E_PW_MAX + 1), name=f"pw_e_{stage}") for stage in (1, 2)]
+            pw_valid = [Signal(name=f"pw_valid_{stage}") for stage in (1, 2)]
+            pw_fits = Signal()
+            m.d.sync += [pw_valid[0].eq(0), pw_valid[1].eq(pw_valid[0]),
+                         pw_e[1].eq(pw_e[0]),
+                         pw_fits.eq(shift_split(top, *pw_amounts) <= 2 * limit)]
+            # e_row with the last candidate's result (the clock it leaves the pipeline).
+            e_found = Mux(pw_valid[1] & pw_fits, pw_e[1], e_row)
             row_info = rd["ode_row"].data
             kn_row = Signal(range(cap))                 # the head's row i being written
             col = Signal(range(2 * cap + 2))            # the engine's column
@@ -1245,14 +1263,28 @@ class AttentionHead(wiring.Component):
             t1, t3 = delay_line(m, t0, 1, "kn"), delay_line(m, t0, 3, "kn")
             kn_product = Signal(unsigned(2 * W_BITS))
             kn = Signal(unsigned(COUPLING_BITS))
+            # The row's shift 32 + L_i - e_i is a register from KN_LOAD on (formed from the
+            # memories' words), its clamped amounts one clock later (KN_COLS's first clock):
+            # kn (its third) is the variable shift and its rounding add only.
+            kn_amount = Signal((2 * FRAC + row_shift - e_kn).shape())
+            kn_amounts = shift_amounts(m, kn_amount, 2 * W_BITS + 1, FRAC, "sync", "kn")
             m.d.sync += [kn_product.eq(Mux(t1.use, rd["ode_w"].data * row_r, 0)),
-                         kn.eq(shift_round(m, kn_product, 2 * FRAC + row_shift - e_kn,
-                                           2 * W_BITS + 1, FRAC))]
+                         kn.eq(round_shift_finish(shift_split(kn_product, *kn_amounts)))]
             kn_value = (kn << Mux(writing & warm, t_prime, 0))[:COUPLING_BITS]
             row_sum = Signal(COUPLING_BITS + token_bits + 1)
             kn_max = Signal(COUPLING_BITS)
-            m.d.comb += t_prime.eq(count_fitting(kn_max, [limit >> j
+            # t' a register: "warm" uses it in its second pass over the row (its first write
+            # 4 clocks after the first pass's last kn_max) and in KN_END.
+            m.d.sync += t_prime.eq(count_fitting(kn_max, [limit >> j
                                                           for j in range(1, COUPLING_BITS)]))
+            # KN_END's sum shift, in the two clocks before it (KN_BOUND, KN_SHIFT): the
+            # bound v = row_sum M, then max(0, bitlen(v + (v >> 17) + 1) - 17); the row
+            # shift r_i = e_i - e beside them.
+            fits = SCALE_BITS - 1
+            kn_bound = Signal((row_sum * pairwise_term_bound(engine_config)).shape())
+            length = bit_length(kn_bound + (kn_bound >> fits) + 1)
+            kn_sum_shift = Signal(Mux(length > fits, length - fits, 0).shape())
+            kn_gap = Signal(Mux(warm | row_zero, 0, e_kn - e_head).shape())
 
         def begin_head():
             if has_drive:
@@ -1362,19 +1394,22 @@ class AttentionHead(wiring.Component):
                                  wr["ode_row"].data.zero.eq((h_x == 0) & (h_y == 0)),
                                  wr["ode_row"].data.attended.eq(attended)]
                     m.d.sync += [top.eq(w_max * r_value[:W_BITS]), e_try.eq(E_PW_MIN + 1),
+                                 pw_amount.eq(2 * FRAC + r_shift - (E_PW_MIN + 1)),
                                  e_row.eq(E_PW_MIN)]
                     store_info()
                     m.next = "PW_SEARCH"
 
                 with m.State("PW_SEARCH"):
-                    m.d.sync += e_try.eq(e_try + 1)
-                    with m.If((tried <= limit) & (e_try <= E_PW_MAX)):
-                        m.d.sync += e_row.eq(e_try)
-                    with m.If(e_try == E_PW_MAX + 1):
-                        m.d.comb += [wr["ode_e"].addr.eq(row), wr["ode_e"].data.eq(e_row),
+                    # e_try is issued (c0: e_try, pw_amount) while <= E_PW_MAX; its result
+                    # leaves the pipeline PW_SEARCH_LAG clocks later.
+                    m.d.sync += [e_try.eq(e_try + 1), pw_amount.eq(pw_amount - 1),
+                                 pw_valid[0].eq(e_try <= E_PW_MAX), pw_e[0].eq(e_try)]
+                    m.d.sync += e_row.eq(e_found)
+                    with m.If(e_try == E_PW_MAX + PW_SEARCH_LAG):
+                        m.d.comb += [wr["ode_e"].addr.eq(row), wr["ode_e"].data.eq(e_found),
                                      wr["ode_e"].en.eq(1)]
-                        with m.If(~((h_x == 0) & (h_y == 0)) & (e_row < e_head)):
-                            m.d.sync += e_head.eq(e_row)
+                        with m.If(~((h_x == 0) & (h_y == 0)) & (e_found < e_head)):
+                            m.d.sync += e_head.eq(e_found)
                         next_row_or("KN_START")
 
                 with m.State("KN_START"):
@@ -1390,6 +1425,7 @@ class AttentionHead(wiring.Component):
                 with m.State("KN_LOAD"):
                     m.d.sync += [row_r.eq(row_info.r), row_shift.eq(row_info.shift),
                                  row_zero.eq(row_info.zero), e_kn.eq(rd["ode_e"].data),
+                                 kn_amount.eq(2 * FRAC + row_info.shift - rd["ode_e"].data),
                                  row_attended.eq(row_info.attended), col.eq(0),
                                  row_sum.eq(0)]
                     m.next = "KN_COLS"
@@ -1414,18 +1450,24 @@ class AttentionHead(wiring.Component):
                         with m.If(~writing):             # warm: now write with t'
                             m.d.sync += [writing.eq(1), col.eq(0), row_sum.eq(0)]
                         with m.Else():
-                            m.next = "KN_END"
+                            m.next = "KN_BOUND"
 
-                with m.State("KN_END"):
+                with m.State("KN_BOUND"):
                     # The engine's row shift r_i = e_i - e (e = e_head; a warm run's one row
                     # is its own base, as is a zero row: no couplings) and its sum shift t,
                     # the largest u_i - r_i (golden pairwise_sum_shift: u_i =
                     # max(0, bitlen(w) - 17), w = v + (v >> 17) + 1, v = sum_j kn_ij M).
-                    gap = Mux(warm | row_zero, 0, e_kn - e_head)
-                    bound = row_sum * pairwise_term_bound(engine_config)
-                    fits = SCALE_BITS - 1
-                    length = bit_length(bound + (bound >> fits) + 1)
-                    need = Mux(length > fits, length - fits, 0) - gap
+                    m.d.sync += [kn_bound.eq(row_sum * pairwise_term_bound(engine_config)),
+                                 kn_gap.eq(Mux(warm | row_zero, 0, e_kn - e_head))]
+                    m.next = "KN_SHIFT"
+
+                with m.State("KN_SHIFT"):
+                    m.d.sync += kn_sum_shift.eq(Mux(length > fits, length - fits, 0))
+                    m.next = "KN_END"
+
+                with m.State("KN_END"):
+                    gap = kn_gap
+                    need = kn_sum_shift - gap
                     t_next = Mux(warm | (need > engine_t), need, engine_t)
                     engine_write("row_shift", Mux(warm, 0, kn_row), gap)
                     m.d.sync += [engine_t.eq(t_next), run_exponent.eq(
