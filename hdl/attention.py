@@ -2106,7 +2106,11 @@ class AttentionHead(wiring.Component):
             y = Signal(Y_BITS)
             m.d.sync += gap.eq(score_max - rd["score"].data)
             # F >= 16 (golden refuses less): the left shift is never taken (1: a 1-bit signal).
-            shifted = shift_round(m, gap, score_shift - Y_FRAC, w["m"] + 2, 1)
+            # F is a run register, so the shift's clamped amounts are registers too: out of
+            # the clock of the shift (with them, the head's critical path with softmax built).
+            right, left, positive = shift_amounts(m, score_shift - Y_FRAC, w["m"] + 2, 1,
+                                                  "sync", "exp_shift")
+            shifted = Mux(positive, round_shift_var(gap, right), gap << left)
             m.d.sync += y.eq(Mux(shifted > Y_MAX, Y_MAX, shifted))
             m.d.comb += [exp2.valid.eq(x3.valid), exp2.y.eq(y)]
             with m.If(x6.valid):
