@@ -11,7 +11,8 @@ the constant c and the score shift F = e_q + e_k + C) and writes it through the 
 One row, as the sequencer runs it (n = i + 1 attended tokens when causal, else T; every pass
 issues one item per clock into a fixed-latency pipeline and ends when its last item leaves):
 
-    SCORES    for j < n, d < d_h: raw_ij = sum_d q_id k_jd (one B x B MAC, step 1);
+    SCORES    for j < n, d < d_h: raw_ij = sum_d q_id k_jd (one B x B MAC, step 1; L of
+              them with `mac_lanes` L, d_h / L groups of components);
               m_ij = max(raw_ij, 0) * c (step 2) into the score buffer; the row's max.
     EXPONENT  e_w = the largest e in [E_MIN, E_MAX] with R(max m, F - e) + eps(e) <= 2**17 - 1
               (step 3; `WeightExponent`: one e per clock over the whole range into a
@@ -53,7 +54,10 @@ multipliers later. Clocks per head: `cycles_per_head` (checked clock for clock a
 RTL): per row 2 n d_h + 3 n + T + d_h + L_v + L_r + L_d + 57, with L the CORDICs'
 latencies (pipelined: 33, 32, 20 at P = 20; iterative: 105, 63, 58) and the `o` stream
 always ready. The two MAC passes (2 n d_h) are the work; the rest is per-row overhead that
-a later version can overlap with the next row.
+a later version can overlap with the next row. `mac_lanes` L (`AttentionHead`) widens both
+MAC passes: L products a clock, q, k, v and out in L banks, the score products summed by a
+pipelined adder tree, so 2 n ceil(d_h / L) + `score_tree_stages`(L) clocks instead of
+2 n d_h, for L q k and L attn v multipliers.
 
 Right shifts of W's rounding are clamped (`shift_round`): F - e_w has no upper bound (F grows
 as q and k shrink), and R(m, s) = 0 for every s >= 63 (m < 2**62), as golden `_shift` does.
