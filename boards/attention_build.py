@@ -29,7 +29,7 @@ __all__ = ["build_attention_head", "head_build_name", "build_torus_layer", "toru
 #: either way; a target far above it only makes placement work longer). Measured 2026-11-23:
 #: 33 MHz on ECP5-85F at (T, d_h) = (9, 32) with a 100 MHz target, the critical path in the
 #: weight exponent's eps(e) (`WeightExponent`). On the UP5K only the softmax-only head fits
-#: (13-14 MHz; boards/top.py).
+#: (13-14 MHz before ec606ec, 17 MHz since; boards/top.py).
 TARGET_MHZ = {"ice40": 20.0, "ecp5": 40.0}
 
 #: nextpnr's router per family (None: its default), as for the array engine.

@@ -31,9 +31,11 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
                     UART (pins 6, 9); the output FIFO in 3 of the 4 SPRAMs. No oscillator head
                     fits the iCE40UP5K: the analytic one needs 12 SB_MAC16 of the 8 there are
                     and about 6.7k logic cells of 5280 (4 SB_MAC16 a multiply and 29 in all with
-                    synth_ice40's own DSP mapping). The softmax head's Fmax there (13-14 MHz,
-                    the critical path its EXP pass's shift and rounding of M - m) is below
-                    the iCE40 PLL's 16 MHz minimum, hence the board clock. The driver runs any
+                    synth_ice40's own DSP mapping). The softmax head's Fmax there was 13-14 MHz
+                    (the critical path its EXP pass's shift and rounding of M - m), below
+                    the iCE40 PLL's 16 MHz minimum, hence the board clock; with the shift's
+                    amounts registered (ec606ec) the top reaches 17.0 MHz, too close to
+                    16 MHz for a PLL clock, so the board clock stays. The driver runs any
                     attention case on it through softmax (golden `softmax_case`).
                     `design="link"` builds the host link with the loopback engine (sim/link.py
                     `FakeEngine`: a memory written through the link and replayed on READ), at
@@ -52,7 +54,8 @@ buffer's block RAM read through the MULT18X18D and the adders of its partial pro
 and IceStorm's icepll) and refuse a frequency they cannot make within 0.5 %.
 
 Measured (`build_top`, 2026-11-24, Yosys 0.70 / nextpnr 0.11 from YoWASP, seed 1, router2 on
-ECP5; the ECP5 rows built from c4acc7a, one build at a time on 2 cores; the whole design,
+ECP5; the ECP5 rows built from c4acc7a, one build at a time on 2 cores, the iCEBreaker's
+softmax row from ec606ec; the whole design,
 pins, PLL, UART and FIFOs included; Fmax is nextpnr's after routing, which depends on the
 clock it is given, hence both rows of each ECP5 board):
 
@@ -62,7 +65,7 @@ clock it is given, hence both rows of each ECP5 board):
     orangecrab-25f   attention T 64, d_h 32  13957    7920  16   32    62.2      56       yes
     orangecrab-25f   (the same, old clock)   13944    7917  16   32    63.3      32       yes
     icebreaker       link (loopback engine)  1349     660   0    5     27.3      24       yes
-    icebreaker       softmax T 16, d_h 32    4853     1383  7    29    13.6      12 (none) yes
+    icebreaker       softmax T 16, d_h 32    4855     1391  7    29    17.0      12 (none) yes
 
 (The output FIFO of 8192 items is most of the ECP5 tops' BRAM; the iCEBreaker's link
 design's critical path is the link's: its state decode to `o.ready`, through the loopback
