@@ -70,8 +70,8 @@ def build_attention_head(board: str, max_tokens: int, max_d_h: int,
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
     max_d_h, cordic_arch, modes, d_osc, mac_lanes and name. Parameter errors
-    (AttentionHeadError, TypeError, UnknownBoard) come before any tool runs; a head too big for the device raises
-    `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
+    (AttentionHeadError, TypeError, UnknownBoard) come before any tool runs; a head too big
+    for the device raises `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
     spec = get_board(board)
     # The head refuses a capacity or an architecture it cannot build here, before any tool.

@@ -279,17 +279,19 @@ def bit_length(value) -> Value:
     return result
 
 
-def shift_round(m: Module, value, amount, right_max: int, left_max: int) -> Value:
+def shift_round(m: Module, value, amount, right_max: int, left_max: int,
+                domain: str = "comb", name: str = "shift") -> Value:
     """R(value, amount) for a signed run-time amount: round half up by 2**amount when
     amount > 0, the exact left shift by -amount otherwise (the golden `_shift`). Its clamped
-    amounts (`shift_amounts`) are driven in `m`'s comb domain.
+    amounts (`shift_amounts`) are driven in `m`'s `domain`: "sync" for an amount that holds
+    (a run register), so that its compares leave the clock of the shift.
 
     Right shifts are clamped to `right_max`, left shifts to `left_max`, to keep the shifters
     small; the caller guarantees that this changes nothing: a right shift of an unsigned
     W-bit value by W + 1 or more, or of a signed W-bit value by W or more, gives 0 already,
     and a left shift is clamped only where the result is anyway out of range for its use.
     """
-    right, left, positive = shift_amounts(m, amount, right_max, left_max)
+    right, left, positive = shift_amounts(m, amount, right_max, left_max, domain, name)
     return Mux(positive, round_shift_var(value, right), Value.cast(value) << left)
 
 
@@ -2112,9 +2114,8 @@ class AttentionHead(wiring.Component):
             # F >= 16 (golden refuses less): the left shift is never taken (1: a 1-bit signal).
             # F is a run register, so the shift's clamped amounts are registers too: out of
             # the clock of the shift (with them, the head's critical path with softmax built).
-            right, left, positive = shift_amounts(m, score_shift - Y_FRAC, w["m"] + 2, 1,
-                                                  "sync", "exp_shift")
-            shifted = Mux(positive, round_shift_var(gap, right), gap << left)
+            shifted = shift_round(m, gap, score_shift - Y_FRAC, w["m"] + 2, 1, "sync",
+                                  "exp_shift")
             m.d.sync += y.eq(Mux(shifted > Y_MAX, Y_MAX, shifted))
             m.d.comb += [exp2.valid.eq(x3.valid), exp2.y.eq(y)]
             with m.If(x6.valid):
@@ -2208,7 +2209,7 @@ class AttentionHead(wiring.Component):
         out_data = rd[bank["out"][0]].data
         if lanes > 1:
             out_data = Array(rd[name].data for name in bank["out"])[
-                (item - len(names) - tokens)[:lane_bits]]
+                (emit_attn - tokens)[:lane_bits]]
         value, kind = self.o.payload.value, self.o.payload.kind
         # The ODE readout pass (pass_c) reports its row's engine run; a zero drive never
         # moves: 0 steps, converged (as the golden model).

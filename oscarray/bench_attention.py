@@ -207,8 +207,8 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
                 reference=None, mac_lanes: int = 1) -> dict:
     """The case on the head RTL (capacity T, d_h; `cordic_arch` CORDICs; HEAD_MODES of the
     case's mode; `mac_lanes` MAC lanes) in a cycle-accurate simulation: cycles_measured
-    (per head, the `cycles` port), cycles (their sum), cycles_model (per head, which each head must match: else
-    SimulationFailed) and cycles_per_head (the model's one figure when every head takes the
+    (per head, the `cycles` port), cycles (their sum), cycles_model (per head, which each
+    head must match: else SimulationFailed) and cycles_per_head (the model's one figure when every head takes the
     same, else the list), bit_exact and mismatches (versus golden-fixed), max_attn_err and
     max_out_err_rel (versus `reference`, the float model's analytic result, computed if not
     given), load_words, sim; the ODE modes' euler_steps, converged and engine_runs (else
