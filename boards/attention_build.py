@@ -6,10 +6,11 @@ it; the result is build()'s dict plus the head's parameters. `netlist_usage` rea
 made of a build (also one that did not fit, where nextpnr gives no figures).
 
     python -m oscarray.boards.attention_build ulx3s-85f 9 32 pipelined [build_dir] [ode]
-        [lanes=L]
+        [lanes=L] [compact]
 
 (`ode`: the head with every mode of hdl/attention.MODES, its array engine included;
-`lanes=L`: L MAC lanes, `AttentionHead`'s mac_lanes.)
+`lanes=L`: L MAC lanes, `AttentionHead`'s mac_lanes; `compact`: `AttentionHead`'s compact,
+the analytic head for the iCE40UP5K.)
 """
 
 from __future__ import annotations
@@ -37,16 +38,18 @@ ROUTER = {"ecp5": "router2"}
 
 
 def head_build_name(max_tokens: int, max_d_h: int, cordic_arch: str,
-                    modes=("analytic",), d_osc: int = 2, mac_lanes: int = 1) -> str:
+                    modes=("analytic",), d_osc: int = 2, mac_lanes: int = 1,
+                    compact: bool = False) -> str:
     """The build's name (and folder under build_dir/board/); the modes besides "analytic"
     are named (`_drive`, `_pairwise`, `_softmax`), `_only` marks a head without it,
-    `_o<d_osc>` a head on the sphere (d_osc > 2) and `_l<L>` one of L MAC lanes."""
+    `_o<d_osc>` a head on the sphere (d_osc > 2), `_l<L>` one of L MAC lanes and
+    `_compact` a compact head."""
     modes = check_modes(modes)
     named = [mode.removeprefix("ode-") for mode in modes if mode != "analytic"]
     return (f"attention_t{max_tokens}_d{max_d_h}_{cordic_arch}"
             + "".join(f"_{m}" for m in named) + ("" if "analytic" in modes else "_only")
             + ("" if d_osc == 2 else f"_o{d_osc}")
-            + ("" if mac_lanes == 1 else f"_l{mac_lanes}"))
+            + ("" if mac_lanes == 1 else f"_l{mac_lanes}") + ("_compact" if compact else ""))
 
 
 def netlist_usage(board: str, build_dir, name: str) -> dict | None:
@@ -64,12 +67,13 @@ def build_attention_head(board: str, max_tokens: int, max_d_h: int,
                          cordic_arch: str = "pipelined", build_dir="build/boards",
                          progress=None, *, target_mhz: float | None = None,
                          seed: int = 1, modes=("analytic",), d_osc: int = 2,
-                         mac_lanes: int = 1) -> dict:
+                         mac_lanes: int = 1, compact: bool = False) -> dict:
     """Build a head of capacity (max_tokens, max_d_h) with `cordic_arch` CORDICs, the
-    `modes` (hdl/attention.MODES; "analytic" always), `d_osc` and `mac_lanes` for `board`.
+    `modes` (hdl/attention.MODES; "analytic" always), `d_osc`, `mac_lanes` and `compact`
+    for `board`.
 
     Returns build()'s dict (lut, ff, dsp, bram, fmax_mhz, seconds, ...) plus max_tokens,
-    max_d_h, cordic_arch, modes, d_osc, mac_lanes and name. Parameter errors
+    max_d_h, cordic_arch, modes, d_osc, mac_lanes, compact and name. Parameter errors
     (AttentionHeadError, TypeError, UnknownBoard) come before any tool runs; a head too big
     for the device raises `DesignDoesNotFit` (then `netlist_usage(board, build_dir, name)` gives Yosys's figures).
     """
@@ -77,14 +81,16 @@ def build_attention_head(board: str, max_tokens: int, max_d_h: int,
     # The head refuses a capacity or an architecture it cannot build here, before any tool.
     head = AttentionHead(DEFAULT_CONFIG, max_tokens=max_tokens, max_d_h=max_d_h,
                          cordic_arch=cordic_arch, modes=modes, d_osc=d_osc,
-                         mac_lanes=mac_lanes)
+                         mac_lanes=mac_lanes, compact=compact)
     modes = check_modes(modes)
     target = float(target_mhz) if target_mhz else TARGET_MHZ[spec.family]
-    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes, d_osc, mac_lanes)
+    name = head_build_name(max_tokens, max_d_h, cordic_arch, modes, d_osc, mac_lanes,
+                           head.compact)
     result = build(lambda: head, board, build_dir=Path(build_dir), target_mhz=target,
                    name=name, seed=seed, progress=progress, router=ROUTER.get(spec.family))
     result.update(max_tokens=max_tokens, max_d_h=max_d_h, cordic_arch=cordic_arch,
-                  modes=list(modes), d_osc=d_osc, mac_lanes=mac_lanes, name=name)
+                  modes=list(modes), d_osc=d_osc, mac_lanes=mac_lanes, compact=head.compact,
+                  name=name)
     return result
 
 
@@ -112,14 +118,15 @@ def build_torus_layer(board: str, max_tokens: int, max_d: int, cordic_arch: str 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     board, tokens, d_h, arch = argv[:4]
-    flags = [a for a in argv[4:] if a == "ode" or a.startswith("lanes=")]
+    flags = [a for a in argv[4:] if a in ("ode", "compact") or a.startswith("lanes=")]
     folders = [a for a in argv[4:] if a not in flags]
     build_dir = folders[0] if folders else "build/boards"
     modes = MODES if "ode" in flags else ("analytic",)
     lanes = [int(a.removeprefix("lanes=")) for a in flags if a.startswith("lanes=")]
     result = build_attention_head(board, int(tokens), int(d_h), arch, build_dir,
                                   progress=lambda message: print(message, flush=True),
-                                  modes=modes, mac_lanes=lanes[-1] if lanes else 1)
+                                  modes=modes, mac_lanes=lanes[-1] if lanes else 1,
+                                  compact="compact" in flags)
     print(json.dumps(result, default=str, indent=1))
 
 

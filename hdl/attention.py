@@ -570,6 +570,8 @@ class Numerator(wiring.Component):
     p : In(3)                              1, 2 or 4 (held while items are in flight)
     o_valid : Out(1)                       g is an item's result (`latency` clocks later)
     g : Out(unsigned(21))
+    products : Out(array of d_osc signed(36))  x_c a_c of the item given a clock before
+                                           (a compact head's WEIGHTS borrows them for W a)
     """
 
     latency = 4
@@ -578,7 +580,8 @@ class Numerator(wiring.Component):
         self.d_osc = d_osc
         vector = data.ArrayLayout(signed(DATA_BITS), d_osc)
         super().__init__({"valid": In(1), "x": In(vector), "a": In(vector), "p": In(3),
-                          "o_valid": Out(1), "g": Out(unsigned(21))})
+                          "o_valid": Out(1), "g": Out(unsigned(21)),
+                          "products": Out(data.ArrayLayout(signed(2 * DATA_BITS), d_osc))})
 
     def elaborate(self, platform):
         m = Module()
@@ -588,6 +591,7 @@ class Numerator(wiring.Component):
         u3, g2 = Signal(unsigned(DATA_BITS)), Signal(unsigned(19))
         valid = Signal(self.latency - 1)
         m.d.sync += [product.eq(self.x[c] * self.a[c]) for c, product in enumerate(products)]
+        m.d.comb += [self.products[c].eq(product) for c, product in enumerate(products)]
         m.d.sync += valid.eq(Cat(self.valid, valid[:-1]))
         cosine = (1 << FRAC) + _round_const(sum(products), FRAC)
         m.d.sync += u.eq(Mux(cosine < 0, 0, cosine))
@@ -740,6 +744,23 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
         raise AttentionHeadError(f"q, k: the score shift F = {shift} does not fit the "
                                  f"{SHIFT_BITS}-bit register (q and k far from 1)")
     return case
+
+
+def check_compact(compact, *, cordic_arch: str, modes, d_osc: int, mac_lanes: int) -> bool:
+    """`compact` as a bool, else TypeError; a compact head is the analytic head at d_osc 2 with
+    one MAC lane and iterative CORDICs (what the iCE40UP5K can hold), else
+    AttentionHeadError."""
+    if not isinstance(compact, (bool, np.bool_)):
+        raise TypeError(f"compact must be True or False, not {compact!r}")
+    if not compact:
+        return False
+    wanted = {"cordic_arch": ("iterative", cordic_arch), "modes": (("analytic",), modes),
+              "d_osc": (2, d_osc), "mac_lanes": (1, mac_lanes)}
+    for name, (need, given) in wanted.items():
+        if given != need:
+            raise AttentionHeadError(f"a compact head (the iCE40UP5K's) is built with "
+                                     f"{name} = {need!r}, not {given!r}")
+    return True
 
 
 def head_d_osc(case: AttentionCase) -> int:
@@ -1091,6 +1112,11 @@ class AttentionHead(wiring.Component):
                                     a row instead of n d_h, for L score and L value
                                     multipliers. The arithmetic is exact, so the result is
                                     the same bit for bit at every L.
+    compact : bool                  the same head in less area, for the iCE40UP5K (only
+                                    the analytic mode at d_osc 2, one MAC lane, iterative
+                                    CORDICs): q k, g r and attn v on one multiplier, W a
+                                    on the Numerator's x a multipliers (the passes never
+                                    overlap). The same results and clocks.
 
     Ports
     -----
@@ -1113,13 +1139,15 @@ class AttentionHead(wiring.Component):
 
     def __init__(self, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_tokens: int = 64,
                  max_d_h: int = 32, cordic_arch: str = "pipelined", modes=("analytic",),
-                 d_osc: int = 2, mac_lanes: int = 1):
+                 d_osc: int = 2, mac_lanes: int = 1, compact: bool = False):
         try:
             _check_sizes(config, max_tokens, max_d_h)
             self.mac_lanes = check_mac_lanes(mac_lanes, max_d_h)
             cordic_latencies(config, cordic_arch)
             self.modes = check_modes(modes)
             self.d_osc = check_d_osc(d_osc, self.modes)
+            self.compact = check_compact(compact, cordic_arch=cordic_arch, modes=self.modes,
+                                         d_osc=self.d_osc, mac_lanes=self.mac_lanes)
         except Exception:
             self._MustUse__silence = True
             raise
@@ -1553,22 +1581,31 @@ class AttentionHead(wiring.Component):
 
         return SimpleNamespace(begin_head=begin_head, begin_row=begin_row, states=states)
 
-    def _oscillator_datapath(self, m, *, wr, issue_tag, last_j, exponent, state, numer,
-                             score_shift, p, h, theta, x, anchors, score, total):
+    def _oscillator_datapath(self, m, *, wr, issue_tag, in_state, last_j, exponent, state,
+                             numer, score_shift, p, h, theta, x, anchors, score, total):
         """Paper A's passes WEIGHTS (steps 3-4) and READOUT (step 9) and the state units'
         inputs (`state`: the Normalizer and the vector and rotation CORDICs at d_osc = 2, the
         SphereNormalizer above). `anchors`: a_j's components as read. Returns WEIGHTS's
-        issue tag (w0) and its end (w4), W_ij (weight), the normalized drive's registers
+        issue tag (w0), its item of two clocks ago (w2: a compact head reads the anchor
+        there) and its end (w4), W_ij (weight), the normalized drive's registers
         (norm_x, norm_y; d_osc = 2) and READOUT's end (r5)."""
         w = self.widths
         product_shape = signed(W_BITS + DATA_BITS + 1)
 
         # WEIGHTS (steps 3-4): c1 the shift of m, c2 W, c3 products, c4 accumulate h.
         w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
-        w4 = delay_line(m, w0, 4, "w")
+        w2 = delay_line(m, w0, 2, "w")
+        w4 = delay_line(m, w2, 2, "w")
         weight = Signal(unsigned(W_BITS))
-        anchor = [delay_line(m, a_read, 2, f"anchor_{c}") for c, a_read in enumerate(anchors)]
-        products = [Signal(product_shape, name=f"wa_{c}") for c in range(self.d_osc)]
+        if self.compact:
+            # W a on the Numerator's x a multipliers (READOUT comes later in the row): W
+            # goes in as x, and a_j is read two clocks late, at w2's j, to meet it.
+            products = list(numer.products)
+        else:
+            anchor = [delay_line(m, a_read, 2, f"anchor_{c}")
+                      for c, a_read in enumerate(anchors)]
+            products = [Signal(product_shape, name=f"wa_{c}") for c in range(self.d_osc)]
+            m.d.sync += [product.eq(weight * a_reg) for a_reg, product in zip(anchor, products)]
         # The shift F - e_w is the row's (e_w holds from EXPONENT's done, two clocks before
         # c1): its subtraction and clamps are registers of their own, out of c1, where the
         # score comes straight from its block RAM. R(m, F - e_w) <= 2**17 - 1 in a row that
@@ -1581,8 +1618,7 @@ class AttentionHead(wiring.Component):
         shifted = Signal(W_BITS + 1)
         m.d.sync += [shifted.eq(shift_split(score, *amounts)),
                      weight.eq(shifted[1:] + exponent.eps + shifted[0])]
-        for a_reg, product, h_c in zip(anchor, products, h):
-            m.d.sync += product.eq(weight * a_reg)
+        for product, h_c in zip(products, h):
             with m.If(w4.valid):
                 m.d.sync += h_c.eq(h_c + product)
 
@@ -1606,14 +1642,18 @@ class AttentionHead(wiring.Component):
         r1 = delay_line(m, r0, 1, "r")
         r5 = delay_line(m, r1, Numerator.latency, "r")
         m.d.comb += [numer.valid.eq(r1.valid), numer.p.eq(p)]
-        m.d.comb += [numer.x[c].eq(x_c) for c, x_c in enumerate(x)]
+        if self.compact:
+            m.d.comb += [numer.x[c].eq(Mux(in_state["WEIGHTS"], weight, x_c))
+                         for c, x_c in enumerate(x)]
+        else:
+            m.d.comb += [numer.x[c].eq(x_c) for c, x_c in enumerate(x)]
         m.d.comb += [numer.a[c].eq(a_c) for c, a_c in enumerate(anchors)]
         with m.If(r5.valid):
             m.d.comb += [wr["numer"].addr.eq(r5.j), wr["numer"].data.eq(numer.g),
                          wr["numer"].en.eq(1)]
             m.d.sync += total.eq(total + numer.g)
-        return SimpleNamespace(w0=w0, w4=w4, weight=weight, norm_x=norm_x, norm_y=norm_y,
-                               r5=r5)
+        return SimpleNamespace(w0=w0, w2=w2, w4=w4, weight=weight, norm_x=norm_x,
+                               norm_y=norm_y, r5=r5)
 
     def _oscillator_states(self, m, osc, *, ode, mode, exponent, row_e_w, begin_pass,
                            in_state, issuing, advance, j, d, last_j, state, sent,
@@ -2048,7 +2088,7 @@ class AttentionHead(wiring.Component):
                          rd[bank["k"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits])),
                          rd[bank["v"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits]))]
         m.d.comb += [rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
-        if oscillator:
+        if oscillator and not self.compact:     # (compact: after WEIGHTS's datapath)
             m.d.comb += [rd[name].addr.eq(j) for name in anchor_names]
 
         # A pass's items carry (valid, first, last, final, j, d) down its pipeline.
@@ -2070,13 +2110,24 @@ class AttentionHead(wiring.Component):
         tree = score_tree_stages(lanes)
         s0 = issue_tag("SCORES", d == 0, last_d, last_d & last_j)
         s2, s4 = delay_line(m, s0, 2 + tree, "s"), delay_line(m, s0, 4 + tree, "s")
-        qk = [Signal(signed(2 * B), name=f"qk_{b}") for b in range(lanes)]
         raw = Signal(signed(w["raw"]))
         score = Signal(score_shape)
         score_max = Signal(score_shape)
         in_softmax = mode == MODES.index(SOFTMAX) if softmax else Const(0)
-        m.d.sync += [qk_b.eq(rd[bank["q"][b]].data * rd[bank["k"][b]].data)
-                     for b, qk_b in enumerate(qk)]
+        if self.compact:
+            # q k, g r (ATTN) and attn v (OUT) on one multiplier: each pass forms its
+            # products in its own state only, so its operands are chosen by the state.
+            op_a = Signal(signed(max(B, w["g"] + 1, w["attn"] + 1)))
+            op_b = Signal(signed(max(B, DATA_BITS)))
+            shared = Signal(signed(len(op_a) + len(op_b)))
+            m.d.sync += shared.eq(op_a * op_b)
+            with m.If(in_state["SCORES"]):
+                m.d.comb += [op_a.eq(rd["q"].data), op_b.eq(rd["k"].data)]
+            qk = [shared[:2 * B].as_signed()]
+        else:
+            qk = [Signal(signed(2 * B), name=f"qk_{b}") for b in range(lanes)]
+            m.d.sync += [qk_b.eq(rd[bank["q"][b]].data * rd[bank["k"][b]].data)
+                         for b, qk_b in enumerate(qk)]
         if lanes > 1:
             # The last group's lanes past d_h hold stale words: a product of its own lane's
             # flag (component b + L d < d_h, two clocks old: with the product) or 0.
@@ -2144,9 +2195,11 @@ class AttentionHead(wiring.Component):
             else:
                 anchors = [rd["anchor"].data.x, rd["anchor"].data.y]
             osc = self._oscillator_datapath(
-                m, wr=wr, issue_tag=issue_tag, last_j=last_j, exponent=exponent,
-                state=state, numer=numer, score_shift=score_shift, p=p, h=h, theta=theta,
-                x=x, anchors=anchors, score=rd["score"].data, total=total)
+                m, wr=wr, issue_tag=issue_tag, in_state=in_state, last_j=last_j,
+                exponent=exponent, state=state, numer=numer, score_shift=score_shift, p=p,
+                h=h, theta=theta, x=x, anchors=anchors, score=rd["score"].data, total=total)
+            if self.compact:
+                m.d.comb += rd["anchor"].addr.eq(Mux(in_state["WEIGHTS"], osc.w2.j, j))
         if ode or flow:             # s_i = sum_j W_ij, beside WEIGHTS (the ODE modes' drive)
             w_tag = delay_line(m, osc.w0, 3, "wsum")        # with W_ij (osc.weight)
             with m.If(w_tag.valid):
@@ -2175,7 +2228,12 @@ class AttentionHead(wiring.Component):
         r_value, r_shift = Signal(signed(DATA_BITS)), Signal(signed(8))
         gr = Signal(unsigned(w["g"] + DATA_BITS))
         attn = Signal(unsigned(w["attn"]))
-        m.d.sync += gr.eq(rd["numer"].data * r_value[:DATA_BITS - 1])
+        if self.compact:
+            with m.If(in_state["ATTN"]):
+                m.d.comb += [op_a.eq(rd["numer"].data), op_b.eq(r_value[:DATA_BITS - 1])]
+            m.d.comb += gr.eq(shared[:len(gr)])
+        else:
+            m.d.sync += gr.eq(rd["numer"].data * r_value[:DATA_BITS - 1])
         # 16 + L is in 0 .. bits(S) - 1 (S >= 1; S = 0 gives L = 0).
         m.d.sync += attn.eq(round_shift_var(gr, (r_shift + FRAC)[:6]))
         m.d.comb += [wr["attn"].addr.eq(a3.j), wr["attn"].data.eq(attn),
@@ -2188,7 +2246,12 @@ class AttentionHead(wiring.Component):
         for b in range(lanes):
             av = Signal(signed(w["attn"] + DATA_BITS + 1), name=f"av_{b}")
             out_acc = Signal(signed(w["out_acc"]), name=f"out_acc_{b}")
-            m.d.sync += av.eq(rd["attn"].data * rd[bank["v"][b]].data)
+            if self.compact:
+                with m.If(in_state["OUT"]):
+                    m.d.comb += [op_a.eq(rd["attn"].data), op_b.eq(rd["v"].data)]
+                m.d.comb += av.eq(shared[:len(av)].as_signed())
+            else:
+                m.d.sync += av.eq(rd["attn"].data * rd[bank["v"][b]].data)
             with m.If(o2.valid):
                 m.d.sync += out_acc.eq(Mux(o2.first, 0, out_acc) + av)
             port = wr[bank["out"][b]]

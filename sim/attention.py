@@ -38,7 +38,7 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
                             cordic_arch: str = "pipelined", sim: str | None = None,
                             build_root: Path | None = None, ready_prob=1.0, seed: int = 0,
                             verbose: bool = False, modes=None, d_osc=None,
-                            mac_lanes: int = 1) -> list[dict]:
+                            mac_lanes: int = 1, compact: bool = False) -> list[dict]:
     """Run every head of every case on one head of capacity (max_tokens, max_d_h), one after
     another in one simulation. `ready_prob`: the chance per clock that the `o` stream is
     ready (random backpressure), one float or one per case.
@@ -50,8 +50,8 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     (H,) bool, sim. `modes`: the head's build (default: the cases' modes, both ODE modes
     when one is needed; a softmax case is golden `softmax_case`'s). `d_osc`: the head's
     (default: the oscillator cases', which must agree; 2 without any). `mac_lanes`: the
-    head's products per clock in SCORES and OUT (`AttentionHead`). Every case is checked
-    (`check_case`) before anything is built.
+    head's products per clock in SCORES and OUT (`AttentionHead`); `compact`: its compact
+    build (the iCE40UP5K's). Every case is checked (`check_case`) before anything is built.
     """
     cases = [validate_mechanism(case, config) for case in cases]
     if d_osc is None:
@@ -70,14 +70,14 @@ def run_attention_rtl_batch(cases, config: AttentionFixedConfig = DEFAULT_CONFIG
     readies = ready_probabilities(ready_prob, len(cases))
     head = AttentionHead(config, max_tokens=max_tokens, max_d_h=max_d_h,
                          cordic_arch=cordic_arch, modes=modes, d_osc=d_osc,
-                         mac_lanes=mac_lanes)
+                         mac_lanes=mac_lanes, compact=compact)
     name = (f"attention_t{max_tokens}_d{max_d_h}_b{config.qk_bits}_p{config.phase_bits}"
             + ("" if cordic_arch == "pipelined" else f"_{cordic_arch}")
             + ("_ode" if "ode-drive" in modes else "")
             + ("_softmax" if "softmax" in modes else "")
             + ("" if "analytic" in modes else "_only")
             + ("" if d_osc == 2 else f"_o{d_osc}")
-            + ("" if mac_lanes == 1 else f"_l{mac_lanes}"))
+            + ("" if mac_lanes == 1 else f"_l{mac_lanes}") + ("_compact" if compact else ""))
     arrays = {"count": len(cases)}
     for c, case in enumerate(cases):
         writes = head_writes(case, config, max_tokens=max_tokens, max_d_h=max_d_h,

@@ -1,0 +1,76 @@
+"""The compact attention head (`AttentionHead(compact=True)`, the iCE40UP5K's): the analytic
+head with its multipliers shared between passes. It must give
+the golden model's integers bit for bit in the clocks of `cycles_per_head`, as the head it
+replaces does: Amaranth's simulator on small heads, cocotb on Verilator in the issue's
+shapes, the refusals, and a real iCEBreaker build (slow)."""
+
+import numpy as np
+import pytest
+from test_attention_rtl import (CONFIG, SMALL, assert_head_bit_exact, simulate_head)
+
+from oscarray.golden.attention import random_case
+from oscarray.golden.attention_fixed import attention_fixed, front_end, validate_fixed
+from oscarray.hdl.attention import (
+    AttentionHead,
+    E_MIN,
+    AttentionHeadError,
+    cycles_per_head,
+    decode_items,
+    head_writes,
+    row_items,
+)
+
+
+@pytest.mark.parametrize("shape,causal,p,ready", [
+    ((1, 5, 6), True, 2, 1.0),
+    ((1, 6, 5), False, 4, 0.6),
+    ((1, 4, 3), False, 1, 1.0),
+    ((1, 8, 8), True, 4, 1.0),      # the full capacity
+    ((1, 1, 1), False, 2, 1.0),     # one token, one component
+])
+def test_compact_head_bit_exact_in_amaranth(shape, causal, p, ready):
+    H, T, d_h = shape
+    case = random_case((H, T, d_h, 2), seed=T * d_h + p, causal=np.array(causal),
+                       p=np.array(p))
+    dut = AttentionHead(CONFIG, cordic_arch="iterative", compact=True, **SMALL)
+    result = simulate_head(dut, head_writes(case, CONFIG, **SMALL)[0], T * row_items(T, d_h),
+                           ready_prob=ready, seed=p)
+    assert_head_bit_exact(decode_items(result["items"], T, d_h), attention_fixed(case),
+                          front_end(validate_fixed(case)), 0)
+    assert not result["error"]
+    formula = cycles_per_head(T, d_h, causal, CONFIG, "iterative")
+    assert result["cycles"] == formula if ready == 1 else result["cycles"] > formula
+
+
+def test_compact_head_zero_drive_and_large_scores_in_amaranth():
+    # h = 0 in every row (q = 0: every W = eps; anchors +-e_1 cancel), then scores near the
+    # largest the format holds (e_w = E_MIN): the shared units' edges.
+    zero = random_case((1, 4, 8, 2), seed=7, causal=np.array(False), p=np.array(2))
+    zero["q"] = np.zeros_like(zero["q"])
+    zero["anchors"] = np.array([[[1.0, 0.0], [-1.0, 0.0]] * 2])
+    large = random_case((1, 6, 8, 2), seed=2, causal=np.array(False), p=np.array(4))
+    large["q"], large["k"] = large["q"] * 8, large["k"] * 8
+    for case in (zero, large):
+        T, d_h = case["q"].shape[1:]
+        dut = AttentionHead(CONFIG, cordic_arch="iterative", compact=True, **SMALL)
+        result = simulate_head(dut, head_writes(case, CONFIG, **SMALL)[0],
+                               T * row_items(T, d_h))
+        fe = front_end(validate_fixed(case))
+        assert_head_bit_exact(decode_items(result["items"], T, d_h), attention_fixed(case),
+                              fe, 0)
+        assert result["cycles"] == cycles_per_head(T, d_h, False, CONFIG, "iterative")
+    assert fe.e_w.min() == E_MIN
+
+
+def test_compact_refusals():
+    for options, word in ((dict(cordic_arch="pipelined"), "cordic_arch"),
+                          (dict(modes=("analytic", "softmax")), "modes"),
+                          (dict(modes=("analytic", "ode-drive", "ode-pairwise")), "modes"),
+                          (dict(d_osc=3), "d_osc"),
+                          (dict(mac_lanes=2), "mac_lanes")):
+        options = {"cordic_arch": "iterative"} | options
+        with pytest.raises(AttentionHeadError, match=word):
+            AttentionHead(CONFIG, compact=True, **SMALL, **options)
+    for value in (1, "yes", None):
+        with pytest.raises(TypeError, match="compact"):
+            AttentionHead(CONFIG, cordic_arch="iterative", compact=value, **SMALL)
