@@ -130,6 +130,7 @@ from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
 from .cordic import ARCHITECTURES, Cordic
+from .cordic_iterative import SharedCordicIterative
 from .exp2 import NegExp2
 from .sphere import SphereNormalizer, sphere_cycles
 
@@ -518,19 +519,25 @@ class Reciprocal(wiring.Component):
     i : In(stream(unsigned(S)))        S; taken only while no other is in flight
     o : Out(stream(reciprocal_layout()))  (r, L), 1 + L_d clocks after i was taken (L_d:
                                           the divide CORDIC's, `cordic_latencies`; o ready)
+
+    `cordic`: a divide-mode CORDIC's port (i, o streams) that the caller instantiates (a
+    compact head's `SharedCordicIterative`); None: the unit makes its own of `cordic_arch`.
     """
 
     def __init__(self, config: AttentionFixedConfig, sum_bits: int,
-                 cordic_arch: str = "pipelined"):
+                 cordic_arch: str = "pipelined", cordic=None):
         self.config = config
         self.sum_bits = sum_bits
         self.cordic_arch = cordic_arch
+        self.cordic = cordic
         super().__init__({"i": In(stream.Signature(unsigned(sum_bits))),
                           "o": Out(stream.Signature(reciprocal_layout()))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.cordic = cordic = Cordic.create(self.config.divide, self.cordic_arch)
+        cordic = self.cordic
+        if cordic is None:
+            m.submodules.cordic = cordic = Cordic.create(self.config.divide, self.cordic_arch)
         busy, pending, zero = Signal(), Signal(), Signal()
         shift, mantissa = Signal(signed(8)), Signal(signed(DATA_BITS))
         S = self.i.payload
@@ -1116,7 +1123,10 @@ class AttentionHead(wiring.Component):
                                     the analytic mode at d_osc 2, one MAC lane, iterative
                                     CORDICs): q k, g r and attn v on one multiplier, W a
                                     on the Numerator's x a multipliers (the passes never
-                                    overlap). The same results and clocks.
+                                    overlap), and one CORDIC datapath for vectoring,
+                                    rotation and the reciprocal
+                                    (`SharedCordicIterative`). The same results and
+                                    clocks.
 
     Ports
     -----
@@ -2031,15 +2041,21 @@ class AttentionHead(wiring.Component):
             m.submodules.sphere = state = SphereNormalizer(
                 self.d_osc, max(w["h"], FLOW_X_BITS) if flow else w["h"])
             recip_bits = max(recip_bits, state.root_bits)
-        m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch)
+        if self.compact:    # the three CORDIC operations, never at once, on one datapath
+            m.submodules.cordics = cordics = SharedCordicIterative(
+                [cfg.vector, cfg.rotate, cfg.divide])
+            vector, rotate, divide = cordics.ports
+        m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch,
+                                                     divide if self.compact else None)
         m.d.comb += recip.o.ready.eq(1)
         if oscillator:
             m.submodules.exponent = exponent = WeightExponent(w["m"])
             m.submodules.numerator = numer = Numerator(self.d_osc)
         if oscillator and not sphere:
             m.submodules.normalizer = normalizer = Normalizer(w["h"])
-            m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
-            m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
+            if not self.compact:
+                m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
+                m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
             m.d.comb += [vector.o.ready.eq(1), rotate.o.ready.eq(1)]
             state = (normalizer, vector, rotate)
         if softmax:

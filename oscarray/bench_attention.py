@@ -101,9 +101,10 @@ def not_benched() -> list[dict]:
 
 # What each device builds: the board and the CORDIC architecture of the head's three CORDICs
 # (vector, rotate, divide; each used once a row) and of its array engine. UP5K: the iterative
-# CORDICs, the smaller head (the pipelined one needs about twice the device's logic cells).
+# CORDICs, the smaller head (the pipelined one needs about twice the device's logic cells),
+# and the analytic head compact (`AttentionHead`'s compact; `builds_compact`).
 DEVICE_BUILDS = {
-    "up5k": {"board": "icebreaker", "cordic_arch": "iterative"},
+    "up5k": {"board": "icebreaker", "cordic_arch": "iterative", "compact": True},
     "ecp5-85f": {"board": "ulx3s-85f", "cordic_arch": "pipelined"},
 }
 
@@ -116,6 +117,16 @@ NUMPY_SOFTMAX_FUNCTION = ("oscarray.golden.softmax.softmax_float (float64, every
 def head_modes_of(case) -> tuple:
     """The modes of the head a case is built and simulated in (HEAD_MODES)."""
     return HEAD_MODES[case.mode]
+
+
+def builds_compact(device: str, case, mac_lanes: int = 1) -> bool:
+    """Whether `device` builds and simulates the case's head compact: a device that asks for
+    it (DEVICE_BUILDS), and a head a compact build can be (the analytic mode alone at
+    d_osc 2, one MAC lane: `AttentionHead`)."""
+    from .hdl.attention import head_d_osc
+    return (DEVICE_BUILDS[device].get("compact", False) and not isinstance(case, list)
+            and head_modes_of(case) == ("analytic",) and head_d_osc(case) == 2
+            and mac_lanes == 1)
 
 
 def is_softmax(case) -> bool:
@@ -204,9 +215,10 @@ def cycles_model(case, cordic_arch: str, result, mac_lanes: int = 1
 
 
 def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=None,
-                reference=None, mac_lanes: int = 1) -> dict:
+                reference=None, mac_lanes: int = 1, compact: bool = False) -> dict:
     """The case on the head RTL (capacity T, d_h; `cordic_arch` CORDICs; HEAD_MODES of the
-    case's mode; `mac_lanes` MAC lanes) in a cycle-accurate simulation: cycles_measured
+    case's mode; `mac_lanes` MAC lanes; `compact`: the compact head) in a cycle-accurate
+    simulation: cycles_measured
     (per head, the `cycles` port), cycles (their sum), cycles_model (per head, which each
     head must match: else SimulationFailed) and cycles_per_head (the model's one figure when every head takes the
     same, else the list), bit_exact and mismatches (versus golden-fixed), max_attn_err and
@@ -225,7 +237,8 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
     else:
         rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                              build_root=build_root, progress=progress,
-                                             cordic_arch=cordic_arch, mac_lanes=mac_lanes)
+                                             cordic_arch=cordic_arch, mac_lanes=mac_lanes,
+                                             compact=compact)
     measured = [int(c) for c in rtl["cycles"]]
     model, runs = cycles_model(case, cordic_arch, rtl, mac_lanes)
     if measured != model:
@@ -347,14 +360,15 @@ def torus_row(shape: str, device: str, cases, rtl: dict, numpy: dict,
 
 def bench_row(shape: str, device: str, case, cordic_arch: str, rtl: dict, numpy: dict,
               built: dict | None = None, does_not_fit: dict | None = None,
-              mac_lanes: int = 1) -> dict:
+              mac_lanes: int = 1, compact: bool = False) -> dict:
     """One table row of the case's mechanism from a build (`built`, build()'s dict) or the
     reason it did not fit (`does_not_fit`: message, netlist, capacity, target_mhz, name),
     the RTL's measurement (`measure_rtl`) and the NumPy figures (`numpy_reference`)."""
     row = {"mechanism": mechanism_name(case), "heads": case.heads, "tokens": case.tokens,
            "d_h": case.d_h, "d_osc": case.d_osc, "causal": case.causal,
            "max_tokens": case.tokens, "max_d_h": case.d_h,
-           "modes_built": list(head_modes_of(case)), "mac_lanes": mac_lanes}
+           "modes_built": list(head_modes_of(case)), "mac_lanes": mac_lanes,
+           "compact": compact}
     return _complete_row(row, shape, device, cordic_arch, rtl, numpy, built, does_not_fit)
 
 
@@ -410,11 +424,14 @@ def _build(device: str, case, build_root, progress, mac_lanes: int = 1
                                                  build_root, progress))
     from .hdl.attention import head_d_osc
     arch, modes, d_osc = spec["cordic_arch"], head_modes_of(case), head_d_osc(case)
+    compact = builds_compact(device, case, mac_lanes)
     return _fitted(device, build_root, progress,
-                   head_build_name(case.tokens, case.d_h, arch, modes, d_osc, mac_lanes),
+                   head_build_name(case.tokens, case.d_h, arch, modes, d_osc, mac_lanes,
+                                   compact),
                    lambda: build_attention_head(spec["board"], case.tokens, case.d_h, arch,
                                                 build_root, progress, modes=modes,
-                                                d_osc=d_osc, mac_lanes=mac_lanes))
+                                                d_osc=d_osc, mac_lanes=mac_lanes,
+                                                compact=compact))
 
 
 def _fitted(device, build_root, progress, name, make) -> tuple[dict | None, dict | None]:
@@ -594,20 +611,23 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                     references[family] = float_reference(case)
                     numpys[family] = numpy_reference(case, progress)
                 modes = head_modes_of(case)
-                if (case.mode, arch) not in measured:
+                compact = builds_compact(device, case, mac_lanes)
+                if (case.mode, arch, compact) not in measured:
                     flows._say(progress, f"{shape} {case.mode}: simulating the head ({arch} "
-                                         f"CORDICs, modes {', '.join(modes)})")
-                    measured[case.mode, arch] = measure_rtl(
+                                         f"CORDICs, modes {', '.join(modes)}"
+                                         + (", compact)" if compact else ")"))
+                    measured[case.mode, arch, compact] = measure_rtl(
                         case, arch, sim=sim, build_root=root / "sim", progress=progress,
-                        reference=references[family], mac_lanes=mac_lanes)
+                        reference=references[family], mac_lanes=mac_lanes, compact=compact)
                 if modes not in builds:
                     flows._say(progress, f"{shape} on {device}: building the head, T = "
                                          f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
                                          f"modes {', '.join(modes)}, {mac_lanes} MAC lanes")
                     builds[modes] = _build(device, case, root / "boards", progress,
                                            mac_lanes)
-                add(bench_row(shape, device, case, arch, measured[case.mode, arch],
-                              numpys[family], *builds[modes], mac_lanes=mac_lanes))
+                add(bench_row(shape, device, case, arch, measured[case.mode, arch, compact],
+                              numpys[family], *builds[modes], mac_lanes=mac_lanes,
+                              compact=compact))
     return result(True)
 
 

@@ -537,12 +537,12 @@ def attention_rtl_mismatches(case, rtl: dict) -> int:
 
 
 def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None,
-                   progress=None, cordic_arch="pipelined", mac_lanes=1) -> dict:
+                   progress=None, cordic_arch="pipelined", mac_lanes=1, compact=False) -> dict:
     """The attention head RTL in cocotb (analytic or ode-drive), decoded like golden-fixed's
     result:
     the RTL's integers, the float keys from them, the host's scales, cycles per head.
     `cordic_arch`: the head's three CORDICs ("pipelined" or "iterative"); `mac_lanes`: its
-    products per clock in SCORES and OUT (`AttentionHead`)."""
+    products per clock in SCORES and OUT; `compact`: its compact build (`AttentionHead`)."""
     from .golden.attention_fixed import DEFAULT_CONFIG
     from .sim.attention import run_attention_rtl
     from .sim.runner import SimulationFailed
@@ -553,7 +553,7 @@ def _attention_rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=Non
                    f"(the first run of a capacity builds it, about a minute; then cached)")
     rtl = run_attention_rtl(case, config, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
                             build_root=build_root, cordic_arch=cordic_arch,
-                            mac_lanes=mac_lanes)
+                            mac_lanes=mac_lanes, compact=compact)
     if rtl["error"].any():
         raise SimulationFailed(
             f"the attention head raised its error flag on head(s) "
