@@ -253,6 +253,10 @@ def _add_attention(commands):
                                 "value passes (a power of two up to the d_h capacity rounded "
                                 "up to one; default 1): ceil(d_h / L) clocks a token instead "
                                 "of d_h")
+    attention.add_argument("--compact", action="store_const", const=True, default=None,
+                           help="rtl: the compact head the iCE40UP5K holds (the analytic "
+                                "mode, one MAC lane, iterative CORDICs): the same results "
+                                "in the same clocks as the iterative head")
     attention.add_argument("--sim", choices=("verilator", "icarus"), default=None,
                            help="rtl: simulator (default: $SIM, else verilator)")
     attention.add_argument("--build-dir", default=None, metavar="DIR",
@@ -783,6 +787,7 @@ def _run_attention(args, progress) -> int:
                                          ("--max-tokens", args.max_tokens),
                                          ("--max-d-h", args.max_d_h), ("--sim", args.sim),
                                          ("--mac-lanes", args.mac_lanes),
+                                         ("--compact", args.compact),
                                          ("--build-dir", args.build_dir)) if value is not None]
         if used:
             raise ValueError(f"--example writes a case to --out and stops; {used[0]} belongs "
@@ -794,7 +799,8 @@ def _run_attention(args, progress) -> int:
         result = flows.attention_run(args.case, args.engine, args.out, progress,
                                      plots=args.plots, max_tokens=args.max_tokens,
                                      max_d_h=args.max_d_h, sim=args.sim,
-                                     build_root=args.build_dir, mac_lanes=args.mac_lanes)
+                                     build_root=args.build_dir, mac_lanes=args.mac_lanes,
+                                     compact=args.compact)
     _report(result, args.json, _print_attention)
     return 1 if result.get("mismatches") else 0
 

@@ -505,14 +505,17 @@ def _attention_golden_fixed(case, **options) -> dict:
     return result
 
 
-def _attention_check_rtl(case, max_tokens=None, max_d_h=None, mac_lanes=1, **options):
+def _attention_check_rtl(case, max_tokens=None, max_d_h=None, mac_lanes=1, compact=False,
+                         cordic_arch="pipelined", **options):
     """hdl.attention.check_case for a head built with every mode of the case's d_osc: the
-    fixed-point refusals, the build's capacity, the score shift register; and its MAC lanes
-    (`check_mac_lanes`)."""
-    from .hdl.attention import MODES, check_case, check_mac_lanes, head_d_osc
+    fixed-point refusals, the build's capacity, the score shift register; its MAC lanes
+    (`check_mac_lanes`) and whether it can be compact (`check_compact`)."""
+    from .hdl.attention import MODES, check_case, check_compact, check_mac_lanes, head_d_osc
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
     check_mac_lanes(mac_lanes, max_d_h)
     d_osc = head_d_osc(case)
+    check_compact(compact, cordic_arch=cordic_arch, modes=(case.mode,), d_osc=d_osc,
+                  mac_lanes=mac_lanes)
     check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES,
                d_osc=d_osc)
 
@@ -658,11 +661,12 @@ def attention_example(name: str, out, seed: int = 0, progress=None) -> dict:
 
 def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None,
                   max_tokens=None, max_d_h=None, sim=None, build_root=None,
-                  mac_lanes=None) -> dict:
+                  mac_lanes=None, compact=None) -> dict:
     """Run an attention case on one engine; write result.npz to `out` and the heatmaps
     (engine versus golden-float analytic, per head) into the folder `plots` if given.
     `mac_lanes` (rtl only; default 1): the head's products per clock in its score and value
-    passes (`AttentionHead`).
+    passes; `compact` (rtl only): the compact head of the iCE40UP5K, iterative CORDICs
+    (`AttentionHead`).
 
     Everything is checked (engine, output paths, the whole case, the engine's refusals)
     before any work, and files are written whole or not at all. The summary compares the
@@ -678,10 +682,13 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
     out = _check_output_path("--out", out)
     plots = _check_plots_dir(plots)
     case = load_case(case_path)
-    if mac_lanes is not None and engine != "rtl":
-        raise ValueError(f"--mac-lanes is the rtl engine's, not {engine}'s")
+    for flag, value in (("--mac-lanes", mac_lanes), ("--compact", compact)):
+        if value is not None and engine != "rtl":
+            raise ValueError(f"{flag} is the rtl engine's, not {engine}'s")
     options = ({"max_tokens": max_tokens, "max_d_h": max_d_h,
                 "mac_lanes": 1 if mac_lanes is None else mac_lanes} if engine == "rtl" else {})
+    if compact:
+        options.update(compact=True, cordic_arch="iterative")
     if engine in ATTENTION_CASE_CHECKS:
         ATTENTION_CASE_CHECKS[engine](case, **options)
 

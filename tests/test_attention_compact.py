@@ -74,3 +74,53 @@ def test_compact_refusals():
     for value in (1, "yes", None):
         with pytest.raises(TypeError, match="compact"):
             AttentionHead(CONFIG, cordic_arch="iterative", compact=value, **SMALL)
+
+
+def test_compact_head_bit_exact_on_verilator(attention_build_root):
+    # The shapes (sva: H 1, T 9, d_h 32; kws: H 2, T 49, d_h 16) on one compact
+    # build of capacity (49, 32), causal and not, p 1, 2, 4, one with output backpressure.
+    from oscarray.sim.attention import run_attention_rtl_batch
+    cases = {}
+    for shape, name in (((1, 9, 32, 2), "sva"), ((2, 49, 16, 2), "kws")):
+        for causal, p in ((True, 1), (False, 2), (True, 4)):
+            cases[f"{name}-{causal}-p{p}"] = random_case(shape, seed=50 + p + causal,
+                                                         causal=np.array(causal),
+                                                         p=np.array(p))
+    names = list(cases)
+    ready = [0.7 if name == "kws-False-p2" else 1.0 for name in names]
+    results = run_attention_rtl_batch([cases[k] for k in names], CONFIG,
+                                      build_root=attention_build_root, max_tokens=49,
+                                      max_d_h=32, cordic_arch="iterative", compact=True,
+                                      ready_prob=ready, seed=5)
+    for name, rtl, chance in zip(names, results, ready):
+        case = cases[name]
+        gold = attention_fixed(case)
+        assert rtl["sim"] == "verilator"
+        for key in ("attn_int", "out_int", "theta_int", "x_int", "h_int"):
+            np.testing.assert_array_equal(rtl[key], gold[key], err_msg=f"{name}: {key}")
+        assert not rtl["error"].any(), name
+        T, d_h = case["q"].shape[1:]
+        formula = cycles_per_head(T, d_h, bool(case["causal"]), CONFIG, "iterative")
+        if chance == 1:
+            assert (rtl["cycles"] == formula).all(), name
+        else:
+            assert (rtl["cycles"] > formula).all(), name     # it waited for the output
+
+
+def test_attention_cli_compact(tmp_path, capsys):
+    # --compact is the rtl engine's, and only for a head it can be: refused before any work,
+    # with the reason, and no output file.
+    from oscarray.cli import main
+    case = tmp_path / "case.npz"
+    assert main(["attention", "--example", "sva", "--out", str(case)]) == 0
+    out = tmp_path / "result.npz"
+    ode = dict(np.load(case))
+    ode["mode"] = np.array("ode-drive")
+    np.savez(tmp_path / "ode.npz", **ode)
+    for argv, reason in ((["--in", case, "--engine", "golden-fixed"], "rtl engine's"),
+                         (["--in", tmp_path / "ode.npz", "--engine", "rtl"], "modes"),
+                         (["--example", "sva"], "--compact belongs to a run")):
+        capsys.readouterr()
+        code = main(["attention", *map(str, argv), "--compact", "--out", str(out)])
+        assert code != 0 and reason in capsys.readouterr().err
+        assert not out.exists()
