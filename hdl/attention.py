@@ -320,6 +320,27 @@ def shift_split(value, right, left, positive) -> Value:
     return Mux(positive, round_shift_split(value, right), (value << left) << 1)
 
 
+def weight_split(m: Module, score, amount, m_bits: int) -> Value:
+    """WEIGHTS's shift of an m_bits score by the signed `amount` F - e_w (held: its clamps
+    are registers, `shift_amounts`), without its rounding add (`shift_split`): W = its bits
+    1..17 + its bit 0 + eps (left shifts clamped to 18: W has 17 bits)."""
+    amounts = shift_amounts(m, amount, m_bits + 1, W_BITS + 1, "sync", "weight")
+    return shift_split(score, *amounts)
+
+
+def weight_window(m: Module, score, amount, m_bits: int) -> Value:
+    """`weight_split`'s W_BITS + 1 low bits in less than half its logic on iCE40: its left
+    shifts (score << 1 + left, left <= 18) and right ones (score << 1 >> a, a <= bits + 1)
+    are one right shift of score 2**19 by b = a + 18 clamped to 0 .. bits + 19, of which
+    `window` builds only the bits kept (b is a register, as weight_split's clamps)."""
+    from .lean import window
+    top = m_bits + W_BITS + 2
+    b = Signal(range(top + 1), name="weight_b")
+    moved = amount + W_BITS + 1
+    m.d.sync += b.eq(Mux(moved < 0, 0, Mux(moved > top, top, moved)))
+    return window(m, Cat(Const(0, W_BITS + 2), score), b, W_BITS + 1, name="weight_window")
+
+
 def adder_tree(m: Module, values, name: str) -> Value:
     """The sum of `values` (a power-of-two count) by pairwise adds, registered after every
     second level and after the last: `score_tree_stages(len(values))` clocks (none for one
@@ -1622,12 +1643,12 @@ class AttentionHead(wiring.Component):
         # fits: its left shifts are below 18.
         weight_shift = Signal(signed(SHIFT_BITS + 1))
         m.d.sync += weight_shift.eq(score_shift - exponent.e_w)
-        amounts = shift_amounts(m, weight_shift, w["m"] + 1, W_BITS + 1, "sync", "weight")
         # W is 17 bits (mod 2**17 outside a row that fits, as R + eps was): the add needs
         # only the shift's 18 low bits, the rounding bit its carry-in.
         shifted = Signal(W_BITS + 1)
-        m.d.sync += [shifted.eq(shift_split(score, *amounts)),
-                     weight.eq(shifted[1:] + exponent.eps + shifted[0])]
+        split = weight_window if self.compact else weight_split
+        m.d.sync += shifted.eq(split(m, score, weight_shift, w["m"]))
+        m.d.sync += weight.eq(shifted[1:] + exponent.eps + shifted[0])
         for product, h_c in zip(products, h):
             with m.If(w4.valid):
                 m.d.sync += h_c.eq(h_c + product)
@@ -2048,11 +2069,15 @@ class AttentionHead(wiring.Component):
         m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch,
                                                      divide if self.compact else None)
         m.d.comb += recip.o.ready.eq(1)
+        exponent_unit, normalizer_unit = WeightExponent, Normalizer
+        if self.compact:    # the same units, shifting only the bits they keep
+            from .lean import LeanNormalizer, LeanWeightExponent
+            exponent_unit, normalizer_unit = LeanWeightExponent, LeanNormalizer
         if oscillator:
-            m.submodules.exponent = exponent = WeightExponent(w["m"])
+            m.submodules.exponent = exponent = exponent_unit(w["m"])
             m.submodules.numerator = numer = Numerator(self.d_osc)
         if oscillator and not sphere:
-            m.submodules.normalizer = normalizer = Normalizer(w["h"])
+            m.submodules.normalizer = normalizer = normalizer_unit(w["h"])
             if not self.compact:
                 m.submodules.vector = vector = Cordic.create(cfg.vector, self.cordic_arch)
                 m.submodules.rotate = rotate = Cordic.create(cfg.rotate, self.cordic_arch)
@@ -2251,7 +2276,14 @@ class AttentionHead(wiring.Component):
         else:
             m.d.sync += gr.eq(rd["numer"].data * r_value[:DATA_BITS - 1])
         # 16 + L is in 0 .. bits(S) - 1 (S >= 1; S = 0 gives L = 0).
-        m.d.sync += attn.eq(round_shift_var(gr, (r_shift + FRAC)[:6]))
+        attn_shift = (r_shift + FRAC)[:6]
+        if self.compact:    # R(gr, s) from the kept bits of gr << 1 >> s only (`window`)
+            from .lean import window
+            kept = window(m, Cat(Const(0, 1), gr), attn_shift, len(attn) + 1,
+                          name="attn_window")
+            m.d.sync += attn.eq(kept[1:] + kept[0])
+        else:
+            m.d.sync += attn.eq(round_shift_var(gr, attn_shift))
         m.d.comb += [wr["attn"].addr.eq(a3.j), wr["attn"].data.eq(attn),
                      wr["attn"].en.eq(a3.valid)]
 

@@ -124,3 +124,36 @@ def test_attention_cli_compact(tmp_path, capsys):
         code = main(["attention", *map(str, argv), "--compact", "--out", str(out)])
         assert code != 0 and reason in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_weight_window_equals_weight_split():
+    # The compact head's W shift against the head's own, clock by clock, over every amount
+    # F - e_w the shift register can hold (left shifts, right ones, both clamps) and scores
+    # from 0 to the largest.
+    from amaranth.hdl import Module, Signal, signed, unsigned
+    from amaranth.sim import Simulator
+    from oscarray.hdl.attention import SHIFT_BITS, W_BITS, weight_split, weight_window
+    m_bits = 60
+    m = Module()
+    score, amount = Signal(unsigned(m_bits)), Signal(signed(SHIFT_BITS + 1))
+    split, window = Signal(W_BITS + 1), Signal(W_BITS + 1)
+    m.d.sync += [split.eq(weight_split(m, score, amount, m_bits)),
+                 window.eq(weight_window(m, score, amount, m_bits))]
+    rng = np.random.default_rng(11)
+    amounts = list(range(-25, 90)) + [-(1 << SHIFT_BITS), (1 << SHIFT_BITS) - 1]
+    scores = [0, 1, (1 << m_bits) - 1] + [int(rng.integers(0, 1 << int(rng.integers(1, m_bits))))
+                                          for _ in range(12)]
+
+    async def bench(ctx):
+        for a in amounts:
+            ctx.set(amount, a)
+            await ctx.tick()                    # the clamps and b are registers
+            for value in scores:
+                ctx.set(score, value)
+                await ctx.tick()
+                await ctx.tick()
+                assert ctx.get(window) == ctx.get(split), (a, value)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
