@@ -130,6 +130,7 @@ from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
 from .cordic import ARCHITECTURES, Cordic
+from .array import NO_INIT_SUFFIX
 from .cordic_iterative import SharedCordicIterative
 from .exp2 import NegExp2
 from .sphere import SphereNormalizer, sphere_cycles
@@ -2036,8 +2037,16 @@ class AttentionHead(wiring.Component):
             mem["flow_w"] = Memory(shape=unsigned(W_BITS), depth=cap, init=[],
                                    attrs=no_collide)
         rd, wr = {}, {}
+        # A compact head's q and k are single-port (`single_port`), without power-on contents
+        # (every word a run reads is loaded first) and marked "huge": the UP5K puts them in
+        # SPRAM (Yosys would take its block RAMs for memories this small).
+        single_port = ("q", "k") if self.compact else ()
+        for name in single_port:
+            mem[name] = Memory(shape=banked[name], depth=mem[name].depth, init=[],
+                               attrs=no_collide | {"ram_style": "huge"})
         for name, memory in mem.items():
-            m.submodules[f"mem_{name}"] = memory
+            suffix = NO_INIT_SUFFIX if name in single_port else ""
+            m.submodules[f"mem_{name}{suffix}"] = memory
             rd[name], wr[name] = memory.read_port(), memory.write_port()
 
         # -- run registers --------------------------------------------------------------------
@@ -2124,10 +2133,11 @@ class AttentionHead(wiring.Component):
                 m.d.sync += inner.eq(inner + 1)
 
         # Addresses: q of token i, k and v of token j (t || d); the row buffers at j.
-        for b in range(lanes):
-            m.d.comb += [rd[bank["q"][b]].addr.eq(Cat(d[:bank_bits], row[:token_bits])),
-                         rd[bank["k"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits])),
-                         rd[bank["v"][b]].addr.eq(Cat(d[:bank_bits], j[:token_bits]))]
+        read_address = {"q": Cat(d[:bank_bits], row[:token_bits]),
+                        "k": Cat(d[:bank_bits], j[:token_bits]),
+                        "v": Cat(d[:bank_bits], j[:token_bits])}
+        for name, address in read_address.items():
+            m.d.comb += [rd[bank[name][b]].addr.eq(address) for b in range(lanes)]
         m.d.comb += [rd["score"].addr.eq(j), rd["numer"].addr.eq(j)]
         if oscillator and not self.compact:     # (compact: after WEIGHTS's datapath)
             m.d.comb += [rd[name].addr.eq(j) for name in anchor_names]
@@ -2479,4 +2489,8 @@ class AttentionHead(wiring.Component):
                         for register, address in zip(registers, REGISTERS.values()):
                             with m.Case(address):
                                 m.d.sync += register.eq(load.data[:len(register)])
+        # (After the load's writes: these addresses replace theirs.)
+        for name in single_port:    # one address: the load's while idle, the passes' else
+            address = Mux(busy, read_address[name], load.addr)
+            m.d.comb += [rd[name].addr.eq(address), wr[name].addr.eq(address)]
         return m
