@@ -2009,6 +2009,10 @@ class AttentionHead(wiring.Component):
                   "out": signed(w["out"])}
         bank = {name: [name if lanes == 1 else f"{name}{b}" for b in range(lanes)]
                 for name in banked}
+        # A compact head's q and k are single-port (`single_port`), without power-on contents
+        # (every word a run reads is loaded first) and marked "huge": the UP5K puts them in
+        # SPRAM (Yosys would take its block RAMs for memories this small).
+        single_port = ("q", "k") if self.compact else ()
         mem = {
             # Row buffers: the scores m_ij, the numerators g_ij, attn_ij.
             "score": Memory(shape=score_shape, depth=cap, init=[], attrs=no_collide),
@@ -2020,8 +2024,9 @@ class AttentionHead(wiring.Component):
             # (Two words at least: a one-word memory has a 0-bit address, which Verilator
             # refuses.)
             depth = max(2, depth)
+            attrs = no_collide | ({"ram_style": "huge"} if name in single_port else {})
             for bank_name in bank[name]:
-                mem[bank_name] = Memory(shape=shape, depth=depth, init=[], attrs=no_collide)
+                mem[bank_name] = Memory(shape=shape, depth=depth, init=[], attrs=attrs)
         sphere = oscillator and self.d_osc > 2
         flow = sphere and bool(set(self.modes) & set(OSCILLATOR_MODES[1:]))
         pairwise_flow = sphere and "ode-pairwise" in self.modes
@@ -2037,13 +2042,6 @@ class AttentionHead(wiring.Component):
             mem["flow_w"] = Memory(shape=unsigned(W_BITS), depth=cap, init=[],
                                    attrs=no_collide)
         rd, wr = {}, {}
-        # A compact head's q and k are single-port (`single_port`), without power-on contents
-        # (every word a run reads is loaded first) and marked "huge": the UP5K puts them in
-        # SPRAM (Yosys would take its block RAMs for memories this small).
-        single_port = ("q", "k") if self.compact else ()
-        for name in single_port:
-            mem[name] = Memory(shape=banked[name], depth=mem[name].depth, init=[],
-                               attrs=no_collide | {"ram_style": "huge"})
         for name, memory in mem.items():
             suffix = NO_INIT_SUFFIX if name in single_port else ""
             m.submodules[f"mem_{name}{suffix}"] = memory
