@@ -509,6 +509,8 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
         assert row["cycles_measured"] == [model] and row["cycles"] == model
         if row["mechanism"] == "oscillator-analytic":
             assert model == analytic and row["euler_steps"] is None
+            # The UP5K's analytic head is the compact one, and it fits (since 2026-11-25).
+            assert row["compact"] is True and row["fits"] is True
         elif row["mechanism"] == "softmax":
             assert model == softmax and row["euler_steps"] is None
         elif row["mechanism"] == "torus":
