@@ -334,7 +334,7 @@ def weight_window(m: Module, score, amount, m_bits: int) -> Value:
     shifts (score << 1 + left, left <= 18) and right ones (score << 1 >> a, a <= bits + 1)
     are one right shift of score 2**19 by b = a + 18 clamped to 0 .. bits + 19, of which
     `window` builds only the bits kept (b is a register, as weight_split's clamps)."""
-    from .lean import window
+    from .lean import window            # (hdl/lean.py imports this module)
     top = m_bits + W_BITS + 2
     b = Signal(range(top + 1), name="weight_b")
     moved = amount + W_BITS + 1
@@ -563,9 +563,7 @@ class Reciprocal(wiring.Component):
         busy, pending, zero = Signal(), Signal(), Signal()
         shift, mantissa = Signal(signed(8)), Signal(signed(DATA_BITS))
         S = self.i.payload
-        L = _signed(bit_length(S)) - (FRAC + 1)
-        # L >= -16 for S >= 1; a right shift by bits(S) + 1 or more gives 0 already.
-        rounded = shift_round(m, S, L, self.sum_bits + 1, FRAC)
+        L, rounded = self.normalize(m, S)
         m.d.comb += self.i.ready.eq(~busy)
         with m.If(self.i.valid & ~busy):
             m.d.sync += [busy.eq(1), pending.eq(1), zero.eq(S == 0),
@@ -582,6 +580,13 @@ class Reciprocal(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += busy.eq(0)
         return m
+
+    def normalize(self, m: Module, S) -> tuple[Value, Value]:
+        """(L, R(S, L)) for S >= 1 (anything for S = 0): L = bitlen(S) - 17 and R(S, L),
+        before its clamp to 2**17 - 1."""
+        L = _signed(bit_length(S)) - (FRAC + 1)
+        # L >= -16 for S >= 1; a right shift by bits(S) + 1 or more gives 0 already.
+        return L, shift_round(m, S, L, self.sum_bits + 1, FRAC)
 
 
 class Numerator(wiring.Component):
@@ -1626,8 +1631,9 @@ class AttentionHead(wiring.Component):
 
         # WEIGHTS (steps 3-4): c1 the shift of m, c2 W, c3 products, c4 accumulate h.
         w0 = issue_tag("WEIGHTS", 1, last_j, last_j)
-        w2 = delay_line(m, w0, 2, "w")
-        w4 = delay_line(m, w2, 2, "w")
+        w4 = delay_line(m, w0, 4, "w")
+        # (Registers of its own, named apart, so the other heads' netlists keep their names.)
+        w2 = delay_line(m, w0, 2, "w_anchor") if self.compact else None
         weight = Signal(unsigned(W_BITS))
         if self.compact:
             # W a on the Numerator's x a multipliers (READOUT comes later in the row): W
@@ -2069,17 +2075,18 @@ class AttentionHead(wiring.Component):
             m.submodules.sphere = state = SphereNormalizer(
                 self.d_osc, max(w["h"], FLOW_X_BITS) if flow else w["h"])
             recip_bits = max(recip_bits, state.root_bits)
-        if self.compact:    # the three CORDIC operations, never at once, on one datapath
+        exponent_unit, normalizer_unit, reciprocal_unit = WeightExponent, Normalizer, Reciprocal
+        if self.compact:    # the same units, shifting only the bits they keep
+            from .lean import LeanNormalizer, LeanReciprocal, LeanWeightExponent  # (as above)
+            exponent_unit, normalizer_unit = LeanWeightExponent, LeanNormalizer
+            reciprocal_unit = LeanReciprocal
+            # The three CORDIC operations, never at once, on one datapath.
             m.submodules.cordics = cordics = SharedCordicIterative(
                 [cfg.vector, cfg.rotate, cfg.divide])
             vector, rotate, divide = cordics.ports
-        m.submodules.reciprocal = recip = Reciprocal(cfg, recip_bits, self.cordic_arch,
-                                                     divide if self.compact else None)
+        m.submodules.reciprocal = recip = reciprocal_unit(cfg, recip_bits, self.cordic_arch,
+                                                          divide if self.compact else None)
         m.d.comb += recip.o.ready.eq(1)
-        exponent_unit, normalizer_unit = WeightExponent, Normalizer
-        if self.compact:    # the same units, shifting only the bits they keep
-            from .lean import LeanNormalizer, LeanWeightExponent
-            exponent_unit, normalizer_unit = LeanWeightExponent, LeanNormalizer
         if oscillator:
             m.submodules.exponent = exponent = exponent_unit(w["m"])
             m.submodules.numerator = numer = Numerator(self.d_osc)
@@ -2285,11 +2292,9 @@ class AttentionHead(wiring.Component):
             m.d.sync += gr.eq(rd["numer"].data * r_value[:DATA_BITS - 1])
         # 16 + L is in 0 .. bits(S) - 1 (S >= 1; S = 0 gives L = 0).
         attn_shift = (r_shift + FRAC)[:6]
-        if self.compact:    # R(gr, s) from the kept bits of gr << 1 >> s only (`window`)
-            from .lean import window
-            kept = window(m, Cat(Const(0, 1), gr), attn_shift, len(attn) + 1,
-                          name="attn_window")
-            m.d.sync += attn.eq(kept[1:] + kept[0])
+        if self.compact:    # R(gr, s) from the kept bits only
+            from .lean import round_window      # (hdl/lean.py imports this module)
+            m.d.sync += attn.eq(round_window(m, gr, attn_shift, len(attn), name="attn_window"))
         else:
             m.d.sync += attn.eq(round_shift_var(gr, attn_shift))
         m.d.comb += [wr["attn"].addr.eq(a3.j), wr["attn"].data.eq(attn),

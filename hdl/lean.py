@@ -40,10 +40,12 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
 from ..golden.attention_fixed import DATA_BITS, FRAC
-from .attention import (E_MAX, E_MIN, SHIFT_BITS, W_BITS, Normalizer, WeightExponent,
-                        delay_line, relu_eps_int)
+from .array import round_shift_finish
+from .attention import (E_MAX, E_MIN, SHIFT_BITS, W_BITS, Normalizer, Reciprocal,
+                        WeightExponent, delay_line, relu_eps_int)
 
-__all__ = ["LeanNormalizer", "LeanWeightExponent", "leading_one", "window"]
+__all__ = ["LeanNormalizer", "LeanReciprocal", "LeanWeightExponent", "leading_one",
+           "round_window", "window"]
 
 
 def window(m: Module, value, amount, width: int, max_amount: int | None = None, *,
@@ -88,6 +90,16 @@ def window(m: Module, value, amount, width: int, max_amount: int | None = None, 
         bits = stage
     result = Cat(*(bit(i) for i in range(width + min((1 << low) - 1, max_amount))))
     return (result, Cat(*flags).any()) if above else result
+
+
+def round_window(m: Module, value, amount, width: int, max_amount: int | None = None,
+                 name: str = "window") -> Value:
+    """R(value, amount) (round half up) of an unsigned `value` for a run-time unsigned
+    `amount` <= `max_amount`, from the kept bits only: the low `width` bits of value >> amount
+    plus the rounding bit, `width` + 1 bits. Its low `width` bits are R's; all of it is R
+    when value >> amount < 2**width (the carry of a rounding up is kept)."""
+    kept = window(m, Cat(Const(0, 1), value), amount, width + 1, max_amount, name=name)
+    return round_shift_finish(kept)
 
 
 def leading_one(value) -> tuple[Value, Value]:
@@ -257,3 +269,18 @@ class LeanNormalizer(Normalizer):
             m.d.sync += r.eq(Cat(s[1:], s[-1]) + s[0])
             m.d.comb += out.eq(r)
         return m
+
+
+class LeanReciprocal(Reciprocal):
+    """`Reciprocal` with its normalization R(S, L), L = bitlen(S) - 17, as one `round_window`
+    R(S 2**16, p) at p = bitlen(S) - 1 (`leading_one`), for left shifts (S < 2**17) and
+    right ones alike. `Reciprocal`'s
+    bit length (a priority chain as deep as S is wide) and its two shifters were the compact
+    head's critical path on the UP5K (48 ns). Ports, parameters and latency: `Reciprocal`'s.
+    """
+
+    def normalize(self, m: Module, S) -> tuple[Value, Value]:
+        _, p = leading_one(S)
+        rounded = round_window(m, Cat(Const(0, FRAC), S), p, FRAC + 1,
+                               max_amount=len(S) - 1, name="recip_window")
+        return Cat(p, Const(0, 1)).as_signed() - FRAC, rounded

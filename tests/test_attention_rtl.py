@@ -192,7 +192,12 @@ def test_reciprocal_matches_golden(arch):
     sums = [0, 1, 2, 3, 2 ** 16 - 1, 2 ** 16, 2 ** 17 - 1, 2 ** 17, 2 ** 17 + 1,
             2 ** 18 - 1, 2 ** 18 - 2, 2 ** 18 - 3, 2 ** bits - 1, 2 ** 24]
     sums += [int(s) for s in rng.integers(1, 2 ** rng.integers(1, bits + 1, 40))]
-    dut = Reciprocal(CONFIG, bits, arch)
+    assert_reciprocal_matches_golden(Reciprocal(CONFIG, bits, arch), sums, arch)
+
+
+def assert_reciprocal_matches_golden(dut, sums, arch):
+    """`dut` (a Reciprocal) gives golden `reciprocal` of each of `sums`, one at a time, in
+    1 + the divide CORDIC's latency."""
     got, latency = [], []
 
     async def bench(ctx):

@@ -19,10 +19,11 @@ from oscarray.golden.attention_fixed import (DEFAULT_CONFIG, FRAC, MAX_TOKENS, _
                                              normalize_shift)
 from oscarray.hdl.attention import (E_MAX, E_MIN, MAX_D_H, SHIFT_BITS, Normalizer,
                                     WeightExponent, _widths, relu_eps_int)
-from oscarray.hdl.lean import LeanNormalizer, LeanWeightExponent
+from oscarray.hdl.lean import LeanNormalizer, LeanReciprocal, LeanWeightExponent
 from oscarray.sim.formal import run_sby
 
-from test_attention_rtl import DATA_MAX, exponent_vectors, normalizer_vectors, spec_exponent
+from test_attention_rtl import (CONFIG, DATA_MAX, assert_reciprocal_matches_golden,
+                                exponent_vectors, normalizer_vectors, spec_exponent)
 
 CAPACITIES = [(9, 32), (49, 16), (128, 32), (MAX_TOKENS, MAX_D_H)]
 M_BITS = sorted({_widths(DEFAULT_CONFIG, *capacity)["m"] for capacity in CAPACITIES})
@@ -287,3 +288,45 @@ def test_lean_weight_exponent_equivalent_for_bounded_runs(tmp_path, bits):
                   EXPONENT_OUTPUTS)
     result = run_sby(miter, f"exponent{bits}", tmp_path, mode="bmc", depth=25)
     assert result.status == "PASS", result.log_tail
+
+
+def test_lean_reciprocal_matches_golden():
+    # Every bit length of S (the window at every amount), each power of two and its
+    # neighbours (R's carry into 2**17 and its clamp), 0, and random sums.
+    bits = 25
+    sums = [0] + sorted({v for k in range(bits) for v in (2 ** k - 1, 2 ** k, 2 ** k + 1)
+                         if 0 < v < 2 ** bits} | {2 ** bits - 1})
+    rng = np.random.default_rng(8)
+    sums += [int(s) for s in rng.integers(1, 2 ** rng.integers(1, bits + 1, 30))]
+    assert_reciprocal_matches_golden(LeanReciprocal(CONFIG, bits, "iterative"), sums,
+                                     "iterative")
+
+
+def test_round_window_equals_round_shift_var_at_every_amount():
+    # The compact head's attn rounding (and LeanReciprocal's): R(v, a) from the kept bits,
+    # against the full shift, at every amount of a 6-bit shift and values up to 39 bits.
+    from amaranth.hdl import Signal
+    from oscarray.hdl.array import round_shift_var
+    from oscarray.hdl.lean import round_window
+    bits, width = 39, 17
+    m = Module()
+    value, amount = Signal(bits), Signal(6)
+    full, lean = Signal(width + 1), Signal(width + 1)
+    m.d.comb += [full.eq(round_shift_var(value, amount)[:width + 1]),
+                 lean.eq(round_window(m, value, amount, width))]
+    rng = np.random.default_rng(12)
+    values = [0, 1, 2 ** bits - 1, 2 ** (width + 1) - 1] + [
+        int(rng.integers(0, 2 ** int(rng.integers(1, bits + 1)))) for _ in range(24)]
+
+    async def bench(ctx):
+        for a in range(64):
+            ctx.set(amount, a)
+            for v in values + [v | (1 << (a - 1)) for v in values[:8] if 0 < a <= bits]:
+                ctx.set(value, v)
+                low = (1 << width) - 1
+                assert ctx.get(lean) & low == ctx.get(full) & low, (a, v)
+                if v >> a < 2 ** width:     # then all of it, the rounding's carry too
+                    assert ctx.get(lean) == ctx.get(full), (a, v)
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
