@@ -57,7 +57,10 @@ always ready. The two MAC passes (2 n d_h) are the work; the rest is per-row ove
 a later version can overlap with the next row. `mac_lanes` L (`AttentionHead`) widens both
 MAC passes: L products a clock, q, k, v and out in L banks, the score products summed by a
 pipelined adder tree, so 2 n ceil(d_h / L) + `score_tree_stages`(L) clocks instead of
-2 n d_h, for L q k and L attn v multipliers.
+2 n d_h, for L q k and L attn v multipliers. The compact head (`AttentionHead`'s compact, for
+the iCE40UP5K) does the sharing: q k, g r and attn v on one multiplier, W a on the
+Numerator's x a ones, one CORDIC datapath for the three CORDIC operations
+(`SharedCordicIterative`), and the lean units of hdl/lean.py; the same clocks.
 
 Right shifts of W's rounding are clamped (`shift_round`): F - e_w has no upper bound (F grows
 as q and k shrink), and R(m, s) = 0 for every s >= 63 (m < 2**62), as golden `_shift` does.

@@ -124,9 +124,9 @@ def builds_compact(device: str, case, mac_lanes: int = 1) -> bool:
     it (DEVICE_BUILDS), and a head a compact build can be (the analytic mode alone at
     d_osc 2, one MAC lane: `AttentionHead`)."""
     from .hdl.attention import head_d_osc
-    return (DEVICE_BUILDS[device].get("compact", False) and not isinstance(case, list)
-            and head_modes_of(case) == ("analytic",) and head_d_osc(case) == 2
-            and mac_lanes == 1)
+    return not isinstance(case, list) and row_builds_compact(
+        {"device": device, "mechanism": mechanism_name(case), "d_osc": head_d_osc(case)},
+        mac_lanes)
 
 
 def is_softmax(case) -> bool:
@@ -461,7 +461,9 @@ def resumable_rows(previous: dict, seed: int, mac_lanes: int = 1) -> dict:
     `row_key`; each keeps the date it was measured (`measured`, else the result's date)
     and its commit (`commit`, else the result's). A result of another seed is a ValueError: its
     cases are other draws; so is one of other MAC lanes (`mac_lanes`: the result's, 1 before
-    there were lanes): other heads."""
+    there were lanes): other heads. A row whose head was built otherwise than this run
+    builds it (`compact`: the UP5K's analytic rows before the compact head, 2026-11-25) is
+    left out, to be measured again."""
     if previous.get("seed") != seed:
         raise ValueError(f"cannot resume from a result of seed {previous.get('seed')!r}: "
                          f"this run's seed is {seed}")
@@ -470,7 +472,15 @@ def resumable_rows(previous: dict, seed: int, mac_lanes: int = 1) -> dict:
                          f"lanes: this run's heads have {mac_lanes}")
     return {row_key(row): {**row, "measured": row.get("measured", previous.get("date")),
                            "commit": row.get("commit", previous.get("commit"))}
-            for row in previous.get("rows", [])}
+            for row in previous.get("rows", [])
+            if row.get("compact", False) == row_builds_compact(row, mac_lanes)}
+
+
+def row_builds_compact(row: dict, mac_lanes: int = 1) -> bool:
+    """`builds_compact` of a row's device and head (its mechanism and d_osc)."""
+    return (bool(DEVICE_BUILDS.get(row.get("device"), {}).get("compact", False))
+            and row.get("mechanism") == "oscillator-analytic" and row.get("d_osc", 2) == 2
+            and mac_lanes == 1)
 
 
 def merged_resumable_rows(results, seed: int, mac_lanes: int = 1) -> dict:
@@ -622,7 +632,8 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                 if modes not in builds:
                     flows._say(progress, f"{shape} on {device}: building the head, T = "
                                          f"{case.tokens}, d_h = {case.d_h}, {arch} CORDICs, "
-                                         f"modes {', '.join(modes)}, {mac_lanes} MAC lanes")
+                                         f"modes {', '.join(modes)}, {mac_lanes} MAC lanes"
+                                         + (", compact" if compact else ""))
                     builds[modes] = _build(device, case, root / "boards", progress,
                                            mac_lanes)
                 add(bench_row(shape, device, case, arch, measured[case.mode, arch, compact],

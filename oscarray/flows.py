@@ -510,10 +510,14 @@ def _attention_check_rtl(case, max_tokens=None, max_d_h=None, mac_lanes=1, compa
     """hdl.attention.check_case for a head built with every mode of the case's d_osc: the
     fixed-point refusals, the build's capacity, the score shift register; its MAC lanes
     (`check_mac_lanes`) and whether it can be compact (`check_compact`)."""
-    from .hdl.attention import MODES, check_case, check_compact, check_mac_lanes, head_d_osc
+    from .hdl.attention import (MODES, AttentionHeadError, check_case, check_compact,
+                                check_mac_lanes, head_d_osc)
     max_tokens, max_d_h = attention_rtl_capacity(case.tokens, case.d_h, max_tokens, max_d_h)
     check_mac_lanes(mac_lanes, max_d_h)
     d_osc = head_d_osc(case)
+    if isinstance(compact, (bool, np.bool_)) and compact and case.mode != "analytic":
+        raise AttentionHeadError(f"the case's mode is {case.mode!r}: a compact head runs the "
+                                 f"analytic mode only")
     check_compact(compact, cordic_arch=cordic_arch, modes=(case.mode,), d_osc=d_osc,
                   mac_lanes=mac_lanes)
     check_case(case, max_tokens=max_tokens, max_d_h=max_d_h, modes=MODES,
@@ -687,8 +691,9 @@ def attention_run(case_path, engine: str, out=None, progress=None, *, plots=None
             raise ValueError(f"{flag} is the rtl engine's, not {engine}'s")
     options = ({"max_tokens": max_tokens, "max_d_h": max_d_h,
                 "mac_lanes": 1 if mac_lanes is None else mac_lanes} if engine == "rtl" else {})
-    if compact:
-        options.update(compact=True, cordic_arch="iterative")
+    if compact is not None and engine == "rtl":     # (a bad value: check_compact's error)
+        on = isinstance(compact, (bool, np.bool_)) and bool(compact)
+        options.update(compact=compact, cordic_arch="iterative" if on else "pipelined")
     if engine in ATTENTION_CASE_CHECKS:
         ATTENTION_CASE_CHECKS[engine](case, **options)
 

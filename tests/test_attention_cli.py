@@ -206,6 +206,9 @@ def test_rtl_capacity_options_reach_the_build(tmp_path, capsys, monkeypatch):
     assert seen["build_root"] == str(tmp_path / "b") and seen["mac_lanes"] == 1
     assert run(capsys, "--in", case, "--engine", "rtl", "--out", out, "--mac-lanes", 8)[0] == 0
     assert seen["mac_lanes"] == 8
+    assert seen["compact"] is False and seen["cordic_arch"] == "pipelined"
+    assert run(capsys, "--in", case, "--engine", "rtl", "--out", out, "--compact")[0] == 0
+    assert seen["compact"] is True and seen["cordic_arch"] == "iterative"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 head with its multipliers shared between passes. It must give
 the golden model's integers bit for bit in the clocks of `cycles_per_head`, as the head it
 replaces does: Amaranth's simulator on small heads, cocotb on Verilator in the issue's
-shapes, the refusals, and a real iCEBreaker build (slow)."""
+shapes, and the refusals (the real iCEBreaker build: tests/test_bench_attention.py's
+`test_bench_sva_on_up5k`, slow)."""
 
 import numpy as np
 import pytest
@@ -118,7 +119,8 @@ def test_attention_cli_compact(tmp_path, capsys):
     ode["mode"] = np.array("ode-drive")
     np.savez(tmp_path / "ode.npz", **ode)
     for argv, reason in ((["--in", case, "--engine", "golden-fixed"], "rtl engine's"),
-                         (["--in", tmp_path / "ode.npz", "--engine", "rtl"], "modes"),
+                         (["--in", tmp_path / "ode.npz", "--engine", "rtl"],
+                          "analytic mode only"),
                          (["--example", "sva"], "--compact belongs to a run")):
         capsys.readouterr()
         code = main(["attention", *map(str, argv), "--compact", "--out", str(out)])
@@ -157,3 +159,14 @@ def test_weight_window_equals_weight_split():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_compact_refusal_of_a_bad_value_in_the_flow(tmp_path):
+    # The library entry point refuses what the CLI cannot pass, before any work.
+    from oscarray import flows
+    case = tmp_path / "case.npz"
+    flows.attention_example("sva", case)
+    for value in ("no", 2):
+        with pytest.raises(TypeError, match="compact"):
+            flows.attention_run(case, "rtl", tmp_path / "r.npz", compact=value)
+    assert not (tmp_path / "r.npz").exists()

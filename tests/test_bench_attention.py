@@ -102,6 +102,25 @@ def test_row_of_a_build():
     assert row["converged"] is None and row["engine_runs"] is None
 
 
+def test_the_up5k_builds_its_analytic_heads_compact_and_resumes_only_those():
+    kws = bench.example_case("kws")
+    drive = bench.mechanism_case(kws, "oscillator-ode-drive")
+    sphere = bench.example_case("tinystories")             # d_osc 8: no compact head
+    assert bench.builds_compact("up5k", kws) is True
+    assert bench.builds_compact("up5k", kws, mac_lanes=2) is False
+    assert not any(bench.builds_compact("up5k", case) for case in (drive, sphere))
+    assert not any(bench.builds_compact("ecp5-85f", case) for case in (kws, drive, sphere))
+    row = bench.bench_row("kws", "up5k", kws, "iterative", rtl_figures(59927, 2), NUMPY,
+                          built=BUILT, compact=True)
+    assert row["compact"] is True
+    # A UP5K analytic row measured before the compact head is measured again, not taken over.
+    old = dict(row, compact=False)
+    softmax = dict(row, mechanism="softmax", compact=False)
+    for rows, kept in (([row, softmax], 2), ([old, softmax], 1)):
+        taken = bench.resumable_rows({"seed": 0, "rows": rows}, 0)
+        assert len(taken) == kept and ("kws", "up5k", "softmax") in taken
+
+
 @pytest.mark.parametrize("mechanism", ["oscillator-ode-drive", "oscillator-ode-pairwise"])
 def test_row_of_an_ode_build(mechanism):
     case = bench.mechanism_case(bench.example_case("kws"), mechanism)

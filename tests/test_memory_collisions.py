@@ -92,17 +92,19 @@ def run_poisoned(head, writes, items, ready_prob=1.0, seed=0, clock_limit=MAX_CL
     return out["items"], out["hits"]
 
 
-@pytest.mark.parametrize("arch,shape,causal,ready,lanes", [
-    ("pipelined", (1, 5, 6), True, 1.0, 1),
-    ("iterative", (1, 8, 8), False, 0.5, 1),
-    ("pipelined", (1, 6, 7), False, 0.7, 4),        # banked q, k, v and out (mac_lanes)
+@pytest.mark.parametrize("arch,shape,causal,ready,lanes,compact", [
+    ("pipelined", (1, 5, 6), True, 1.0, 1, False),
+    ("iterative", (1, 8, 8), False, 0.5, 1, False),
+    ("pipelined", (1, 6, 7), False, 0.7, 4, False),     # banked q, k, v and out (mac_lanes)
+    ("iterative", (1, 7, 6), True, 0.6, 1, True),       # the UP5K's compact head
 ])
-def test_analytic_head_ignores_reads_that_meet_a_write(arch, shape, causal, ready, lanes):
+def test_analytic_head_ignores_reads_that_meet_a_write(arch, shape, causal, ready, lanes,
+                                                       compact):
     H, T, d_h = shape
     case = random_case((H, T, d_h, 2), seed=T * d_h + 1, causal=np.array(causal),
                        p=np.array(2))
     gold, fe = attention_fixed(case), front_end(validate_fixed(case))
-    head = AttentionHead(CONFIG, cordic_arch=arch, mac_lanes=lanes, **SMALL)
+    head = AttentionHead(CONFIG, cordic_arch=arch, mac_lanes=lanes, compact=compact, **SMALL)
     items, hits = run_poisoned(head, head_writes(case, CONFIG, **SMALL)[0],
                                T * row_items(T, d_h), ready_prob=ready, seed=3)
     assert_head_bit_exact(decode_items(items, T, d_h), gold, fe, 0)
