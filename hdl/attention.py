@@ -1153,10 +1153,14 @@ class AttentionHead(wiring.Component):
                                     the analytic mode at d_osc 2, one MAC lane, iterative
                                     CORDICs): q k, g r and attn v on one multiplier, W a
                                     on the Numerator's x a multipliers (the passes never
-                                    overlap), and one CORDIC datapath for vectoring,
+                                    overlap), one CORDIC datapath for vectoring,
                                     rotation and the reciprocal
-                                    (`SharedCordicIterative`). The same results and
-                                    clocks.
+                                    (`SharedCordicIterative`), the weight exponent
+                                    search, Normalizer, reciprocal and the W and attn
+                                    shifts building only the bits they keep
+                                    (hdl/lean.py), and q and k single-port (the load's
+                                    address while idle), so the UP5K puts them in SPRAM.
+                                    The same results and clocks.
 
     Ports
     -----
