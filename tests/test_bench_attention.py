@@ -306,6 +306,8 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     # The ODE rows share one build: said once.
     assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
     assert "refused, no row" not in text
+    assert "compact head (AttentionHead's compact" in text      # the UP5K's analytic heads
+    assert "lean shifters, q and k in SPRAM): kws on up5k, sva on up5k" in text
     assert "NumPy us: the float model's analytic attention on every oscillator row" in text
     # Same area in the fake builds: every ratio is the clocks' (kws: 2 heads of T 49, d_h 16).
     clocks = [cycles_per_head(49, 16, True, mode=m) for m in ("softmax", "analytic")]
