@@ -783,16 +783,23 @@ def check_case(case, config: AttentionFixedConfig = DEFAULT_CONFIG, *, max_token
     return case
 
 
+#: The modes a compact head is built with: one of these.
+COMPACT_MODES = (("analytic",), ("softmax",))
+
+
 def check_compact(compact, *, cordic_arch: str, modes, d_osc: int, mac_lanes: int) -> bool:
-    """`compact` as a bool, else TypeError; a compact head is the analytic head at d_osc 2 with
-    one MAC lane and iterative CORDICs (what the iCE40UP5K can hold), else
-    AttentionHeadError."""
+    """`compact` as a bool, else TypeError; a compact head is the analytic head at d_osc 2 or
+    the softmax head, with one MAC lane and iterative CORDICs (what the iCE40UP5K can
+    hold), else AttentionHeadError."""
     if not isinstance(compact, (bool, np.bool_)):
         raise TypeError(f"compact must be True or False, not {compact!r}")
     if not compact:
         return False
-    wanted = {"cordic_arch": ("iterative", cordic_arch), "modes": (("analytic",), modes),
-              "d_osc": (2, d_osc), "mac_lanes": (1, mac_lanes)}
+    if tuple(modes) not in COMPACT_MODES:
+        raise AttentionHeadError(f"a compact head (the iCE40UP5K's) is built with modes = "
+                                 f"{' or '.join(map(repr, COMPACT_MODES))}, not {modes!r}")
+    wanted = {"cordic_arch": ("iterative", cordic_arch), "d_osc": (2, d_osc),
+              "mac_lanes": (1, mac_lanes)}
     for name, (need, given) in wanted.items():
         if given != need:
             raise AttentionHeadError(f"a compact head (the iCE40UP5K's) is built with "
@@ -1150,8 +1157,9 @@ class AttentionHead(wiring.Component):
                                     multipliers. The arithmetic is exact, so the result is
                                     the same bit for bit at every L.
     compact : bool                  the same head in less area, for the iCE40UP5K (only
-                                    the analytic mode at d_osc 2, one MAC lane, iterative
-                                    CORDICs): q k, g r and attn v on one multiplier, W a
+                                    the analytic mode at d_osc 2 or the softmax mode
+                                    alone, one MAC lane, iterative CORDICs):
+                                    q k, g r and attn v on one multiplier, W a
                                     on the Numerator's x a multipliers (the passes never
                                     overlap), one CORDIC datapath for vectoring,
                                     rotation and the reciprocal
@@ -2087,10 +2095,13 @@ class AttentionHead(wiring.Component):
             from .lean import LeanNormalizer, LeanReciprocal, LeanWeightExponent  # (as above)
             exponent_unit, normalizer_unit = LeanWeightExponent, LeanNormalizer
             reciprocal_unit = LeanReciprocal
-            # The three CORDIC operations, never at once, on one datapath.
+            # The three CORDIC operations, never at once, on one datapath (softmax: the
+            # divide alone, without the other units' programs).
             m.submodules.cordics = cordics = SharedCordicIterative(
-                [cfg.vector, cfg.rotate, cfg.divide])
-            vector, rotate, divide = cordics.ports
+                [cfg.vector, cfg.rotate, cfg.divide] if oscillator else [cfg.divide])
+            *oscillator_ports, divide = cordics.ports
+            if oscillator:
+                vector, rotate = oscillator_ports
         m.submodules.reciprocal = recip = reciprocal_unit(cfg, recip_bits, self.cordic_arch,
                                                           divide if self.compact else None)
         m.d.comb += recip.o.ready.eq(1)

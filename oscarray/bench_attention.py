@@ -102,7 +102,7 @@ def not_benched() -> list[dict]:
 # What each device builds: the board and the CORDIC architecture of the head's three CORDICs
 # (vector, rotate, divide; each used once a row) and of its array engine. UP5K: the iterative
 # CORDICs, the smaller head (the pipelined one needs about twice the device's logic cells),
-# and the analytic head compact (`AttentionHead`'s compact; `builds_compact`).
+# and the analytic and softmax heads compact (`AttentionHead`'s compact; `builds_compact`).
 DEVICE_BUILDS = {
     "up5k": {"board": "icebreaker", "cordic_arch": "iterative", "compact": True},
     "ecp5-85f": {"board": "ulx3s-85f", "cordic_arch": "pipelined"},
@@ -122,7 +122,7 @@ def head_modes_of(case) -> tuple:
 def builds_compact(device: str, case, mac_lanes: int = 1) -> bool:
     """Whether `device` builds and simulates the case's head compact: a device that asks for
     it (DEVICE_BUILDS), and a head a compact build can be (the analytic mode alone at
-    d_osc 2, one MAC lane: `AttentionHead`)."""
+    d_osc 2 or the softmax mode alone, one MAC lane: `AttentionHead`)."""
     from .hdl.attention import head_d_osc
     return not isinstance(case, list) and row_builds_compact(
         {"device": device, "mechanism": mechanism_name(case), "d_osc": head_d_osc(case)},
@@ -233,7 +233,8 @@ def measure_rtl(case, cordic_arch: str, *, sim=None, build_root=None, progress=N
         from .softmax_flow import SOFTMAX_ENGINES
         rtl = SOFTMAX_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                      build_root=build_root, progress=progress,
-                                     cordic_arch=cordic_arch, mac_lanes=mac_lanes)
+                                     cordic_arch=cordic_arch, mac_lanes=mac_lanes,
+                                     compact=compact)
     else:
         rtl = flows.ATTENTION_ENGINES["rtl"](case, max_tokens=tokens, max_d_h=d_h, sim=sim,
                                              build_root=build_root, progress=progress,
@@ -477,9 +478,11 @@ def resumable_rows(previous: dict, seed: int, mac_lanes: int = 1) -> dict:
 
 
 def row_builds_compact(row: dict, mac_lanes: int = 1) -> bool:
-    """`builds_compact` of a row's device and head (its mechanism and d_osc)."""
-    return (bool(DEVICE_BUILDS.get(row.get("device"), {}).get("compact", False))
-            and row.get("mechanism") == "oscillator-analytic" and row.get("d_osc", 2) == 2
+    """`builds_compact` of a row's device and head (its mechanism and d_osc; a softmax head
+    has no oscillator, whatever the case's anchors)."""
+    head = (row.get("mechanism") == "softmax"
+            or (row.get("mechanism") == "oscillator-analytic" and row.get("d_osc", 2) == 2))
+    return (bool(DEVICE_BUILDS.get(row.get("device"), {}).get("compact", False)) and head
             and mac_lanes == 1)
 
 

@@ -700,8 +700,8 @@ def _attention_bench_notes(result: dict) -> list[str]:
         notes.append(f"every head has {lanes} MAC lanes: its score and value passes take "
                      f"ceil(d_h / {lanes}) clocks a token (1 lane: d_h); the torus layer has "
                      f"none")
-    compact = [f"{row['shape']} on {row['device']}" for row in result["rows"]
-               if row.get("compact")]
+    compact = [f"{row['shape']} {row['mechanism']} on {row['device']}"
+               for row in result["rows"] if row.get("compact")]
     if compact:
         notes.append(f"compact head (AttentionHead's compact: shared multipliers, one CORDIC "
                      f"datapath, lean shifters, q and k in SPRAM): {', '.join(compact)}")

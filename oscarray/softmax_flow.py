@@ -49,9 +49,10 @@ def _check_rtl(case, max_tokens=None, max_d_h=None, **options):
 
 
 def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progress=None,
-         cordic_arch="pipelined", mac_lanes=1) -> dict:
+         cordic_arch="pipelined", mac_lanes=1, compact=False) -> dict:
     """The attention head built with the softmax mode only, in cocotb (`cordic_arch`: its
-    divide CORDIC's; `mac_lanes`: its products per clock in SCORES and OUT)."""
+    divide CORDIC's; `mac_lanes`: its products per clock in SCORES and OUT; `compact`: its
+    compact build, `AttentionHead`)."""
     from .sim.attention import run_attention_rtl
 
     max_tokens, max_d_h = _rtl_capacity(case, max_tokens, max_d_h)
@@ -59,7 +60,7 @@ def _rtl(case, max_tokens=None, max_d_h=None, sim=None, build_root=None, progres
                    f"d_h <= {max_d_h} (the first run of a capacity builds it; then cached)")
     rtl = run_attention_rtl(case, max_tokens=max_tokens, max_d_h=max_d_h, sim=sim,
                             build_root=build_root, modes=("softmax",),
-                            cordic_arch=cordic_arch, mac_lanes=mac_lanes)
+                            cordic_arch=cordic_arch, mac_lanes=mac_lanes, compact=compact)
     return softmax_rtl_result(case, rtl)
 
 

@@ -66,6 +66,7 @@ def test_compact_head_zero_drive_and_large_scores_in_amaranth():
 def test_compact_refusals():
     for options, word in ((dict(cordic_arch="pipelined"), "cordic_arch"),
                           (dict(modes=("analytic", "softmax")), "modes"),
+                          (dict(modes=("analytic", "ode-drive")), "modes"),
                           (dict(modes=("analytic", "ode-drive", "ode-pairwise")), "modes"),
                           (dict(d_osc=3), "d_osc"),
                           (dict(mac_lanes=2), "mac_lanes")):
@@ -170,3 +171,40 @@ def test_compact_refusal_of_a_bad_value_in_the_flow(tmp_path):
         with pytest.raises(TypeError, match="compact"):
             flows.attention_run(case, "rtl", tmp_path / "r.npz", compact=value)
     assert not (tmp_path / "r.npz").exists()
+
+
+@pytest.mark.parametrize("shape,causal,ready", [((1, 5, 6, 2), True, 1.0),
+                                                ((1, 8, 8, 2), False, 0.6)])
+def test_compact_softmax_head_bit_exact_in_amaranth(shape, causal, ready):
+    # The softmax head compact too (the UP5K's softmax rows): its products on the one
+    # multiplier, the divide alone on the shared CORDIC, LeanReciprocal, q and k single-port.
+    from oscarray.golden.softmax import softmax_case, softmax_fixed
+    _, T, d_h, _ = shape
+    case = softmax_case(random_case(shape, seed=T + d_h, causal=np.array(causal)))
+    dut = AttentionHead(CONFIG, modes=("softmax",), cordic_arch="iterative", compact=True,
+                        **SMALL)
+    writes = head_writes(case, CONFIG, modes=("softmax",), **SMALL)[0]
+    result = simulate_head(dut, writes, T * row_items(T, d_h), ready_prob=ready, seed=T)
+    got, gold = decode_items(result["items"], T, d_h), softmax_fixed(case)
+    np.testing.assert_array_equal(got["attn"], gold["attn_int"][0])
+    np.testing.assert_array_equal(got["out"], gold["out_int"][0])
+    formula = cycles_per_head(T, d_h, causal, CONFIG, "iterative", mode="softmax")
+    assert result["cycles"] == formula if ready == 1 else result["cycles"] > formula
+
+
+def test_compact_softmax_head_bit_exact_on_verilator(attention_build_root):
+    from oscarray.golden.softmax import softmax_case, softmax_fixed
+    from oscarray.sim.attention import run_attention_rtl_batch
+    cases = [softmax_case(random_case(shape, seed=60 + causal, causal=np.array(causal)))
+             for shape in ((1, 9, 32, 2), (2, 49, 16, 2)) for causal in (True, False)]
+    results = run_attention_rtl_batch(cases, CONFIG, max_tokens=49, max_d_h=32,
+                                      modes=("softmax",), cordic_arch="iterative",
+                                      compact=True, build_root=attention_build_root, seed=6)
+    for case, rtl in zip(cases, results):
+        gold = softmax_fixed(case)
+        assert rtl["sim"] == "verilator"
+        np.testing.assert_array_equal(rtl["attn_int"], gold["attn_int"])
+        np.testing.assert_array_equal(rtl["out_int"], gold["out_int"])
+        formula = cycles_per_head(case.tokens, case.d_h, case.causal, CONFIG, "iterative",
+                                  mode="softmax")
+        assert (rtl["cycles"] == formula).all()

@@ -106,19 +106,26 @@ def test_the_up5k_builds_its_analytic_heads_compact_and_resumes_only_those():
     kws = bench.example_case("kws")
     drive = bench.mechanism_case(kws, "oscillator-ode-drive")
     sphere = bench.example_case("tinystories")             # d_osc 8: no compact head
+    softmax = bench.mechanism_case(sphere, "softmax")       # no oscillator: compact
     assert bench.builds_compact("up5k", kws) is True
+    assert bench.builds_compact("up5k", softmax) is True
     assert bench.builds_compact("up5k", kws, mac_lanes=2) is False
     assert not any(bench.builds_compact("up5k", case) for case in (drive, sphere))
-    assert not any(bench.builds_compact("ecp5-85f", case) for case in (kws, drive, sphere))
+    assert not any(bench.builds_compact("ecp5-85f", case)
+                   for case in (kws, drive, sphere, softmax))
     row = bench.bench_row("kws", "up5k", kws, "iterative", rtl_figures(59927, 2), NUMPY,
                           built=BUILT, compact=True)
     assert row["compact"] is True
-    # A UP5K analytic row measured before the compact head is measured again, not taken over.
+    # A UP5K row measured before the compact head is measured again, not taken over; the
+    # rows of heads that are not compact are.
     old = dict(row, compact=False)
-    softmax = dict(row, mechanism="softmax", compact=False)
-    for rows, kept in (([row, softmax], 2), ([old, softmax], 1)):
+    ode = dict(row, mechanism="oscillator-ode-drive", compact=False)
+    for rows, kept in (([row, ode], 2), ([old, ode], 1)):
         taken = bench.resumable_rows({"seed": 0, "rows": rows}, 0)
-        assert len(taken) == kept and ("kws", "up5k", "softmax") in taken
+        assert len(taken) == kept and ("kws", "up5k", "oscillator-ode-drive") in taken
+    softmax_row = bench.bench_row("tinystories", "up5k", softmax, "iterative",
+                                  rtl_figures(576256, 4), NUMPY, built=BUILT, compact=True)
+    assert bench.row_builds_compact(softmax_row) is True and softmax_row["d_osc"] == 8
 
 
 @pytest.mark.parametrize("mechanism", ["oscillator-ode-drive", "oscillator-ode-pairwise"])
@@ -306,8 +313,9 @@ def test_cli_table_notes_and_json(tmp_path, capsys, monkeypatch):
     # The ODE rows share one build: said once.
     assert text.count("sva on up5k, head with analytic+ode-drive+ode-pairwise") == 1
     assert "refused, no row" not in text
-    assert "compact head (AttentionHead's compact" in text      # the UP5K's analytic heads
-    assert "lean shifters, q and k in SPRAM): kws on up5k, sva on up5k" in text
+    # The UP5K's analytic and softmax heads are compact.
+    assert ("lean shifters, q and k in SPRAM): kws oscillator-analytic on up5k, kws softmax "
+            "on up5k, sva oscillator-analytic on up5k, sva softmax on up5k") in text
     assert "NumPy us: the float model's analytic attention on every oscillator row" in text
     # Same area in the fake builds: every ratio is the clocks' (kws: 2 heads of T 49, d_h 16).
     clocks = [cycles_per_head(49, 16, True, mode=m) for m in ("softmax", "analytic")]
@@ -534,6 +542,7 @@ def test_bench_sva_on_up5k(tmp_path, capsys):
             assert row["compact"] is True and row["fits"] is True
         elif row["mechanism"] == "softmax":
             assert model == softmax and row["euler_steps"] is None
+            assert row["compact"] is True and row["fits"] is True
         elif row["mechanism"] == "torus":
             assert model == torus_cycles(9, 32) and row["euler_steps"] is None
         else:
