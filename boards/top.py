@@ -29,10 +29,11 @@ The boards (`TOPS`; `build_top` builds one through boards/build.py's flow):
                     modes=("softmax",)), T <= 16, d_h <= 32 (the subject-verb shape, 9 x 32),
                     iterative CORDIC, at the board's 12 MHz without the PLL, on the FT2232H's
                     UART (pins 6, 9); the output FIFO in 3 of the 4 SPRAMs. No oscillator head
-                    fits the iCE40UP5K: the analytic one needs 12 SB_MAC16 of the 8 there are
-                    and about 6.7k logic cells of 5280 (4 SB_MAC16 a multiply and 29 in all with
-                    synth_ice40's own DSP mapping). The softmax head's Fmax there was 13-14 MHz
-                    (the critical path its EXP pass's shift and rounding of M - m), below
+                    fits beside the link: the compact analytic head (`AttentionHead`'s
+                    compact) fits the iCE40UP5K alone, but a top with it needed 5753 logic
+                    cells of 5280 even without an output FIFO (measured 2026-11-25,
+                    README). The softmax head's Fmax there was 13-14 MHz (the critical
+                    path its EXP pass's shift and rounding of M - m), below
                     the iCE40 PLL's 16 MHz minimum, hence the board clock; with the shift's
                     amounts registered (ec606ec) the top reaches 17.0 MHz, too close to
                     16 MHz for a PLL clock, so the board clock stays. The driver runs any

@@ -127,13 +127,13 @@ from ..golden.attention_fixed import (
     score_constant,
     validate_fixed,
 )
-from .array import (STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run, delay_line,
-                    magnitude, round_shift_finish, round_shift_split, round_shift_var)
+from .array import (NO_INIT_SUFFIX, STEP_COUNT_BITS, ArrayEngine, check_names, cycles_per_run,
+                    delay_line, magnitude, round_shift_finish, round_shift_split,
+                    round_shift_var)
 from .array import TARGETS as ENGINE_TARGETS
 from .array import REGISTERS as ENGINE_REGISTERS
 from ..golden.attention_sphere import MAX_D_OSC, TOL_BITS, flow_constants, flow_start
 from .cordic import ARCHITECTURES, Cordic
-from .array import NO_INIT_SUFFIX
 from .cordic_iterative import SharedCordicIterative
 from .exp2 import NegExp2
 from .sphere import SphereNormalizer, sphere_cycles

@@ -405,11 +405,11 @@ def _complete_row(row: dict, shape: str, device: str, cordic_arch: str, rtl: dic
     return row
 
 
-def _build(device: str, case, build_root, progress, mac_lanes: int = 1
-           ) -> tuple[dict | None, dict | None]:
+def _build(device: str, case, build_root, progress, mac_lanes: int = 1,
+           compact: bool = False) -> tuple[dict | None, dict | None]:
     """(build()'s dict, None), or (None, why it does not fit), for the head of the case's
-    HEAD_MODES with `mac_lanes` MAC lanes (a list of torus cases: their layer,
-    `TORUS_CORDIC`)."""
+    HEAD_MODES with `mac_lanes` MAC lanes, compact or not (`builds_compact`, which the
+    caller has decided; a list of torus cases: their layer, `TORUS_CORDIC`)."""
     from .boards.attention_build import (
         build_attention_head,
         build_torus_layer,
@@ -425,7 +425,6 @@ def _build(device: str, case, build_root, progress, mac_lanes: int = 1
                                                  build_root, progress))
     from .hdl.attention import head_d_osc
     arch, modes, d_osc = spec["cordic_arch"], head_modes_of(case), head_d_osc(case)
-    compact = builds_compact(device, case, mac_lanes)
     return _fitted(device, build_root, progress,
                    head_build_name(case.tokens, case.d_h, arch, modes, d_osc, mac_lanes,
                                    compact),
@@ -638,7 +637,7 @@ def bench_attention(shapes=("kws", "sva"), devices=("up5k", "ecp5-85f"), *, seed
                                          f"modes {', '.join(modes)}, {mac_lanes} MAC lanes"
                                          + (", compact" if compact else ""))
                     builds[modes] = _build(device, case, root / "boards", progress,
-                                           mac_lanes)
+                                           mac_lanes, compact)
                 add(bench_row(shape, device, case, arch, measured[case.mode, arch, compact],
                               numpys[family], *builds[modes], mac_lanes=mac_lanes,
                               compact=compact))

@@ -255,7 +255,7 @@ def fake_bench(monkeypatch, *, bit_exact=True):
         model = torus_cycles(cases[0].tokens, cases[0].d)
         return rtl_figures(model, len(cases), bit_exact)
 
-    def build(device, case, build_root, progress, mac_lanes=1):
+    def build(device, case, build_root, progress, mac_lanes=1, compact=False):
         if device == "up5k":
             return None, {"message": "design does not fit icebreaker: needs at least 5585 "
                                      "logic cells, the device has 5280", "target_mhz": 30.0,
@@ -274,8 +274,10 @@ def test_mac_lanes_reach_every_head_and_bad_ones_are_refused(tmp_path, capsys, m
     measure, build = bench.measure_rtl, bench._build
     monkeypatch.setattr(bench, "measure_rtl", lambda case, arch, **kw: seen.append(
         ("sim", kw["mac_lanes"])) or measure(case, arch, **kw))
-    monkeypatch.setattr(bench, "_build", lambda device, case, root, progress, mac_lanes=1: (
-        seen.append(("build", mac_lanes)) or build(device, case, root, progress, mac_lanes)))
+    monkeypatch.setattr(bench, "_build", lambda device, case, root, progress, mac_lanes=1,
+                        compact=False: (seen.append(("build", mac_lanes))
+                                        or build(device, case, root, progress, mac_lanes,
+                                                 compact)))
     out = tmp_path / "bench.json"
     code = main(["bench", "attention", "--shape", "kws", "--device", "ecp5-85f",
                  "--mechanism", "oscillator-analytic", "softmax", "--mac-lanes", "16",
